@@ -1,0 +1,33 @@
+//! The API versions kavka advertises in ApiVersions: exactly what the handlers implement.
+//!
+//! A version is listed only when its handler honours every field of it. Versions below the
+//! generated codecs' floor (Produce v0-2, Fetch v0-3, ListOffsets v0) are decoded by
+//! `legacy`.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (api, min version, max version)
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 0, 16),
+    (ApiKey::ListOffsets, 0, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The advertised range for `api`, if we implement it at all.
+pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == api).map(|(_, lo, hi)| (*lo, *hi))
+}
+
+pub fn is_supported(api: ApiKey, version: i16) -> bool {
+    supported_range(api).is_some_and(|(lo, hi)| (lo..=hi).contains(&version))
+}
