@@ -1,1 +1,42 @@
-fn main() {}
+//! The `kavka` command line: one binary for the broker and its tools.
+
+mod cli;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kavka", version, about = "A Kafka-compatible streaming platform in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a broker (single-node cluster with defaults when no properties file is given).
+    Server(server::ServerArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topics(cli::topics::TopicsArgs),
+    /// Read lines from stdin and produce them to a topic.
+    ConsoleProducer(cli::console_producer::ConsoleProducerArgs),
+    /// Print records of a topic to stdout.
+    ConsoleConsumer(cli::console_consumer::ConsoleConsumerArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Topics(args) => cli::run(cli::topics::run(args)),
+        Command::ConsoleProducer(args) => cli::run(cli::console_producer::run(args)),
+        Command::ConsoleConsumer(args) => cli::run(cli::console_consumer::run(args)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

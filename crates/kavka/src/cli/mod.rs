@@ -1,0 +1,11 @@
+//! Kafka-style command-line tools. Each speaks the Kafka protocol through `kavka-client`,
+//! so it works against any Kafka-compatible broker.
+
+pub mod console_consumer;
+pub mod console_producer;
+pub mod topics;
+
+/// Runs a tool's future on a small runtime.
+pub fn run<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
+}

@@ -1,0 +1,11 @@
+use clap::Args;
+
+#[derive(Args)]
+pub struct TopicsArgs {
+    #[arg(long, default_value = "localhost:9092")]
+    pub bootstrap_server: String,
+}
+
+pub async fn run(_args: TopicsArgs) -> anyhow::Result<()> {
+    anyhow::bail!("not implemented yet")
+}
