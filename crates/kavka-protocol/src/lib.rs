@@ -6,8 +6,12 @@
 //! and the legacy (magic 0/1, pre-v3 Produce/Fetch) formats the generated codecs dropped.
 
 pub mod api_versions;
+pub mod compression;
 pub mod error;
 pub mod frame;
+pub mod legacy_api;
+pub mod legacy_message_set;
 pub mod record_batch;
+pub mod records;
 
 pub use kafka_protocol;
