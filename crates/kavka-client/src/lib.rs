@@ -1,1 +1,31 @@
-//! kavka-client
+//! kavka-client: a small async Kafka client used by the `kavka` CLI tools and tests.
+//!
+//! It speaks the Kafka protocol to any Kafka-compatible broker (kavka or Apache Kafka):
+//! every connection starts with ApiVersions and each request then uses the highest version
+//! both sides support. Message structs come from `kafka_protocol::messages`.
+//!
+//! - [`Connection`]: one TCP connection, framing and correlation ids.
+//! - [`Cluster`]: bootstrap, metadata cache, per-broker connections, leader lookup.
+//! - [`Admin`]: topics and configs.
+//! - [`Producer`]: batches records per partition and sends them to the leaders.
+//! - [`Consumer`]: assigned partitions, offset resolution and the fetch loop.
+
+pub mod admin;
+pub mod cluster;
+pub mod connection;
+pub mod consumer;
+mod decompress;
+pub mod error;
+pub mod partitioner;
+pub mod producer;
+
+pub use admin::{Admin, AlterConfigOp, ConfigEntry, NewTopic, TopicDescription};
+pub use cluster::{BrokerMetadata, ClientConfig, Cluster, PartitionMetadata, TopicMetadata};
+pub use connection::Connection;
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetSpec};
+pub use error::ClientError;
+pub use kafka_protocol::records::Compression;
+pub use producer::{Acks, ProduceAck, Producer, ProducerConfig, ProducerRecord};
+
+/// Result type of every client operation.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -1,0 +1,681 @@
+//! The consumer: explicitly assigned partitions (no group yet), starting offsets resolved
+//! with ListOffsets, and a Fetch loop that decodes v2 batches (compressed ones included).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use kavka_protocol::record_batch::{self, LOG_OVERHEAD};
+use uuid::Uuid;
+
+use crate::cluster::{ClientConfig, Cluster};
+use crate::decompress::decompress;
+use crate::error::{self, codes, ClientError};
+use crate::Result;
+
+/// ListOffsets' special timestamps.
+const EARLIEST_TIMESTAMP: i64 = -2;
+const LATEST_TIMESTAMP: i64 = -1;
+
+/// Where to start reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The log end offset (only records produced from now on).
+    Latest,
+    /// This exact offset; a fetch outside the log reports OFFSET_OUT_OF_RANGE.
+    Offset(i64),
+    /// The first offset whose timestamp is at or after this one (ms); the log end if none.
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// `fetch.max.wait.ms`: how long the broker may hold a fetch waiting for `min_bytes`.
+    pub max_wait: Duration,
+    /// `fetch.min.bytes`.
+    pub min_bytes: i32,
+    /// `fetch.max.bytes`.
+    pub max_bytes: i32,
+    /// `max.partition.fetch.bytes`.
+    pub partition_max_bytes: i32,
+    /// 0 read_uncommitted, 1 read_committed.
+    pub isolation_level: i8,
+    /// Upper bound on one batch's decompressed size.
+    pub max_decompressed_batch_bytes: usize,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            max_wait: Duration::from_millis(500),
+            min_bytes: 1,
+            max_bytes: 50 * 1024 * 1024,
+            partition_max_bytes: 1024 * 1024,
+            isolation_level: 0,
+            max_decompressed_batch_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    /// True for `LogAppendTime`, false for `CreateTime`.
+    pub log_append_time: bool,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+pub struct Consumer {
+    cluster: Cluster,
+    config: ConsumerConfig,
+    /// Assigned partitions and the next offset to fetch from each.
+    positions: IndexMap<(String, i32), i64>,
+    /// Rotates which partition comes first in a fetch, so none starves behind the others
+    /// when responses hit `max_bytes`.
+    rotation: usize,
+    failed_rounds: u32,
+}
+
+impl Consumer {
+    pub async fn connect(client: ClientConfig, config: ConsumerConfig) -> Result<Self> {
+        Ok(Consumer::new(Cluster::connect(client).await?, config))
+    }
+
+    pub fn new(cluster: Cluster, config: ConsumerConfig) -> Self {
+        Consumer {
+            cluster,
+            config,
+            positions: IndexMap::new(),
+            rotation: 0,
+            failed_rounds: 0,
+        }
+    }
+
+    pub fn cluster(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
+
+    /// Partition indexes of `topic`.
+    pub async fn partitions_for(&mut self, topic: &str) -> Result<Vec<i32>> {
+        Ok(self
+            .cluster
+            .topic(topic)
+            .await?
+            .partitions
+            .iter()
+            .map(|p| p.partition)
+            .collect())
+    }
+
+    /// Adds `partitions` of `topic` to the assignment, starting at `spec`. Returns the
+    /// resolved start offset of each.
+    pub async fn assign(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        spec: OffsetSpec,
+    ) -> Result<Vec<(i32, i64)>> {
+        let md = self.cluster.topic(topic).await?;
+        for p in partitions {
+            if md.partition(*p).is_none() {
+                return Err(ClientError::kafka(
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    &format!("partition {topic}-{p}"),
+                    None,
+                ));
+            }
+        }
+        let offsets = self.list_offsets(topic, partitions, spec).await?;
+        for (p, offset) in &offsets {
+            self.positions.insert((topic.to_string(), *p), *offset);
+        }
+        Ok(offsets)
+    }
+
+    /// Moves the next fetch of an assigned partition to `offset`.
+    pub fn seek(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.positions
+            .insert((topic.to_string(), partition), offset);
+    }
+
+    /// The next offset that will be fetched.
+    pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.positions.get(&(topic.to_string(), partition)).copied()
+    }
+
+    /// Resolves `spec` for each partition with ListOffsets (sent to each leader).
+    pub async fn list_offsets(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        spec: OffsetSpec,
+    ) -> Result<Vec<(i32, i64)>> {
+        let timestamp = match spec {
+            OffsetSpec::Offset(o) if o < 0 => {
+                return Err(ClientError::InvalidArgument(format!("invalid offset {o}")))
+            }
+            OffsetSpec::Offset(o) => return Ok(partitions.iter().map(|p| (*p, o)).collect()),
+            OffsetSpec::Earliest => EARLIEST_TIMESTAMP,
+            OffsetSpec::Latest => LATEST_TIMESTAMP,
+            OffsetSpec::Timestamp(t) => t,
+        };
+        let mut resolved: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut todo: Vec<i32> = partitions.to_vec();
+        let mut attempt = 0;
+        loop {
+            let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+            let mut last_error = None;
+            for p in &todo {
+                match self.cluster.leader_for(topic, *p).await {
+                    Ok(l) => by_leader.entry(l).or_default().push(*p),
+                    Err(e) if e.is_retriable() => last_error = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut retry = Vec::new();
+            for (leader, parts) in by_leader {
+                let result = self.list_offsets_on(leader, topic, &parts, timestamp).await;
+                match result {
+                    Ok(results) => {
+                        for (p, r) in parts.iter().zip(results) {
+                            match r {
+                                Ok(offset) => {
+                                    resolved.insert(*p, offset);
+                                }
+                                Err(e) if e.is_retriable() => {
+                                    if e.is_stale_metadata() {
+                                        self.cluster.invalidate(topic);
+                                    }
+                                    retry.push(*p);
+                                    last_error = Some(e);
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                    Err(e) if e.is_retriable() => {
+                        self.cluster.invalidate(topic);
+                        retry.extend(parts);
+                        last_error = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            // Partitions whose leader lookup failed are retried too.
+            let unresolved: Vec<i32> = todo
+                .iter()
+                .filter(|p| !resolved.contains_key(p) && !retry.contains(p))
+                .copied()
+                .collect();
+            retry.extend(unresolved);
+            if retry.is_empty() {
+                break;
+            }
+            if attempt >= self.cluster.config().retries {
+                let last = last_error.unwrap_or_else(|| {
+                    ClientError::InvalidArgument("offsets could not be resolved".into())
+                });
+                return Err(ClientError::RetriesExhausted {
+                    attempts: attempt + 1,
+                    last: Box::new(last),
+                });
+            }
+            attempt += 1;
+            tokio::time::sleep(self.cluster.config().backoff(attempt)).await;
+            todo = retry;
+        }
+        // No record at or after the timestamp: start at the log end, like Java's seek.
+        if let OffsetSpec::Timestamp(_) = spec {
+            let missing: Vec<i32> = resolved
+                .iter()
+                .filter(|(_, o)| **o < 0)
+                .map(|(p, _)| *p)
+                .collect();
+            if !missing.is_empty() {
+                let ends = Box::pin(self.list_offsets(topic, &missing, OffsetSpec::Latest)).await?;
+                resolved.extend(ends);
+            }
+        }
+        Ok(partitions
+            .iter()
+            .filter_map(|p| resolved.get(p).map(|o| (*p, *o)))
+            .collect())
+    }
+
+    async fn list_offsets_on(
+        &mut self,
+        leader: i32,
+        topic: &str,
+        partitions: &[i32],
+        timestamp: i64,
+    ) -> Result<Vec<Result<i64>>> {
+        let isolation_level = self.config.isolation_level;
+        let conn = self.cluster.connection(leader).await?;
+        let version = conn.version_for::<ListOffsetsRequest>(None)?;
+        let request = list_offsets_request(topic, partitions, timestamp, isolation_level);
+        let resp = conn.send_version(&request, version, Duration::ZERO).await?;
+        Ok(partitions
+            .iter()
+            .map(|p| {
+                let subject = format!("partition {topic}-{p}");
+                let part = resp
+                    .topics
+                    .iter()
+                    .filter(|t| t.name.0.as_str() == topic)
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|x| x.partition_index == *p);
+                match part {
+                    Some(x) => error::check(x.error_code, &subject, None).map(|()| x.offset),
+                    None => Err(ClientError::InvalidArgument(format!(
+                        "the broker did not answer ListOffsets for {subject}"
+                    ))),
+                }
+            })
+            .collect())
+    }
+
+    /// One fetch round over every assigned partition: returns the records that arrived
+    /// (possibly none after `max_wait`). OFFSET_OUT_OF_RANGE and other non-retriable
+    /// errors are returned; leader moves are followed within the retry budget.
+    pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>> {
+        if self.positions.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "no partitions are assigned".into(),
+            ));
+        }
+        let n = self.positions.len();
+        self.rotation = (self.rotation + 1) % n;
+        let mut order: Vec<(String, i32)> = self.positions.keys().cloned().collect();
+        order.rotate_left(self.rotation);
+
+        let mut by_leader: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+        let mut last_error = None;
+        for (t, p) in order {
+            match self.cluster.leader_for(&t, p).await {
+                Ok(l) => by_leader.entry(l).or_default().push((t, p)),
+                Err(e) if e.is_retriable() => {
+                    self.cluster.invalidate(&t);
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut records = Vec::new();
+        let mut progressed = false;
+        for (leader, parts) in by_leader {
+            match self.fetch_from(leader, &parts, &mut records).await {
+                Ok(()) => progressed = true,
+                Err(e) if e.is_retriable() => {
+                    for (t, _) in &parts {
+                        self.cluster.invalidate(t);
+                    }
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match last_error {
+            Some(e) if !progressed => {
+                self.failed_rounds += 1;
+                if self.failed_rounds > self.cluster.config().retries {
+                    return Err(ClientError::RetriesExhausted {
+                        attempts: self.failed_rounds,
+                        last: Box::new(e),
+                    });
+                }
+                tokio::time::sleep(self.cluster.config().backoff(self.failed_rounds)).await;
+            }
+            _ => self.failed_rounds = 0,
+        }
+        Ok(records)
+    }
+
+    async fn fetch_from(
+        &mut self,
+        leader: i32,
+        parts: &[(String, i32)],
+        out: &mut Vec<ConsumerRecord>,
+    ) -> Result<()> {
+        let mut topic_ids: HashMap<String, Uuid> = HashMap::new();
+        for (t, _) in parts {
+            if !topic_ids.contains_key(t) {
+                let id = self
+                    .cluster
+                    .topic(t)
+                    .await
+                    .map(|m| m.topic_id)
+                    .unwrap_or_default();
+                topic_ids.insert(t.clone(), id);
+            }
+        }
+        let fetch: Vec<(&str, i32, i64)> = parts
+            .iter()
+            .map(|(t, p)| {
+                (
+                    t.as_str(),
+                    *p,
+                    self.positions.get(&(t.clone(), *p)).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        let config = self.config.clone();
+        let conn = self.cluster.connection(leader).await?;
+        // Fetch v13+ names topics by id only; without ids stay at v12.
+        let cap = if topic_ids.values().any(|id| id.is_nil()) {
+            Some(12)
+        } else {
+            None
+        };
+        let version = conn.version_for::<FetchRequest>(cap)?;
+        let request = fetch_request(&fetch, &topic_ids, &config);
+        let resp = conn
+            .send_version(&request, version, config.max_wait)
+            .await?;
+        error::check(resp.error_code, "fetch", None)?;
+
+        let mut stale = None;
+        for (t, p, position) in fetch {
+            let subject = format!("partition {t}-{p}");
+            let Some(data) = find_partition(&resp, t, topic_ids.get(t).copied(), p) else {
+                continue;
+            };
+            match data.error_code {
+                codes::NONE => {}
+                codes::OFFSET_OUT_OF_RANGE => {
+                    return Err(ClientError::Kafka {
+                        code: codes::OFFSET_OUT_OF_RANGE,
+                        name: error::error_name(codes::OFFSET_OUT_OF_RANGE),
+                        message: format!(
+                            "offset {position} is out of range for {subject} (log start offset {}, high watermark {})",
+                            data.log_start_offset, data.high_watermark
+                        ),
+                    })
+                }
+                code if error::is_retriable_code(code) => {
+                    stale = Some(ClientError::kafka(code, &subject, None));
+                    continue;
+                }
+                code => return Err(ClientError::kafka(code, &subject, None)),
+            }
+            let Some(bytes) = data.records.clone() else {
+                continue;
+            };
+            let (records, next) =
+                decode_records(t, p, bytes, position, config.max_decompressed_batch_bytes)?;
+            out.extend(records);
+            self.positions.insert((t.to_string(), p), next);
+        }
+        match stale {
+            // Some partitions were served; the stale ones are retried next round.
+            Some(e) => {
+                for (t, _) in parts {
+                    self.cluster.invalidate(t);
+                }
+                tracing::debug!("fetch: {e}");
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+fn find_partition<'a>(
+    resp: &'a FetchResponse,
+    topic: &str,
+    topic_id: Option<Uuid>,
+    partition: i32,
+) -> Option<&'a kafka_protocol::messages::fetch_response::PartitionData> {
+    resp.responses
+        .iter()
+        .filter(|r| {
+            (!r.topic.0.is_empty() && r.topic.0.as_str() == topic)
+                || topic_id.is_some_and(|id| !id.is_nil() && r.topic_id == id)
+        })
+        .flat_map(|r| r.partitions.iter())
+        .find(|d| d.partition_index == partition)
+}
+
+pub fn list_offsets_request(
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+    isolation_level: i8,
+) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        // A consumer, not a replica.
+        .with_replica_id((-1).into())
+        .with_isolation_level(isolation_level)
+        .with_timeout_ms(30_000)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(*p)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            )])
+}
+
+/// A full (sessionless) fetch of `(topic, partition, offset)` triples.
+pub fn fetch_request(
+    parts: &[(&str, i32, i64)],
+    topic_ids: &HashMap<String, Uuid>,
+    config: &ConsumerConfig,
+) -> FetchRequest {
+    let mut topics: IndexMap<&str, Vec<FetchPartition>> = IndexMap::new();
+    for (t, p, offset) in parts {
+        topics.entry(t).or_default().push(
+            FetchPartition::default()
+                .with_partition(*p)
+                .with_fetch_offset(*offset)
+                .with_partition_max_bytes(config.partition_max_bytes),
+        );
+    }
+    FetchRequest::default()
+        .with_max_wait_ms(i32::try_from(config.max_wait.as_millis()).unwrap_or(i32::MAX))
+        .with_min_bytes(config.min_bytes)
+        .with_max_bytes(config.max_bytes)
+        .with_isolation_level(config.isolation_level)
+        // session 0 / epoch -1: a full fetch without a fetch session.
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, partitions)| {
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_topic_id(topic_ids.get(t).copied().unwrap_or_default())
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+}
+
+/// Decodes the complete v2 batches in a fetched `records` blob. Records below `position`
+/// (the batch started earlier) and control records are skipped; a partial batch at the end
+/// (the broker cuts at the size limit) is left for the next fetch. Returns the records and
+/// the next position.
+pub fn decode_records(
+    topic: &str,
+    partition: i32,
+    mut buf: Bytes,
+    position: i64,
+    max_decompressed: usize,
+) -> Result<(Vec<ConsumerRecord>, i64)> {
+    let corrupt = |reason: String| ClientError::Kafka {
+        code: 2,
+        name: error::error_name(2),
+        message: format!("partition {topic}-{partition}: {reason}"),
+    };
+    let mut out = Vec::new();
+    let mut next = position;
+    while buf.len() >= LOG_OVERHEAD + 5 {
+        let header = match record_batch::peek_header(&buf) {
+            Ok(h) => h,
+            Err(record_batch::BatchError::Truncated { .. }) => break,
+            Err(record_batch::BatchError::UnsupportedMagic(m)) => {
+                return Err(corrupt(format!(
+                    "message format v{m} is not supported (only v2)"
+                )))
+            }
+            Err(e) => return Err(corrupt(e.to_string())),
+        };
+        let total = header.total_len();
+        if total > buf.len() {
+            break;
+        }
+        let mut batch = buf.split_to(total);
+        let decompressor = |b: &mut Bytes, c: Compression| decompress(b, c, max_decompressed);
+        let set =
+            RecordBatchDecoder::decode_with_custom_compression(&mut batch, Some(decompressor))
+                .map_err(|e| corrupt(format!("batch at offset {}: {e:#}", header.base_offset)))?;
+        if !header.is_control() {
+            for r in set.records {
+                if r.offset < position || r.control {
+                    continue;
+                }
+                out.push(ConsumerRecord {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: r.offset,
+                    timestamp: if header.is_log_append_time() {
+                        header.max_timestamp
+                    } else {
+                        r.timestamp
+                    },
+                    log_append_time: header.is_log_append_time(),
+                    key: r.key,
+                    value: r.value,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                });
+            }
+        }
+        next = next.max(header.next_offset());
+    }
+    Ok((out, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::producer::{encode_batch, ProducerRecord};
+    use bytes::BytesMut;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::protocol::{Decodable, Encodable, Message};
+
+    fn batch_at(base: i64, n: usize, c: Compression) -> Bytes {
+        let records: Vec<_> = (0..n)
+            .map(|i| {
+                ProducerRecord::new("t", format!("v{}", base + i as i64)).with_key(format!("k{i}"))
+            })
+            .collect();
+        let mut b = BytesMut::from(&encode_batch(&records, c, 99).unwrap()[..]);
+        kavka_protocol::record_batch::set_base_offset(&mut b, base);
+        b.freeze()
+    }
+
+    #[test]
+    fn decodes_batches_skipping_earlier_records_and_a_partial_tail() {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut blob = BytesMut::new();
+            blob.extend_from_slice(&batch_at(10, 5, c));
+            blob.extend_from_slice(&batch_at(15, 5, c));
+            let third = batch_at(20, 5, c);
+            blob.extend_from_slice(&third[..third.len() - 3]);
+            let (records, next) = decode_records("t", 0, blob.freeze(), 12, 1 << 20).unwrap();
+            let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+            assert_eq!(offsets, (12..20).collect::<Vec<_>>(), "{c:?}");
+            assert_eq!(next, 20);
+            assert_eq!(records[0].value.as_deref(), Some(&b"v12"[..]));
+            assert_eq!(records[0].timestamp, 99);
+        }
+    }
+
+    #[test]
+    fn corrupt_batches_are_errors() {
+        let mut b = BytesMut::from(&batch_at(0, 3, Compression::None)[..]);
+        let last = b.len() - 1;
+        b[last] ^= 0xff;
+        assert!(decode_records("t", 0, b.freeze(), 0, 1 << 20).is_err());
+        let mut legacy = BytesMut::from(&batch_at(0, 1, Compression::None)[..]);
+        legacy[16] = 1;
+        let err = decode_records("t", 0, legacy.freeze(), 0, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("v1"), "{err}");
+        // Too short to hold a header: nothing, no panic.
+        assert_eq!(
+            decode_records("t", 0, Bytes::from_static(&[0; 5]), 0, 1)
+                .unwrap()
+                .1,
+            0
+        );
+    }
+
+    #[test]
+    fn fetch_and_list_offsets_at_every_version() {
+        let ids: HashMap<String, Uuid> = [("t".to_string(), Uuid::from_u128(7))].into();
+        let config = ConsumerConfig::default();
+        let (lo, hi) = kavka_protocol::api_versions::supported_range(ApiKey::Fetch).unwrap();
+        for v in lo.max(FetchRequest::VERSIONS.min)..=hi.min(FetchRequest::VERSIONS.max) {
+            let req = fetch_request(&[("t", 0, 5), ("t", 1, 6)], &ids, &config);
+            let mut buf = BytesMut::new();
+            req.encode(&mut buf, v)
+                .unwrap_or_else(|e| panic!("v{v}: {e}"));
+            let back = FetchRequest::decode(&mut buf.freeze(), v).unwrap();
+            assert_eq!(back.topics[0].partitions[1].fetch_offset, 6, "v{v}");
+
+            let resp =
+                FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("t")))
+                    .with_topic_id(Uuid::from_u128(7))
+                    .with_partitions(vec![PartitionData::default()
+                        .with_partition_index(1)
+                        .with_records(Some(batch_at(6, 2, Compression::None)))])]);
+            let mut buf = BytesMut::new();
+            resp.encode(&mut buf, v).unwrap();
+            let resp = FetchResponse::decode(&mut buf.freeze(), v).unwrap();
+            let data = find_partition(&resp, "t", Some(Uuid::from_u128(7)), 1).expect("found");
+            let (records, next) =
+                decode_records("t", 1, data.records.clone().unwrap(), 6, 1 << 20).unwrap();
+            assert_eq!((records.len(), next), (2, 8), "v{v}");
+        }
+        let (lo, hi) = kavka_protocol::api_versions::supported_range(ApiKey::ListOffsets).unwrap();
+        for v in lo.max(ListOffsetsRequest::VERSIONS.min)..=hi.min(ListOffsetsRequest::VERSIONS.max)
+        {
+            let req = list_offsets_request("t", &[0, 1], EARLIEST_TIMESTAMP, 0);
+            let mut buf = BytesMut::new();
+            req.encode(&mut buf, v).unwrap();
+            let back = ListOffsetsRequest::decode(&mut buf.freeze(), v).unwrap();
+            assert_eq!(back.replica_id.0, -1);
+            assert_eq!(back.topics[0].partitions[1].timestamp, EARLIEST_TIMESTAMP);
+        }
+    }
+}
