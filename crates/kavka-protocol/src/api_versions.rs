@@ -25,7 +25,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 
 /// The advertised range for `api`, if we implement it at all.
 pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED.iter().find(|(k, _, _)| *k == api).map(|(_, lo, hi)| (*lo, *hi))
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|(_, lo, hi)| (*lo, *hi))
 }
 
 pub fn is_supported(api: ApiKey, version: i16) -> bool {

@@ -165,7 +165,10 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
 /// to decide what to do.
 pub fn peek_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if buf.len() < LOG_OVERHEAD + 5 {
-        return Err(BatchError::Truncated { needed: LOG_OVERHEAD + 5, available: buf.len() });
+        return Err(BatchError::Truncated {
+            needed: LOG_OVERHEAD + 5,
+            available: buf.len(),
+        });
     }
     let batch_length = be_i32(buf, BATCH_LENGTH);
     let magic = buf[MAGIC] as i8;
@@ -176,7 +179,10 @@ pub fn peek_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         return Err(BatchError::LengthTooSmall(batch_length));
     }
     if buf.len() < BATCH_HEADER_LEN {
-        return Err(BatchError::Truncated { needed: BATCH_HEADER_LEN, available: buf.len() });
+        return Err(BatchError::Truncated {
+            needed: BATCH_HEADER_LEN,
+            available: buf.len(),
+        });
     }
     Ok(BatchHeader {
         base_offset: be_i64(buf, BASE_OFFSET),
@@ -206,11 +212,17 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = peek_header(buf)?;
     let total = header.total_len();
     if buf.len() < total {
-        return Err(BatchError::Truncated { needed: total, available: buf.len() });
+        return Err(BatchError::Truncated {
+            needed: total,
+            available: buf.len(),
+        });
     }
     let computed = crc32c::crc32c(&buf[CRC_START..total]);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
     }
     header.compression()?;
     // A batch holds lastOffsetDelta + 1 records, except that compaction may leave fewer
@@ -331,8 +343,14 @@ mod tests {
         b[last] ^= 1;
         assert!(matches!(validate(&b), Err(BatchError::CrcMismatch { .. })));
         let b = fake_batch(0, 1, b"xyz");
-        assert!(matches!(validate(&b[..b.len() - 1]), Err(BatchError::Truncated { .. })));
-        assert!(matches!(validate(&b[..10]), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            validate(&b[..b.len() - 1]),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(matches!(
+            validate(&b[..10]),
+            Err(BatchError::Truncated { .. })
+        ));
         let mut b = fake_batch(0, 1, b"");
         b[8..12].copy_from_slice(&5i32.to_be_bytes());
         assert!(matches!(validate(&b), Err(BatchError::LengthTooSmall(5))));
