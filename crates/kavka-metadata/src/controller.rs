@@ -210,10 +210,11 @@ impl Controller {
     pub fn register_broker(
         &self,
         node_id: i32,
-        host: &str,
+        host: impl Into<String>,
         port: u16,
         rack: Option<String>,
     ) -> Result<(), ControllerError> {
+        let host = host.into();
         if node_id < 0 {
             return Err(ControllerError::InvalidRequest(format!(
                 "Invalid broker id {node_id}"
@@ -230,7 +231,7 @@ impl Controller {
             &mut log,
             vec![MetadataRecord::RegisterBroker {
                 node_id,
-                host: host.to_owned(),
+                host,
                 port,
                 rack,
                 incarnation: random_uuid(),
@@ -689,7 +690,7 @@ fn place_replicas(
     rf: usize,
 ) -> Result<Vec<Vec<i32>>, ControllerError> {
     let brokers: Vec<i32> = image.brokers.keys().copied().collect();
-    if rf > brokers.len() {
+    if rf > brokers.len() || brokers.is_empty() {
         return Err(ControllerError::InvalidReplicationFactor(format!(
             "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
             brokers.len()

@@ -26,4 +26,5 @@ pub use record::{ConfigResource, MetadataRecord, CLUSTER_DEFAULT_BROKER};
 pub use topic_config::{
     describe_topic_configs, validate_topic_config, ConfigEntry, ConfigSource, ConfigType,
 };
+pub use topic_name::validate as validate_topic_name;
 pub use uuid_string::uuid_to_kafka_string;

@@ -9,6 +9,7 @@ use crate::error::ControllerError;
 /// Kafka's `ConfigType` ids as sent in DescribeConfigs responses (v3+).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
+    Unknown = 0,
     Boolean = 1,
     String = 2,
     Int = 3,
@@ -45,6 +46,19 @@ impl ConfigSource {
     }
 }
 
+impl From<i8> for ConfigSource {
+    fn from(id: i8) -> Self {
+        match id {
+            1 => Self::DynamicTopic,
+            2 => Self::DynamicBroker,
+            3 => Self::DynamicDefaultBroker,
+            4 => Self::StaticBroker,
+            5 => Self::Default,
+            _ => Self::Unknown,
+        }
+    }
+}
+
 /// One row of a DescribeConfigs answer for a topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigEntry {
@@ -58,6 +72,35 @@ pub struct ConfigEntry {
     /// A [`ConfigType`] id.
     pub config_type: i8,
     pub documentation: Option<String>,
+}
+
+impl ConfigEntry {
+    /// An entry without synonyms or documentation, e.g. for a broker property. Its type is
+    /// known when the property is the broker-level default of a topic config.
+    pub fn simple(
+        name: impl Into<String>,
+        value: Option<String>,
+        source: impl Into<ConfigSource>,
+    ) -> Self {
+        let name = name.into();
+        let config_type = broker_synonym(&name).map_or(ConfigType::Unknown, |(d, s)| {
+            if s.unit_ms == HOUR_MS || s.unit_ms == MINUTE_MS {
+                ConfigType::Int
+            } else {
+                d.config_type
+            }
+        });
+        Self {
+            name,
+            value,
+            source: source.into(),
+            is_sensitive: false,
+            read_only: false,
+            synonyms: Vec::new(),
+            config_type: config_type.id(),
+            documentation: None,
+        }
+    }
 }
 
 /// How a value is checked beyond parsing as its type.
@@ -325,7 +368,11 @@ fn check_value(def: &TopicConfigDef, value: &str) -> Result<(), String> {
                 return Err("Not a number of type DOUBLE".into());
             }
         }
-        ConfigType::String | ConfigType::List | ConfigType::Class | ConfigType::Password => {}
+        ConfigType::Unknown
+        | ConfigType::String
+        | ConfigType::List
+        | ConfigType::Class
+        | ConfigType::Password => {}
     }
     let int = || v.parse::<i64>().unwrap_or(0);
     match def.validator {

@@ -5,8 +5,8 @@ use crate::error::ControllerError;
 /// Longest legal topic name: 255 minus room for the partition suffix and ".deleted".
 pub(crate) const MAX_NAME_LENGTH: usize = 249;
 
-/// Checks `name` against Kafka's topic-name rules.
-pub(crate) fn validate(name: &str) -> Result<(), ControllerError> {
+/// Checks `name` against Kafka's topic-name rules (INVALID_TOPIC_EXCEPTION when broken).
+pub fn validate(name: &str) -> Result<(), ControllerError> {
     if name.is_empty() {
         return Err(ControllerError::InvalidTopic(
             "Topic name is illegal, it can't be empty".into(),
