@@ -1,1 +1,33 @@
-//! kavka-storage
+//! kavka-storage: the partition log.
+//!
+//! One [`Log`] per partition directory, modelled on Apache Kafka's `UnifiedLog` /
+//! `LocalLog` / `LogSegment` split: segments of whole v2 record batches named by base offset,
+//! a sparse offset index and a time index per segment, crash recovery that truncates a torn
+//! tail, retention by time and size, and DeleteRecords. Batches are stored exactly as the
+//! producer sent them, with only the base offset (and LogAppendTime) rewritten.
+//!
+//! The broker wraps each `Log` in a mutex. Nothing slow happens under it: appends write to
+//! the OS page cache, reads return a [`ReadPlan`] executed with positional reads after the
+//! lock is released, and fsyncs are a [`FlushJob`] run elsewhere.
+
+mod batch_reader;
+mod checkpoint;
+mod config;
+mod error;
+mod flush;
+mod log;
+mod offset_index;
+mod read_plan;
+mod recovery;
+mod retention;
+mod segment;
+mod time_index;
+
+pub use config::{LogConfig, TimestampType};
+pub use error::StorageError;
+pub use flush::FlushJob;
+pub use log::{AppendInfo, Log};
+pub use read_plan::{ReadChunk, ReadPlan};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,724 @@
+//! The partition log (Kafka's `UnifiedLog` over `LocalLog`): an ordered run of segments, the
+//! log start offset, the log end offset and the recovery point (everything below it is
+//! fsynced). Methods are quick enough to call under the broker's per-partition mutex; fsyncs
+//! (`FlushJob`) and bulk reads (`ReadPlan`) run outside it.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use kavka_protocol::record_batch::{self, BatchError};
+use tracing::{info, warn};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::flush::FlushJob;
+use crate::read_plan::ReadPlan;
+use crate::recovery;
+use crate::retention::{self, SegmentStat};
+use crate::segment::{LogSegment, PendingBatch};
+use crate::{LogConfig, StorageError, TimestampType};
+
+/// Write the recovery point checkpoint after this many appended bytes became durable
+/// (in addition to on close, truncation and log start offset changes): bounds the work of
+/// crash recovery without an fsync'd rename per flush.
+const CHECKPOINT_EVERY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What an append did, for the Produce response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The broker time written into the batches, -1 with CreateTime.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+    pub batches: usize,
+    pub records: usize,
+    pub bytes: usize,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Never empty; the last one is the active segment.
+    segments: VecDeque<LogSegment>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    size_bytes: u64,
+    checkpointed: Option<Checkpoint>,
+    durable_bytes_since_checkpoint: u64,
+    unflushed_bytes: u64,
+    /// When the oldest unflushed data was appended (for `flush.ms`).
+    first_unflushed_ms: Option<i64>,
+    last_append_ms: i64,
+    /// Latest clock value seen, to schedule file deletions from calls that get no clock.
+    now_hint_ms: i64,
+    /// Renamed `.deleted` files and when to remove them (`file.delete.delay.ms`).
+    pending_deletes: Vec<(PathBuf, i64)>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments.len())
+            .field("log_start_offset", &self.log_start_offset)
+            .field("log_end_offset", &self.log_end_offset())
+            .field("recovery_point", &self.recovery_point)
+            .finish()
+    }
+}
+
+impl Log {
+    /// Opens or creates the log in `dir` (e.g. `<log.dir>/<topic>-<partition>`), recovering
+    /// after a crash.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, StorageError> {
+        let loaded = recovery::load(dir, &config, now_ms)?;
+        // From here on appends may happen: a crash must not find the marker again.
+        checkpoint::remove_clean_shutdown_marker(dir)?;
+        let size_bytes = loaded.segments.iter().map(|s| s.size()).sum();
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments: loaded.segments,
+            log_start_offset: loaded.log_start_offset,
+            recovery_point: loaded.recovery_point,
+            size_bytes,
+            checkpointed: loaded.checkpoint_on_disk,
+            durable_bytes_since_checkpoint: 0,
+            unflushed_bytes: 0,
+            first_unflushed_ms: None,
+            last_append_ms: now_ms,
+            now_hint_ms: now_ms,
+            pending_deletes: Vec::new(),
+        };
+        if log.recovery_point < log.log_end_offset() {
+            log.first_unflushed_ms = Some(now_ms);
+        }
+        log.write_checkpoint()?;
+        Ok(log)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    /// Offsets below this are fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn update_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    fn active(&self) -> &LogSegment {
+        debug_assert!(!self.segments.is_empty());
+        // The constructor and every deletion path keep at least one segment.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_mut(&mut self) -> &mut LogSegment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    /// Base offset of the segment after `i`, or `None` for the active segment.
+    fn next_base(&self, i: usize) -> Option<i64> {
+        self.segments.get(i + 1).map(|s| s.base_offset())
+    }
+
+    /// First offset past segment `i` (the next base offset, or the log end).
+    fn segment_end(&self, i: usize) -> i64 {
+        self.next_base(i).unwrap_or_else(|| self.log_end_offset())
+    }
+
+    fn note_time(&mut self, now_ms: i64) {
+        self.now_hint_ms = self.now_hint_ms.max(now_ms);
+    }
+
+    /// Appends producer batches (already validated by the caller; checked again here):
+    /// assigns offsets from the log end offset, applies LogAppendTime, rolls when due and
+    /// writes to the OS without fsync. Nothing is appended when any batch is rejected.
+    pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, StorageError> {
+        self.note_time(now_ms);
+        if batches.is_empty() {
+            return Err(StorageError::EmptyAppend);
+        }
+        let max_batch = self.config.max_message_bytes;
+        let segment_bytes = self.config.effective_segment_bytes();
+        let mut pending = Vec::new();
+        let mut pos = 0usize;
+        let mut records = 0usize;
+        while pos < batches.len() {
+            let rest = batches.get(pos..).unwrap_or_default();
+            let h = record_batch::validate(rest)?;
+            let len = h.total_len();
+            if len > max_batch {
+                return Err(StorageError::RecordTooLarge {
+                    size: len,
+                    max: max_batch,
+                });
+            }
+            if len as u64 > segment_bytes {
+                return Err(StorageError::RecordTooLarge {
+                    size: len,
+                    max: segment_bytes as usize,
+                });
+            }
+            if h.records_count < 1 || h.records_count != h.last_offset_delta.saturating_add(1) {
+                return Err(StorageError::CorruptBatch(BatchError::InvalidRecordCount {
+                    count: h.records_count,
+                    last_offset_delta: h.last_offset_delta,
+                }));
+            }
+            records += h.records_count as usize;
+            pending.push(PendingBatch {
+                position: pos,
+                len,
+                base_offset: 0,
+                last_offset: i64::from(h.last_offset_delta),
+                max_timestamp: h.max_timestamp,
+            });
+            pos += len;
+        }
+
+        let log_end = self.log_end_offset();
+        let mut next = log_end;
+        for p in &mut pending {
+            let delta = p.last_offset;
+            let last = next.checked_add(delta).filter(|l| *l < i64::MAX).ok_or(
+                StorageError::OffsetOverflow {
+                    log_end,
+                    records: records as i64,
+                },
+            )?;
+            p.base_offset = next;
+            p.last_offset = last;
+            next = last + 1;
+        }
+        let append_time = match self.config.message_timestamp_type {
+            TimestampType::LogAppendTime => now_ms,
+            TimestampType::CreateTime => -1,
+        };
+        for p in &mut pending {
+            let Some(batch) = batches.get_mut(p.position..p.position + p.len) else {
+                return Err(StorageError::CorruptBatch(BatchError::Truncated {
+                    needed: p.len,
+                    available: 0,
+                }));
+            };
+            record_batch::set_base_offset(batch, p.base_offset);
+            if append_time >= 0 {
+                record_batch::set_log_append_time(batch, append_time);
+                p.max_timestamp = append_time;
+            }
+        }
+
+        let last_offset = next - 1;
+        self.maybe_roll(batches.len(), last_offset, now_ms)?;
+        let interval = self.config.index_interval_bytes;
+        self.active_mut()
+            .append(batches, &pending, interval, now_ms)?;
+        debug_assert_eq!(self.log_end_offset(), next);
+
+        self.size_bytes += batches.len() as u64;
+        self.unflushed_bytes += batches.len() as u64;
+        self.last_append_ms = now_ms;
+        if self.first_unflushed_ms.is_none() {
+            self.first_unflushed_ms = Some(now_ms);
+        }
+        Ok(AppendInfo {
+            first_offset: log_end,
+            last_offset,
+            log_append_time: append_time,
+            log_start_offset: self.log_start_offset,
+            batches: pending.len(),
+            records,
+            bytes: batches.len(),
+        })
+    }
+
+    /// Kafka's `shouldRoll`: size, age, full index, or offsets past what the index can hold.
+    fn maybe_roll(
+        &mut self,
+        incoming: usize,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let seg = self.active();
+        if seg.size() == 0 {
+            return Ok(());
+        }
+        let too_big = seg.size() + incoming as u64 > self.config.effective_segment_bytes();
+        let too_old = now_ms.saturating_sub(seg.rolling_based_ms()) > self.config.segment_ms;
+        let index_full = seg.offset_index_entries() >= self.config.max_offset_index_entries()
+            || seg.time_index_entries() >= self.config.max_time_index_entries();
+        let offsets_overflow = last_offset - seg.base_offset() > i64::from(i32::MAX);
+        if too_big || too_old || index_full || offsets_overflow {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Rolls when `segment.ms` says the active segment is old enough (called periodically,
+    /// so an idle partition's segment still rolls and can expire).
+    pub fn roll_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        self.note_time(now_ms);
+        self.purge_deleted_files(now_ms);
+        let seg = self.active();
+        if seg.size() > 0 && now_ms.saturating_sub(seg.rolling_based_ms()) > self.config.segment_ms
+        {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    fn roll(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let log_end = self.log_end_offset();
+        if self.active().size() == 0 && self.active().base_offset() == log_end {
+            return Ok(());
+        }
+        self.active_mut().seal()?;
+        let seg = LogSegment::create(&self.dir, log_end, now_ms)?;
+        self.segments.push_back(seg);
+        info!(dir = %self.dir.display(), base_offset = log_end, "rolled new log segment");
+        Ok(())
+    }
+
+    /// Plans a read of whole batches from the batch holding `offset`, at most `max_bytes`
+    /// (but a whole first batch when `min_one_batch`), never reaching `max_offset` (the high
+    /// watermark, exclusive). May span segments.
+    pub fn read_plan(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<ReadPlan, StorageError> {
+        let log_end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        let mut plan = ReadPlan::default();
+        let max_offset = max_offset.min(log_end);
+        if offset >= max_offset {
+            return Ok(plan);
+        }
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        let mut target = offset;
+        for i in first..self.segments.len() {
+            let seg = &self.segments[i];
+            let upper = self.next_base(i);
+            if target >= self.segment_end(i) {
+                continue;
+            }
+            let Some((start, header)) = seg.translate_offset(target, upper)? else {
+                target = self.segment_end(i);
+                continue;
+            };
+            if header.last_offset() >= max_offset {
+                break;
+            }
+            // Where batches at or past the high watermark begin in this segment.
+            let end = if self.segment_end(i) <= max_offset {
+                seg.size()
+            } else {
+                match seg.translate_offset(max_offset, upper)? {
+                    Some((pos, _)) => pos,
+                    None => seg.size(),
+                }
+            };
+            let remaining = max_bytes.saturating_sub(plan.len());
+            let first_len = header.total_len() as u64;
+            let cut = if plan.is_empty() && min_one_batch && first_len > remaining as u64 {
+                (start + first_len).min(end)
+            } else {
+                let limit = start.saturating_add(remaining as u64).min(end);
+                seg.boundary_at_or_below(start, limit, upper)?.min(end)
+            };
+            if cut > start {
+                plan.push(seg.log_file().clone(), start, (cut - start) as usize);
+            }
+            if cut < seg.size() || plan.len() >= max_bytes {
+                break;
+            }
+            target = self.segment_end(i);
+        }
+        Ok(plan)
+    }
+
+    /// `read_plan` + `ReadPlan::execute`.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<Bytes, StorageError> {
+        Ok(self
+            .read_plan(offset, max_bytes, max_offset, min_one_batch)?
+            .execute()?)
+    }
+
+    /// The files and offset range not yet fsynced, or `None` when everything is durable.
+    pub fn flush_job(&self) -> Option<FlushJob> {
+        let log_end = self.log_end_offset();
+        if self.recovery_point >= log_end {
+            return None;
+        }
+        let mut files = Vec::new();
+        let mut dir = None;
+        for (i, seg) in self.segments.iter().enumerate() {
+            if self.segment_end(i) <= self.recovery_point && seg.index_files().is_none() {
+                continue;
+            }
+            files.push(seg.log_file().clone());
+            if let Some(ix) = seg.index_files() {
+                files.push(ix.offset.clone());
+                files.push(ix.time.clone());
+            }
+            if seg.base_offset() >= self.recovery_point {
+                dir = Some(self.dir.clone());
+            }
+        }
+        Some(FlushJob {
+            files,
+            dir,
+            up_to_offset: log_end,
+        })
+    }
+
+    /// Records that a `FlushJob` completed: advances the recovery point (checkpointed every
+    /// so often, and always on close).
+    pub fn complete_flush(&mut self, flushed_up_to: i64) {
+        let log_end = self.log_end_offset();
+        let up_to = flushed_up_to.min(log_end);
+        if up_to <= self.recovery_point {
+            return;
+        }
+        self.recovery_point = up_to;
+        for i in 0..self.segments.len().saturating_sub(1) {
+            if self.segment_end(i) <= up_to {
+                self.segments[i].release_index_files();
+            }
+        }
+        self.durable_bytes_since_checkpoint += std::mem::take(&mut self.unflushed_bytes);
+        if up_to >= log_end {
+            self.first_unflushed_ms = None;
+        } else {
+            self.first_unflushed_ms = Some(self.last_append_ms);
+        }
+        if self.durable_bytes_since_checkpoint >= CHECKPOINT_EVERY_BYTES {
+            if let Err(e) = self.write_checkpoint() {
+                warn!(dir = %self.dir.display(), error = %e, "cannot write partition checkpoint");
+            }
+        }
+    }
+
+    /// True when `flush.messages` or `flush.ms` say it is time to fsync.
+    pub fn flush_due(&self, now_ms: i64) -> bool {
+        let unflushed = self.log_end_offset() - self.recovery_point;
+        if unflushed <= 0 {
+            return false;
+        }
+        // Like Kafka's flush on roll: a sealed segment should not wait for flush.ms, so the
+        // recovery point (and crash recovery work) follows the rolls.
+        let rolled_unflushed = self.segments.len() > 1
+            && self.segment_end(self.segments.len() - 2) > self.recovery_point;
+        rolled_unflushed
+            || unflushed as u64 >= self.config.flush_interval_messages
+            || self
+                .first_unflushed_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.flush_interval_ms)
+    }
+
+    /// Writes the checkpoint now if it changed (the broker may call this periodically).
+    pub fn checkpoint(&mut self) -> Result<(), StorageError> {
+        Ok(self.write_checkpoint()?)
+    }
+
+    fn write_checkpoint(&mut self) -> io::Result<()> {
+        let cp = Checkpoint {
+            log_start_offset: self.log_start_offset,
+            recovery_point: self.recovery_point,
+        };
+        if self.checkpointed != Some(cp) {
+            checkpoint::write(&self.dir, cp)?;
+            self.checkpointed = Some(cp);
+        }
+        self.durable_bytes_since_checkpoint = 0;
+        Ok(())
+    }
+
+    /// Offset of the first record whose timestamp is >= `timestamp`, with that record's
+    /// timestamp (ListOffsets by timestamp). Records below the log start offset are skipped.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        for (i, seg) in self.segments.iter().enumerate() {
+            if self.segment_end(i) <= self.log_start_offset
+                || seg.max_timestamp() < timestamp
+                || seg.size() == 0
+            {
+                continue;
+            }
+            let upper = self.next_base(i);
+            if let Some(found) =
+                seg.find_offset_by_timestamp(timestamp, self.log_start_offset, upper)?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `(offset, timestamp)` of the first record with the largest timestamp (ListOffsets
+    /// `MAX_TIMESTAMP`), or `None` for an empty log.
+    pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
+        let mut best: Option<(usize, i64)> = None;
+        for (i, seg) in self.segments.iter().enumerate() {
+            if self.segment_end(i) <= self.log_start_offset
+                || seg.size() == 0
+                || seg.max_timestamp() < 0
+            {
+                continue;
+            }
+            if best.is_none_or(|(_, ts)| seg.max_timestamp() > ts) {
+                best = Some((i, seg.max_timestamp()));
+            }
+        }
+        let (i, ts) = best?;
+        match self.segments[i].find_offset_by_timestamp(
+            ts,
+            self.log_start_offset,
+            self.next_base(i),
+        ) {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(dir = %self.dir.display(), error = %e, "max timestamp lookup failed");
+                None
+            }
+        }
+    }
+
+    /// DeleteRecords: advances the log start offset to `offset` (checkpointed) and deletes the
+    /// segments wholly below it. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError> {
+        let log_end = self.log_end_offset();
+        if offset > log_end || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.log_start_offset = offset;
+        let below = (0..self.segments.len().saturating_sub(1))
+            .take_while(|i| self.next_base(*i).is_some_and(|n| n <= offset))
+            .count();
+        self.delete_prefix(below);
+        self.write_checkpoint()?;
+        Ok(self.log_start_offset)
+    }
+
+    /// Retention by time and size plus segments below the log start offset; returns the number
+    /// of segments deleted. When every segment expired, an empty segment is rolled at the log
+    /// end so the log start offset can move up to it.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        self.note_time(now_ms);
+        self.purge_deleted_files(now_ms);
+        let stats: Vec<SegmentStat> = self
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SegmentStat {
+                size: s.size(),
+                largest_timestamp: if s.max_timestamp() >= 0 {
+                    s.max_timestamp()
+                } else {
+                    file_mtime_ms(s).unwrap_or(now_ms)
+                },
+                next_base_offset: self.next_base(i),
+            })
+            .collect();
+        let (count, breach) =
+            retention::segments_to_delete(&stats, &self.config, now_ms, self.log_start_offset);
+        if count == 0 {
+            return Ok(0);
+        }
+        if count >= self.segments.len() {
+            self.roll(now_ms)?;
+        }
+        info!(dir = %self.dir.display(), segments = count, ?breach, "deleting old log segments");
+        self.delete_prefix(count);
+        self.write_checkpoint()?;
+        Ok(count)
+    }
+
+    /// Removes the first `count` segments (never the last one) and moves the log start offset
+    /// up to the new first segment.
+    fn delete_prefix(&mut self, count: usize) {
+        let count = count.min(self.segments.len().saturating_sub(1));
+        for _ in 0..count {
+            if let Some(seg) = self.segments.pop_front() {
+                self.size_bytes = self.size_bytes.saturating_sub(seg.size());
+                self.schedule_delete(&seg);
+            }
+        }
+        if let Some(first) = self.segments.front() {
+            self.log_start_offset = self.log_start_offset.max(first.base_offset());
+        }
+    }
+
+    fn schedule_delete(&mut self, seg: &LogSegment) {
+        let due = self
+            .now_hint_ms
+            .saturating_add(self.config.file_delete_delay_ms.max(0));
+        for path in seg.rename_for_deletion() {
+            if self.config.file_delete_delay_ms <= 0 {
+                remove_file_logged(&path);
+            } else {
+                self.pending_deletes.push((path, due));
+            }
+        }
+    }
+
+    fn purge_deleted_files(&mut self, now_ms: i64) {
+        self.pending_deletes.retain(|(path, due)| {
+            if *due <= now_ms {
+                remove_file_logged(path);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Removes every batch holding an offset >= `offset` (replication: follower truncation).
+    /// A batch straddling `offset` goes entirely, so the new log end may be below `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let offset = offset.max(0);
+        let first_base = self.segments.front().map_or(0, |s| s.base_offset());
+        if offset <= first_base || offset < self.log_start_offset {
+            // Nothing is left: an empty log starting at `offset`. A segment already named
+            // after `offset` is emptied in place; otherwise the new one is created before the
+            // old ones go, so the log is never without a segment.
+            let keep = self.segments.iter().position(|s| s.base_offset() == offset);
+            let created = match keep {
+                Some(_) => None,
+                None => Some(LogSegment::create(&self.dir, offset, self.now_hint_ms)?),
+            };
+            for (i, seg) in std::mem::take(&mut self.segments).into_iter().enumerate() {
+                if Some(i) == keep {
+                    self.segments.push_back(seg);
+                } else {
+                    self.schedule_delete(&seg);
+                }
+            }
+            self.segments.extend(created);
+            self.log_start_offset = offset;
+            let interval = self.config.index_interval_bytes;
+            self.active_mut().truncate_to(offset, interval)?;
+        } else {
+            while self.segments.len() > 1
+                && self
+                    .segments
+                    .back()
+                    .is_some_and(|s| s.base_offset() >= offset)
+            {
+                if let Some(seg) = self.segments.pop_back() {
+                    self.schedule_delete(&seg);
+                }
+            }
+            let interval = self.config.index_interval_bytes;
+            self.active_mut().truncate_to(offset, interval)?;
+        }
+        self.size_bytes = self.segments.iter().map(|s| s.size()).sum();
+        self.recovery_point = self.recovery_point.min(self.log_end_offset());
+        self.unflushed_bytes = 0;
+        self.first_unflushed_ms =
+            (self.recovery_point < self.log_end_offset()).then_some(self.last_append_ms);
+        // A lowered recovery point must be durable before anything is appended again.
+        self.write_checkpoint()?;
+        Ok(())
+    }
+
+    /// Flushes, writes checkpoints and the clean-shutdown marker, so the next open skips
+    /// recovery.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        self.active_mut().seal()?;
+        let seg = self.active();
+        seg.log_file().sync_data()?;
+        if let Some(ix) = seg.index_files() {
+            ix.offset.sync_data()?;
+            ix.time.sync_data()?;
+        }
+        if let Some(job) = self.flush_job() {
+            job.run()?;
+            self.complete_flush(job.up_to_offset);
+        }
+        checkpoint::sync_dir(&self.dir)?;
+        self.recovery_point = self.log_end_offset();
+        self.write_checkpoint()?;
+        checkpoint::write_clean_shutdown_marker(&self.dir)?;
+        Ok(())
+    }
+
+    /// Removes the log's directory (topic deletion). In-flight reads keep their files open.
+    pub fn delete(self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        drop(self);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn remove_file_logged(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            warn!(file = %path.display(), error = %e, "cannot remove deleted segment file");
+        }
+    }
+}
+
+fn file_mtime_ms(seg: &LogSegment) -> Option<i64> {
+    let modified = seg.log_file().metadata().ok()?.modified().ok()?;
+    i64::try_from(modified.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()
+}
