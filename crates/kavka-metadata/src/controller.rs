@@ -24,9 +24,9 @@ use crate::topic_config::{
 use crate::topic_name;
 use crate::uuid_string::{random_uuid, uuid_to_kafka_string};
 
-/// Kafka's bound on the records one user operation may generate (QuorumController's
-/// MAX_RECORDS_PER_USER_OP); it keeps a single batch well inside the log's frame limit.
-pub const MAX_RECORDS_PER_USER_OP: usize = 10_000;
+/// Kafka's bound on the partitions one request may create (ReplicationControlManager's
+/// MAX_PARTITIONS_PER_BATCH); it also keeps one log batch far inside the frame limit.
+pub const MAX_PARTITIONS_PER_BATCH: usize = 10_000;
 
 /// Notified of every committed change.
 ///
@@ -241,13 +241,18 @@ impl Controller {
     }
 
     /// CreateTopics: one result per spec, in order. Each topic commits on its own (one
-    /// atomic append); `validate_only` checks and returns the would-be topic.
+    /// atomic append); `validate_only` checks and returns the would-be topic. A request for
+    /// more than [`MAX_PARTITIONS_PER_BATCH`] partitions in total fails whole with
+    /// POLICY_VIOLATION, as in Kafka.
     pub fn create_topics(
         &self,
         specs: Vec<CreateTopicSpec>,
         validate_only: bool,
         defaults: &TopicDefaults,
     ) -> Vec<Result<Arc<TopicImage>, ControllerError>> {
+        if requested_partitions(&specs, defaults) > MAX_PARTITIONS_PER_BATCH {
+            return specs.iter().map(|_| Err(too_many_partitions())).collect();
+        }
         let mut seen: HashMap<String, usize> = HashMap::new();
         for spec in &specs {
             *seen.entry(spec.name.clone()).or_default() += 1;
@@ -346,7 +351,7 @@ impl Controller {
             )));
         }
         let add = usize::try_from(new_total - current).unwrap_or(usize::MAX);
-        if add > MAX_RECORDS_PER_USER_OP {
+        if add > MAX_PARTITIONS_PER_BATCH {
             return Err(too_many_partitions());
         }
         let rf = t.partitions.values().next().map_or(1, |p| p.replicas.len());
@@ -514,9 +519,24 @@ impl Controller {
 }
 
 fn too_many_partitions() -> ControllerError {
-    ControllerError::PolicyViolation(format!(
-        "Unable to perform excessively large batch operation: more than {MAX_RECORDS_PER_USER_OP} partitions."
-    ))
+    ControllerError::PolicyViolation("Excessively large number of partitions per request.".into())
+}
+
+/// Upper bound of the partitions a CreateTopics request asks for, counted as Kafka does
+/// (before any other validation, so a huge request fails fast and whole).
+fn requested_partitions(specs: &[CreateTopicSpec], defaults: &TopicDefaults) -> usize {
+    specs
+        .iter()
+        .map(|s| {
+            if !s.assignments.is_empty() {
+                s.assignments.len()
+            } else if s.num_partitions == -1 {
+                usize::try_from(defaults.num_partitions).unwrap_or(0)
+            } else {
+                usize::try_from(s.num_partitions).unwrap_or(0)
+            }
+        })
+        .fold(0usize, usize::saturating_add)
 }
 
 /// Validates one CreateTopics entry against `image` and returns the records that create it.
@@ -570,7 +590,7 @@ fn plan_topic(
             ));
         }
         let partitions = usize::try_from(partitions).unwrap_or(usize::MAX);
-        if partitions > MAX_RECORDS_PER_USER_OP {
+        if partitions > MAX_PARTITIONS_PER_BATCH {
             return Err(too_many_partitions());
         }
         let rf = usize::try_from(rf).unwrap_or(usize::MAX);
@@ -588,7 +608,7 @@ fn plan_topic(
                     .into(),
             ));
         }
-        if spec.assignments.len() > MAX_RECORDS_PER_USER_OP {
+        if spec.assignments.len() > MAX_PARTITIONS_PER_BATCH {
             return Err(too_many_partitions());
         }
         let mut sorted: Vec<&(i32, Vec<i32>)> = spec.assignments.iter().collect();

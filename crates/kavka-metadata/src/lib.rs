@@ -17,7 +17,7 @@ mod uuid_string;
 
 pub use controller::{
     ConfigChange, ConfigOp, Controller, ControllerOptions, CreateTopicSpec, ImageListener,
-    TopicDefaults, TopicRef,
+    TopicDefaults, TopicRef, MAX_PARTITIONS_PER_BATCH,
 };
 pub use error::ControllerError;
 pub use image::{BrokerInfo, MetadataImage, PartitionImage, TopicImage};

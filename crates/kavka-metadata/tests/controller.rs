@@ -567,3 +567,34 @@ fn no_registered_broker_means_invalid_replication_factor() {
     assert_eq!(code(create(&c, spec("t", 1, 1))), 38);
     assert_eq!(code(c.register_broker(-3, "h", 1, None)), 42);
 }
+
+#[test]
+fn partitions_over_the_request_cap_fail_the_whole_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = open(dir.path());
+    let results = c.create_topics(
+        vec![
+            spec("small", 1, 1),
+            spec("big-1", 6000, 1),
+            spec("big-2", 6000, 1),
+        ],
+        false,
+        &DEFAULTS,
+    );
+    let codes: Vec<i16> = results.into_iter().map(code).collect();
+    assert_eq!(codes, vec![44, 44, 44]);
+    assert!(c.image().topics.is_empty());
+    // Just under the cap is fine and lands in one durable batch.
+    let t = create(
+        &c,
+        spec("wide", kavka_metadata::MAX_PARTITIONS_PER_BATCH as i32, 1),
+    )
+    .expect("wide");
+    assert_eq!(t.partitions.len(), kavka_metadata::MAX_PARTITIONS_PER_BATCH);
+    drop(c);
+    let c = Controller::open(dir.path(), 1, None).expect("reopen");
+    assert_eq!(
+        c.image().topic("wide").map(|t| t.partitions.len()),
+        Some(10_000)
+    );
+}
