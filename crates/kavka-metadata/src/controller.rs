@@ -162,16 +162,14 @@ impl Controller {
             listeners: RwLock::new(Vec::new()),
         };
         let stored = controller.image().cluster_id.clone();
-        match cluster_id_hint {
+        match cluster_id_hint.filter(|h| !h.is_empty()) {
             Some(hint) if !stored.is_empty() && hint != stored => {
                 return Err(ControllerError::InconsistentClusterId(format!(
                     "The metadata log belongs to cluster {stored}, not {hint}"
                 )));
             }
             hint if stored.is_empty() => {
-                let cluster_id = hint
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or_else(|| uuid_to_kafka_string(random_uuid()));
+                let cluster_id = hint.unwrap_or_else(|| uuid_to_kafka_string(random_uuid()));
                 info!(%cluster_id, "formatting a new cluster");
                 let mut log = controller.lock_log();
                 controller.commit(&mut log, vec![MetadataRecord::ClusterId { cluster_id }])?;
