@@ -54,6 +54,12 @@ pub enum ClientError {
     /// The caller asked for something impossible (bad partition, bad config...).
     #[error("{0}")]
     InvalidArgument(String),
+    /// Produced records that could not be written; `first` is the first failure.
+    #[error("{records} record(s) were not delivered: {first}")]
+    NotDelivered {
+        records: usize,
+        first: Box<ClientError>,
+    },
     /// Retries ran out; the last error says why.
     #[error("gave up after {attempts} attempts: {last}")]
     RetriesExhausted {
@@ -90,6 +96,7 @@ impl ClientError {
         match self {
             ClientError::Kafka { code, .. } => Some(*code),
             ClientError::RetriesExhausted { last, .. } => last.code(),
+            ClientError::NotDelivered { first, .. } => first.code(),
             _ => None,
         }
     }

@@ -238,9 +238,10 @@ impl Producer {
             return Ok(acks);
         }
         let first = errors.swap_remove(0);
-        Err(ClientError::InvalidArgument(format!(
-            "{failed} record(s) were not delivered: {first}"
-        )))
+        Err(ClientError::NotDelivered {
+            records: failed,
+            first: Box::new(first),
+        })
     }
 
     /// Sends all pending batches, retrying those whose leader moved. Failures are

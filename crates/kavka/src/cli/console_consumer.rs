@@ -1,11 +1,450 @@
-use clap::Args;
+//! `kavka console-consumer`: Kafka's kafka-console-consumer.sh without consumer groups
+//! (groups come later): it reads one partition or all partitions of a topic and prints
+//! records with Kafka's `DefaultMessageFormatter` layout.
 
-#[derive(Args)]
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use kavka_client::{ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetSpec};
+use tokio::time::Instant;
+
+use super::props;
+
+#[derive(Args, Debug)]
 pub struct ConsoleConsumerArgs {
+    /// The broker(s) to connect to: host:port[,host:port...].
     #[arg(long, default_value = "localhost:9092")]
     pub bootstrap_server: String,
+    /// The topic to consume.
+    #[arg(long)]
+    pub topic: String,
+    /// Start at the earliest offset instead of the latest.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Consume only this partition.
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Start offset with --partition: a number, earliest or latest.
+    #[arg(long)]
+    pub offset: Option<String>,
+    /// Exit after this many records.
+    #[arg(long)]
+    pub max_messages: Option<u64>,
+    /// Exit after this many milliseconds without a record.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Formatter property key=value: print.key, print.value, print.timestamp,
+    /// print.partition, print.offset, print.headers, key.separator, line.separator,
+    /// headers.separator, headers.key.separator, null.literal.
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+    /// Consumer config key=value: fetch.max.wait.ms, fetch.min.bytes, fetch.max.bytes,
+    /// max.partition.fetch.bytes, isolation.level, request.timeout.ms, client.id.
+    #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
+    pub consumer_properties: Vec<String>,
+    /// read_uncommitted (default) or read_committed.
+    #[arg(long)]
+    pub isolation_level: Option<String>,
 }
 
-pub async fn run(_args: ConsoleConsumerArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// Kafka's `DefaultMessageFormatter` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Formatter {
+    pub print_timestamp: bool,
+    pub print_partition: bool,
+    pub print_offset: bool,
+    pub print_headers: bool,
+    pub print_key: bool,
+    pub print_value: bool,
+    pub key_separator: String,
+    pub line_separator: String,
+    pub headers_separator: String,
+    pub headers_key_separator: String,
+    pub null_literal: String,
+}
+
+impl Default for Formatter {
+    fn default() -> Self {
+        Formatter {
+            print_timestamp: false,
+            print_partition: false,
+            print_offset: false,
+            print_headers: false,
+            print_key: false,
+            print_value: true,
+            key_separator: "\t".into(),
+            line_separator: "\n".into(),
+            headers_separator: ",".into(),
+            headers_key_separator: ":".into(),
+            null_literal: "null".into(),
+        }
+    }
+}
+
+impl Formatter {
+    pub fn from_properties(items: &[String]) -> Result<Self> {
+        let mut f = Formatter::default();
+        for (k, v) in props::parse_all(items)? {
+            match k.as_str() {
+                "print.timestamp" => f.print_timestamp = props::parse_bool(&k, &v)?,
+                "print.partition" => f.print_partition = props::parse_bool(&k, &v)?,
+                "print.offset" => f.print_offset = props::parse_bool(&k, &v)?,
+                "print.headers" => f.print_headers = props::parse_bool(&k, &v)?,
+                "print.key" => f.print_key = props::parse_bool(&k, &v)?,
+                "print.value" => f.print_value = props::parse_bool(&k, &v)?,
+                "key.separator" => f.key_separator = props::unescape(&v),
+                "line.separator" => f.line_separator = props::unescape(&v),
+                "headers.separator" => f.headers_separator = props::unescape(&v),
+                "headers.key.separator" => f.headers_key_separator = props::unescape(&v),
+                "null.literal" => f.null_literal = v,
+                _ => eprintln!("Warning: ignoring unknown property '{k}'"),
+            }
+        }
+        Ok(f)
+    }
+
+    /// Appends one record, fields in Kafka's order, each followed by the key separator
+    /// or (after the last printed field) the line separator.
+    pub fn write(&self, r: &ConsumerRecord, out: &mut Vec<u8>) {
+        let fields = [
+            self.print_timestamp,
+            self.print_partition,
+            self.print_offset,
+            self.print_headers,
+            self.print_key,
+            self.print_value,
+        ];
+        let sep = |out: &mut Vec<u8>, i: usize| {
+            if fields[i + 1..].iter().any(|f| *f) {
+                out.extend_from_slice(self.key_separator.as_bytes());
+            } else {
+                out.extend_from_slice(self.line_separator.as_bytes());
+            }
+        };
+        if self.print_timestamp {
+            let kind = if r.log_append_time {
+                "LogAppendTime"
+            } else {
+                "CreateTime"
+            };
+            if r.timestamp < 0 {
+                out.extend_from_slice(b"NO_TIMESTAMP");
+            } else {
+                out.extend_from_slice(format!("{kind}:{}", r.timestamp).as_bytes());
+            }
+            sep(out, 0);
+        }
+        if self.print_partition {
+            out.extend_from_slice(format!("Partition:{}", r.partition).as_bytes());
+            sep(out, 1);
+        }
+        if self.print_offset {
+            out.extend_from_slice(format!("Offset:{}", r.offset).as_bytes());
+            sep(out, 2);
+        }
+        if self.print_headers {
+            if r.headers.is_empty() {
+                out.extend_from_slice(b"NO_HEADERS");
+            }
+            for (i, (k, v)) in r.headers.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(self.headers_separator.as_bytes());
+                }
+                out.extend_from_slice(k.as_bytes());
+                out.extend_from_slice(self.headers_key_separator.as_bytes());
+                self.bytes(v.as_deref(), out);
+            }
+            sep(out, 3);
+        }
+        if self.print_key {
+            self.bytes(r.key.as_deref(), out);
+            sep(out, 4);
+        }
+        if self.print_value {
+            self.bytes(r.value.as_deref(), out);
+            out.extend_from_slice(self.line_separator.as_bytes());
+        }
+    }
+
+    fn bytes(&self, b: Option<&[u8]>, out: &mut Vec<u8>) {
+        match b {
+            Some(b) => out.extend_from_slice(b),
+            None => out.extend_from_slice(self.null_literal.as_bytes()),
+        }
+    }
+}
+
+/// Where to start: --offset wins, then --from-beginning, else the log end (Kafka's default
+/// for a console consumer without a group).
+pub fn start_spec(args: &ConsoleConsumerArgs) -> Result<OffsetSpec> {
+    if args.offset.is_some() && args.partition.is_none() {
+        bail!("--partition is required when --offset is given");
+    }
+    if args.offset.is_some() && args.from_beginning {
+        bail!("--from-beginning and --offset cannot be used together");
+    }
+    Ok(match args.offset.as_deref() {
+        Some("earliest") => OffsetSpec::Earliest,
+        Some("latest") => OffsetSpec::Latest,
+        Some(n) => match n.parse::<i64>() {
+            Ok(o) if o >= 0 => OffsetSpec::Offset(o),
+            _ => {
+                bail!("invalid --offset '{n}': expected a non-negative number, earliest or latest")
+            }
+        },
+        None if args.from_beginning => OffsetSpec::Earliest,
+        None => OffsetSpec::Latest,
+    })
+}
+
+pub fn consumer_settings(args: &ConsoleConsumerArgs) -> Result<(ClientConfig, ConsumerConfig)> {
+    let mut client = ClientConfig::new(&args.bootstrap_server)?;
+    client.connection.client_id = "console-consumer".into();
+    let mut config = ConsumerConfig::default();
+    let mut isolation = args.isolation_level.clone();
+    for (k, v) in props::parse_all(&args.consumer_properties)? {
+        match k.as_str() {
+            "fetch.max.wait.ms" => {
+                config.max_wait = Duration::from_millis(props::parse_num(&k, &v)?)
+            }
+            "fetch.min.bytes" => config.min_bytes = props::parse_num(&k, &v)?,
+            "fetch.max.bytes" => config.max_bytes = props::parse_num(&k, &v)?,
+            "max.partition.fetch.bytes" => config.partition_max_bytes = props::parse_num(&k, &v)?,
+            "isolation.level" => isolation = isolation.or(Some(v)),
+            "request.timeout.ms" => {
+                client.connection.request_timeout = Duration::from_millis(props::parse_num(&k, &v)?)
+            }
+            "client.id" => client.connection.client_id = v,
+            _ => eprintln!("Warning: ignoring unknown consumer property '{k}'"),
+        }
+    }
+    config.isolation_level = match isolation.as_deref() {
+        None | Some("read_uncommitted") => 0,
+        Some("read_committed") => 1,
+        Some(other) => {
+            bail!("invalid isolation level '{other}': expected read_uncommitted or read_committed")
+        }
+    };
+    if let Some(t) = args.timeout_ms {
+        // Long polls must not outlast the idle timeout by much.
+        config.max_wait = config.max_wait.min(Duration::from_millis(t.max(1)));
+    }
+    Ok((client, config))
+}
+
+pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
+    let formatter = Formatter::from_properties(&args.properties)?;
+    let spec = start_spec(&args)?;
+    let (client, config) = consumer_settings(&args)?;
+    let mut consumer = Consumer::connect(client, config).await?;
+    let partitions = match args.partition {
+        Some(p) => vec![p],
+        None => consumer.partitions_for(&args.topic).await?,
+    };
+    consumer.assign(&args.topic, &partitions, spec).await?;
+
+    let idle = args.timeout_ms.map(Duration::from_millis);
+    let mut last_record = Instant::now();
+    let mut printed: u64 = 0;
+    let stdout = std::io::stdout();
+    let mut out = Vec::with_capacity(64 * 1024);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let result: Result<()> = loop {
+        if args.max_messages.is_some_and(|max| printed >= max) {
+            break Ok(());
+        }
+        let deadline = idle.map(|i| last_record + i);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break Ok(());
+        }
+        let poll = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, consumer.poll()).await.ok(),
+                None => Some(consumer.poll().await),
+            }
+        };
+        let records = tokio::select! {
+            r = poll => r,
+            _ = &mut ctrl_c => break Ok(()),
+        };
+        let records = match records {
+            None => break Ok(()), // idle timeout
+            Some(Ok(r)) => r,
+            Some(Err(e)) => break Err(e.into()),
+        };
+        if records.is_empty() {
+            continue;
+        }
+        last_record = Instant::now();
+        out.clear();
+        for r in &records {
+            if args.max_messages.is_some_and(|max| printed >= max) {
+                break;
+            }
+            formatter.write(r, &mut out);
+            printed += 1;
+        }
+        let mut lock = stdout.lock();
+        if let Err(e) = lock.write_all(&out).and_then(|()| lock.flush()) {
+            // A closed pipe (`| head`) is a normal way to stop.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            break Err(e.into());
+        }
+    };
+    eprintln!("Processed a total of {printed} messages");
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ConsoleConsumerArgs,
+    }
+
+    fn parse(argv: &[&str]) -> ConsoleConsumerArgs {
+        Cli::try_parse_from(std::iter::once("c").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    fn record() -> ConsumerRecord {
+        ConsumerRecord {
+            topic: "t".into(),
+            partition: 2,
+            offset: 7,
+            timestamp: 1000,
+            log_append_time: false,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![
+                ("h1".into(), Some(Bytes::from_static(b"a"))),
+                ("h2".into(), None),
+            ],
+        }
+    }
+
+    fn format(props: &[&str], r: &ConsumerRecord) -> String {
+        let props: Vec<String> = props.iter().map(|s| s.to_string()).collect();
+        let mut out = Vec::new();
+        Formatter::from_properties(&props)
+            .unwrap()
+            .write(r, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn formats_like_kafka() {
+        let r = record();
+        assert_eq!(format(&[], &r), "v\n");
+        assert_eq!(format(&["print.key=true"], &r), "k\tv\n");
+        assert_eq!(
+            format(&["print.key=true", r"key.separator=\t"], &r),
+            "k\tv\n"
+        );
+        assert_eq!(format(&["print.key=true", "key.separator=:"], &r), "k:v\n");
+        assert_eq!(
+            format(
+                &[
+                    "print.timestamp=true",
+                    "print.partition=true",
+                    "print.offset=true",
+                    "print.headers=true",
+                    "print.key=true"
+                ],
+                &r
+            ),
+            "CreateTime:1000\tPartition:2\tOffset:7\th1:a,h2:null\tk\tv\n"
+        );
+        assert_eq!(format(&["print.key=true", "print.value=false"], &r), "k\n");
+        let bare = ConsumerRecord {
+            key: None,
+            value: None,
+            headers: vec![],
+            ..record()
+        };
+        assert_eq!(
+            format(&["print.key=true", "print.headers=true"], &bare),
+            "NO_HEADERS\tnull\tnull\n"
+        );
+    }
+
+    #[test]
+    fn start_offsets() {
+        assert_eq!(
+            start_spec(&parse(&["--topic", "t"])).unwrap(),
+            OffsetSpec::Latest
+        );
+        assert_eq!(
+            start_spec(&parse(&["--topic", "t", "--from-beginning"])).unwrap(),
+            OffsetSpec::Earliest
+        );
+        assert_eq!(
+            start_spec(&parse(&[
+                "--topic",
+                "t",
+                "--partition",
+                "1",
+                "--offset",
+                "42"
+            ]))
+            .unwrap(),
+            OffsetSpec::Offset(42)
+        );
+        assert_eq!(
+            start_spec(&parse(&[
+                "--topic",
+                "t",
+                "--partition",
+                "1",
+                "--offset",
+                "earliest"
+            ]))
+            .unwrap(),
+            OffsetSpec::Earliest
+        );
+        assert!(start_spec(&parse(&["--topic", "t", "--offset", "1"])).is_err());
+        assert!(start_spec(&parse(&["--topic", "t", "--partition", "0", "--offset=-3"])).is_err());
+        assert!(start_spec(&parse(&[
+            "--topic",
+            "t",
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--from-beginning"
+        ]))
+        .is_err());
+    }
+
+    #[test]
+    fn consumer_properties() {
+        let a = parse(&[
+            "--topic",
+            "t",
+            "--timeout-ms",
+            "100",
+            "--consumer-property",
+            "fetch.min.bytes=10",
+            "--consumer-property",
+            "isolation.level=read_committed",
+        ]);
+        let (client, config) = consumer_settings(&a).unwrap();
+        assert_eq!(client.bootstrap_servers, ["localhost:9092"]);
+        assert_eq!(config.min_bytes, 10);
+        assert_eq!(config.isolation_level, 1);
+        assert_eq!(config.max_wait, Duration::from_millis(100));
+        assert!(consumer_settings(&parse(&["--topic", "t", "--isolation-level", "x"])).is_err());
+        assert!(Formatter::from_properties(&["print.key=yes".into()]).is_err());
+    }
 }

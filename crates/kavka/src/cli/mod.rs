@@ -3,9 +3,13 @@
 
 pub mod console_consumer;
 pub mod console_producer;
+pub mod props;
 pub mod topics;
 
 /// Runs a tool's future on a small runtime.
 pub fn run<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
