@@ -81,10 +81,23 @@ pub fn decompress(
             read_bounded(decoder, limit).map_err(|e| e.into_error(codec))
         }
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(data).map_err(corrupt)?;
+            let mut decoder = zstd::stream::read::Decoder::new(data).map_err(corrupt)?;
+            // The frame header chooses the window the decoder allocates; without a bound a
+            // 20-byte frame could claim 2 GiB. Allow what the limit can use, but at least
+            // 8 MiB so frames from high compression levels still decode.
+            decoder
+                .window_log_max(zstd_window_log_max(limit))
+                .map_err(corrupt)?;
             read_bounded(decoder, limit).map_err(|e| e.into_error(codec))
         }
     }
+}
+
+/// log2 of the largest zstd window worth allocating for `limit` output bytes, within
+/// [23, 27] (27 is zstd's default maximum).
+fn zstd_window_log_max(limit: usize) -> u32 {
+    let log = usize::BITS - limit.saturating_sub(1).leading_zeros();
+    log.clamp(23, 27)
 }
 
 /// Compresses `data` with `codec` in the framing Kafka's Java producer writes.
@@ -317,6 +330,17 @@ mod tests {
         );
     }
 
+    /// Kafka 0.10's MessageCompressionTest reads the magic 0 header `04 22 4D 18 60 40 1A`
+    /// (broken HC 0x1A); liblz4 writes the same descriptor with HC 0x82.
+    #[test]
+    fn lz4_header_checksums_match_kafka_and_liblz4() {
+        let mut h = [0x04, 0x22, 0x4D, 0x18, 0x60, 0x40, 0x00];
+        rewrite_lz4_header_checksum(&mut h, Lz4Checksum::KafkaLegacy);
+        assert_eq!(h[6], 0x1A);
+        rewrite_lz4_header_checksum(&mut h, Lz4Checksum::Standard);
+        assert_eq!(h[6], 0x82);
+    }
+
     #[test]
     fn lz4_standard_checksum_matches_liblz4() {
         let frame = compress(Compression::Lz4, b"hello", Lz4Checksum::Standard).unwrap();
@@ -359,6 +383,14 @@ mod tests {
             decompress(Compression::Lz4, &legacy, 10, Lz4Checksum::KafkaLegacy).unwrap(),
             b"abc"
         );
+    }
+
+    #[test]
+    fn zstd_window_bound() {
+        assert_eq!(zstd_window_log_max(0), 23);
+        assert_eq!(zstd_window_log_max(1 << 20), 23);
+        assert_eq!(zstd_window_log_max((1 << 25) + 1), 26);
+        assert_eq!(zstd_window_log_max(usize::MAX), 27);
     }
 
     #[test]
