@@ -128,6 +128,33 @@ mod tests {
         }
     }
 
+    /// librdkafka's `unittest_murmur2` (`java_murmur2_results` in rdmurmur2.c), which
+    /// includes the unaligned tails and the empty key.
+    #[test]
+    fn murmur2_matches_librdkafka_java_vectors() {
+        let cases: &[(&[u8], u32)] = &[
+            (b"kafka", 0xd067cf64),
+            (b"giberish123456789", 0x8f552b0c),
+            (b"1234", 0x9fc97b14),
+            (b"234", 0xe7c009ca),
+            (b"34", 0x873930da),
+            (b"4", 0x5a4b5ca1),
+            (b"PreAmbleWillBeRemoved,ThePrePartThatIs", 0x78424f1c),
+            (b"reAmbleWillBeRemoved,ThePrePartThatIs", 0x4a62b377),
+            (b"eAmbleWillBeRemoved,ThePrePartThatIs", 0xe0e4e09e),
+            (b"AmbleWillBeRemoved,ThePrePartThatIs", 0x62b8b43f),
+            (b"", 0x106e08d9),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(
+                murmur2(key) as u32,
+                *expected,
+                "key {:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
     #[test]
     fn keyed_partition_is_positive_modulo() {
         // -973932308 & 0x7fffffff = 1173551340; % 3 = 0, % 7 = 4

@@ -250,8 +250,8 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
     let mut printed: u64 = 0;
     let stdout = std::io::stdout();
     let mut out = Vec::with_capacity(64 * 1024);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let stop = stop_signal();
+    tokio::pin!(stop);
     let result: Result<()> = loop {
         if args.max_messages.is_some_and(|max| printed >= max) {
             break Ok(());
@@ -268,7 +268,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         };
         let records = tokio::select! {
             r = poll => r,
-            _ = &mut ctrl_c => break Ok(()),
+            _ = &mut stop => break Ok(()),
         };
         let records = match records {
             None => break Ok(()), // idle timeout
@@ -296,8 +296,27 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
             break Err(e.into());
         }
     };
-    eprintln!("Processed a total of {printed} messages");
+    // Like Kafka, report the count on a normal stop; an error is reported alone.
+    if result.is_ok() {
+        eprintln!("Processed a total of {printed} messages");
+    }
     result
+}
+
+/// Resolves on SIGINT or SIGTERM, so either stops the consumer cleanly.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 #[cfg(test)]

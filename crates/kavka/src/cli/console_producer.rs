@@ -259,7 +259,11 @@ pub async fn run(args: ConsoleProducerArgs) -> Result<()> {
                 eprintln!("Warning: {e:#}; skipping the line");
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Lines before the bad one are delivered, as Kafka's async sends would be.
+                let _ = producer.flush().await;
+                return Err(e);
+            }
         };
         producer.send(record).await?;
         if linger.is_zero() {
