@@ -18,7 +18,7 @@ use kavka_protocol::record_batch::BatchHeader;
 use tracing::warn;
 
 use crate::batch_reader::{FileWindow, HEADER_WINDOW, SCAN_WINDOW};
-use crate::offset_index::OffsetIndex;
+use crate::offset_index::{self, OffsetIndex};
 use crate::time_index::{self, TimeIndex};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -234,7 +234,16 @@ impl LogSegment {
             rolling_based_ms: 0,
         };
         if size > 0 {
-            match seg.read_last_time_entry(next_upper)? {
+            // The last time entry covers every batch up to the last offset index entry; the
+            // batches after it are walked. This does not depend on the final entry written
+            // when the segment was sealed having reached the disk.
+            let indexed = seg.read_last_time_entry(next_upper)?;
+            let known = match seg.tail_max_timestamp(next_upper)? {
+                Some((tail, true)) => Some(tail),
+                Some((tail, false)) => indexed.map(|ts| ts.max(tail)),
+                None => None,
+            };
+            match known {
                 Some(ts) => seg.max_timestamp = ts,
                 None => {
                     let (_, ti) = seg.indexes(Some(next_upper))?;
@@ -243,6 +252,54 @@ impl LogSegment {
             }
         }
         Ok(seg)
+    }
+
+    /// Max timestamp of the batches from the last offset index entry to the end of the log,
+    /// and whether that is the whole segment; `None` when the index does not fit the log.
+    fn tail_max_timestamp(&self, next_upper: i64) -> io::Result<Option<(i64, bool)>> {
+        let path = segment_path(&self.dir, self.base_offset, INDEX_SUFFIX);
+        let (offset, mut pos) = match File::open(&path) {
+            Ok(f) => {
+                let entries = f.metadata()?.len() / offset_index::ENTRY_SIZE as u64;
+                if entries == 0 {
+                    (None, 0)
+                } else {
+                    let mut buf = [0u8; offset_index::ENTRY_SIZE];
+                    f.read_exact_at(&mut buf, (entries - 1) * offset_index::ENTRY_SIZE as u64)?;
+                    let idx = OffsetIndex::parse(self.base_offset, &buf);
+                    if idx.sanity_check(self.size, Some(next_upper)).is_err() {
+                        return Ok(None);
+                    }
+                    let (offset, pos) = idx.last();
+                    (Some(offset), pos)
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, 0),
+            Err(e) => return Err(e),
+        };
+        let whole = offset.is_none();
+        let mut expected = offset.unwrap_or(self.base_offset);
+        let mut max = -1;
+        let mut w = FileWindow::new(&self.log, self.size, HEADER_WINDOW);
+        while pos < self.size {
+            let Ok(h) = w.header_at(pos)? else {
+                return Ok(None);
+            };
+            let total = h.total_len() as u64;
+            let misplaced = offset.is_some_and(|o| expected == o && h.base_offset != o);
+            if misplaced
+                || h.last_offset() >= next_upper
+                || self
+                    .check_batch(&h, pos, total, expected, self.size)
+                    .is_err()
+            {
+                return Ok(None);
+            }
+            max = max.max(h.max_timestamp);
+            expected = h.next_offset();
+            pos += total;
+        }
+        Ok(Some((max, whole)))
     }
 
     /// Last entry of the `.timeindex` file, if it exists and is plausible.

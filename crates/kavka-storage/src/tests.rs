@@ -851,3 +851,50 @@ mod crash_model {
         }
     }
 }
+
+#[test]
+fn sealed_segment_max_timestamp_survives_a_lost_time_index_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    for i in 0..12 {
+        append(&mut log, &batch(2, i * 100, 100), 0);
+    }
+    assert!(log.segment_count() >= 2);
+    log.close().unwrap();
+    let first_ti = dir.path().join("00000000000000000000.timeindex");
+    let len = fs::metadata(&first_ti).unwrap().len();
+    assert!(len >= 24);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&first_ti)
+        .unwrap()
+        .set_len(len - 12)
+        .unwrap();
+    let config = LogConfig {
+        retention_ms: 1_000,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config);
+    let segments = log.segment_count();
+    let stats_max = log.max_timestamp_and_offset().unwrap().1;
+    assert_eq!(stats_max, 1101);
+    // A segment is deleted only once now - its largest timestamp > retention.ms.
+    let mut now = 0;
+    while log.segment_count() == segments {
+        now += 50;
+        log.apply_retention(now).unwrap();
+    }
+    let remaining_first = batch_offsets(
+        &log.read(log.log_start_offset(), usize::MAX, i64::MAX, false)
+            .unwrap(),
+    )[0]
+    .0;
+    // The deleted first segment held batches up to remaining_first - 1, the newest one with
+    // timestamp (remaining_first / 2 - 1) * 100 + 1; it may not go before that plus retention.
+    let newest_deleted = (remaining_first / 2 - 1) * 100 + 1;
+    assert!(
+        now > newest_deleted + 1_000,
+        "deleted at {now}, newest record {newest_deleted}"
+    );
+    assert!(now <= newest_deleted + 1_000 + 50);
+}
