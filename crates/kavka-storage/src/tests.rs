@@ -685,6 +685,8 @@ mod crash_model {
         },
         Flush,
         CleanReopen,
+        /// DeleteRecords at a fraction of the way from log start to log end.
+        DeleteRecords(f64),
         /// Crash, then damage the unflushed tail of the active segment at `at` (a fraction).
         Crash {
             at: f64,
@@ -697,6 +699,7 @@ mod crash_model {
             6 => (1usize..3, 1usize..5, 0usize..300).prop_map(|(batches, records, value_len)| Op::Append { batches, records, value_len }),
             2 => Just(Op::Flush),
             1 => Just(Op::CleanReopen),
+            1 => (0.0f64..1.0).prop_map(Op::DeleteRecords),
             2 => (0.0f64..1.0, any::<bool>()).prop_map(|(at, flip)| Op::Crash { at, flip }),
         ]
     }
@@ -714,26 +717,38 @@ mod crash_model {
     struct Model {
         batches: Vec<(i64, Vec<u8>)>,
         durable_end: i64,
+        log_start: i64,
     }
 
     impl Model {
         fn log_end(&self) -> i64 {
-            self.batches.last().map_or(0, |(_, b)| {
+            let end = self.batches.last().map_or(0, |(_, b)| {
                 record_batch::peek_header(b).unwrap().next_offset()
-            })
+            });
+            end.max(self.log_start)
         }
+        /// What a read from the log start returns: batches holding offsets >= log start.
         fn bytes(&self) -> Vec<u8> {
-            self.batches.iter().flat_map(|(_, b)| b.clone()).collect()
+            self.batches
+                .iter()
+                .filter(|(_, b)| {
+                    record_batch::peek_header(b).unwrap().last_offset() >= self.log_start
+                })
+                .flat_map(|(_, b)| b.clone())
+                .collect()
         }
     }
 
     fn check(log: &Log, model: &Model) {
+        assert_eq!(log.log_start_offset(), model.log_start);
         assert_eq!(log.log_end_offset(), model.log_end());
         assert_eq!(
-            &log.read(0, usize::MAX, i64::MAX, false).unwrap()[..],
+            &log.read(model.log_start, usize::MAX, i64::MAX, false)
+                .unwrap()[..],
             &model.bytes()[..]
         );
-        if let Some((base, bytes)) = model.batches.get(model.batches.len() / 2) {
+        let middle = model.batches.get(model.batches.len() / 2);
+        if let Some((base, bytes)) = middle.filter(|(b, _)| *b >= model.log_start) {
             let got = log.read(*base, 1, i64::MAX, true).unwrap();
             assert_eq!(&got[..], &bytes[..]);
         }
@@ -799,13 +814,13 @@ mod crash_model {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
         #[test]
         fn recovers_to_the_longest_intact_prefix(ops in proptest::collection::vec(op(), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path();
             let mut log = Log::open(path, config(), 0).unwrap();
-            let mut model = Model { batches: Vec::new(), durable_end: 0 };
+            let mut model = Model { batches: Vec::new(), durable_end: 0, log_start: 0 };
             let mut ts = 0i64;
             for op in ops {
                 match op {
@@ -828,6 +843,13 @@ mod crash_model {
                             log.complete_flush(job.up_to_offset);
                         }
                         model.durable_end = log.log_end_offset();
+                    }
+                    Op::DeleteRecords(at) => {
+                        let span = model.log_end() - model.log_start;
+                        let offset = model.log_start + (span as f64 * at) as i64;
+                        let new_start = log.delete_records_before(offset).unwrap();
+                        prop_assert_eq!(new_start, offset.max(model.log_start));
+                        model.log_start = new_start;
                     }
                     Op::CleanReopen => {
                         log.close().unwrap();
@@ -897,4 +919,56 @@ fn sealed_segment_max_timestamp_survives_a_lost_time_index_tail() {
         "deleted at {now}, newest record {newest_deleted}"
     );
     assert!(now <= newest_deleted + 1_000 + 50);
+}
+
+#[test]
+fn log_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Log>();
+    assert_send_sync::<crate::ReadPlan>();
+    assert_send_sync::<crate::FlushJob>();
+}
+
+#[test]
+fn garbage_on_disk_is_truncated_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    for _ in 0..8 {
+        append(&mut log, &batch(1, 0, 300), 0);
+    }
+    let leo = log.log_end_offset();
+    drop(log);
+    // A stray file, a garbage checkpoint, garbage appended to the active segment, an orphan
+    // index, and a leftover .deleted file.
+    fs::write(dir.path().join("README"), b"hello").unwrap();
+    fs::write(dir.path().join("partition.checkpoint"), b"\xff\xfe garbage").unwrap();
+    fs::write(dir.path().join("00000000000000099999.index"), b"x").unwrap();
+    fs::write(dir.path().join("00000000000000000000.log.deleted"), b"x").unwrap();
+    let mut active = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect::<Vec<_>>();
+    active.sort();
+    let active = active.last().unwrap().clone();
+    let mut bytes = fs::read(&active).unwrap();
+    bytes.extend([0x7fu8; 100]); // absurd length prefix
+    fs::write(&active, &bytes).unwrap();
+    let mut log = open(dir.path(), small_config());
+    assert_eq!(log.log_end_offset(), leo);
+    assert!(!dir.path().join("00000000000000099999.index").exists());
+    assert!(!dir.path().join("00000000000000000000.log.deleted").exists());
+    assert_eq!(append(&mut log, &batch(1, 0, 1), 0).first_offset, leo);
+    // A segment that is garbage from its first byte is emptied.
+    drop(log);
+    fs::write(&active, [0xffu8; 64]).unwrap();
+    let log = open(dir.path(), small_config());
+    let base: i64 = active
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(log.log_end_offset(), base);
 }
