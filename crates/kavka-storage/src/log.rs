@@ -501,8 +501,8 @@ impl Log {
         Ok(None)
     }
 
-    /// `(offset, timestamp)` of the first record with the largest timestamp (ListOffsets
-    /// `MAX_TIMESTAMP`), or `None` for an empty log.
+    /// `(timestamp, offset)` — in the order of the name — of the first record with the
+    /// largest timestamp (ListOffsets `MAX_TIMESTAMP`), or `None` for an empty log.
     pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
         let mut best: Option<(usize, i64)> = None;
         for (i, seg) in self.segments.iter().enumerate() {
@@ -522,7 +522,7 @@ impl Log {
             self.log_start_offset,
             self.next_base(i),
         ) {
-            Ok(found) => found,
+            Ok(found) => found.map(|(offset, timestamp)| (timestamp, offset)),
             Err(e) => {
                 warn!(dir = %self.dir.display(), error = %e, "max timestamp lookup failed");
                 None

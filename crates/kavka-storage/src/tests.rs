@@ -314,7 +314,10 @@ fn finds_offsets_by_timestamp_like_a_linear_scan() {
     }
     let max_ts = records.iter().map(|r| r.1).max().unwrap();
     let first_max = records.iter().find(|r| r.1 == max_ts).copied();
-    assert_eq!(log.max_timestamp_and_offset(), first_max);
+    assert_eq!(
+        log.max_timestamp_and_offset(),
+        first_max.map(|(o, t)| (t, o))
+    );
     assert_eq!(log.offset_for_timestamp(max_ts + 1).unwrap(), None);
 
     // After DeleteRecords, records below the log start offset are not returned.
@@ -333,7 +336,10 @@ fn finds_offsets_by_timestamp_like_a_linear_scan() {
         .map(|t| log.offset_for_timestamp(t).unwrap())
         .collect();
     assert_eq!(before, after);
-    assert_eq!(log.max_timestamp_and_offset(), first_max);
+    assert_eq!(
+        log.max_timestamp_and_offset(),
+        first_max.map(|(o, t)| (t, o))
+    );
 }
 
 #[test]
@@ -351,7 +357,7 @@ fn log_append_time_rewrites_timestamp_and_crc() {
     assert!(h.is_log_append_time());
     assert_eq!(h.max_timestamp, 77_777);
     assert_eq!(log.offset_for_timestamp(77_777).unwrap(), Some((0, 77_777)));
-    assert_eq!(log.max_timestamp_and_offset(), Some((0, 77_777)));
+    assert_eq!(log.max_timestamp_and_offset(), Some((77_777, 0)));
 }
 
 #[test]
@@ -898,7 +904,7 @@ fn sealed_segment_max_timestamp_survives_a_lost_time_index_tail() {
     };
     let mut log = open(dir.path(), config);
     let segments = log.segment_count();
-    let stats_max = log.max_timestamp_and_offset().unwrap().1;
+    let stats_max = log.max_timestamp_and_offset().unwrap().0;
     assert_eq!(stats_max, 1101);
     // A segment is deleted only once now - its largest timestamp > retention.ms.
     let mut now = 0;
