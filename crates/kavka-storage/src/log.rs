@@ -452,15 +452,19 @@ impl Log {
         if unflushed <= 0 {
             return false;
         }
-        // Like Kafka's flush on roll: a sealed segment should not wait for flush.ms, so the
-        // recovery point (and crash recovery work) follows the rolls.
-        let rolled_unflushed = self.segments.len() > 1
-            && self.segment_end(self.segments.len() - 2) > self.recovery_point;
-        rolled_unflushed
-            || unflushed as u64 >= self.config.flush_interval_messages
+        unflushed as u64 >= self.config.flush_interval_messages
             || self
                 .first_unflushed_ms
                 .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.flush_interval_ms)
+    }
+
+    /// True when a rolled (sealed) segment still has unflushed data. Kafka flushes a segment
+    /// in the background when it rolls, so the recovery point — and the work of crash
+    /// recovery — follows the rolls; the broker should run a `FlushJob` then, without making
+    /// acks wait for it (unlike `flush_due`).
+    pub fn rolled_segments_unflushed(&self) -> bool {
+        let n = self.segments.len();
+        n > 1 && self.segment_end(n - 2) > self.recovery_point
     }
 
     /// Writes the checkpoint now if it changed (the broker may call this periodically).

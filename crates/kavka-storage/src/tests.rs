@@ -607,15 +607,18 @@ fn flush_jobs_advance_the_recovery_point() {
     assert_eq!(log.recovery_point(), 4);
     assert!(log.flush_job().is_none());
     // Flush across rolls covers the rolled segments.
+    assert!(!log.rolled_segments_unflushed());
     for _ in 0..20 {
         append(&mut log, &batch(1, 0, 200), 2_000);
     }
+    assert!(log.rolled_segments_unflushed());
     let job = log.flush_job().unwrap();
     assert!(job.files.len() >= 3 * 2);
     assert!(job.dir.is_some());
     job.run().unwrap();
     log.complete_flush(job.up_to_offset);
     assert_eq!(log.recovery_point(), log.log_end_offset());
+    assert!(!log.rolled_segments_unflushed());
 }
 
 #[test]
