@@ -664,7 +664,7 @@ fn delete_removes_the_directory() {
 
 #[test]
 fn idle_partitions_are_cheap() {
-    // 1000 empty logs: no preallocated index memory, three small files each.
+    // Many empty logs: no preallocated index memory, empty index files.
     let dir = tempfile::tempdir().unwrap();
     let logs: Vec<Log> = (0..200)
         .map(|i| open(&dir.path().join(format!("t-{i}")), LogConfig::default()))
