@@ -1,1 +1,160 @@
-//! kavka-broker
+//! The kavka broker: network server, request router, handlers, partition manager.
+//!
+//! Layering (DESIGN.md): `network` frames bytes and knows nothing of topics; `router` turns
+//! frames into typed requests; `handlers` are functions of (request, broker context);
+//! `replica_manager`/`partition` own the logs; the controller (kavka-metadata) owns
+//! cluster state.
+
+pub mod broker;
+pub mod config;
+pub mod handlers;
+pub mod log_config;
+pub mod network;
+pub mod partition;
+pub mod replica_manager;
+pub mod router;
+pub mod topic_id;
+
+use broker::Broker;
+use config::BrokerConfig;
+use kavka_metadata::Controller;
+use replica_manager::ReplicaManager;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create log dir {0}: {1}")]
+    LogDir(String, std::io::Error),
+    #[error("cannot open the metadata log: {0}")]
+    Metadata(String),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// A started broker: resolves when the broker has shut down.
+pub struct RunningBroker {
+    pub bound: std::net::SocketAddr,
+    pub broker: Arc<Broker>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the metadata log and every hosted partition, binds the listener and starts serving.
+pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
+    let config = Arc::new(config);
+    for d in &config.log_dirs {
+        std::fs::create_dir_all(d).map_err(|e| StartError::LogDir(d.display().to_string(), e))?;
+    }
+    let bind = config.bind_addr();
+    let listener = TcpListener::bind(&bind)
+        .await
+        .map_err(|e| StartError::Bind(bind.clone(), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(bind.clone(), e))?;
+    let advertised = config.advertised_endpoint(bound);
+
+    let (controller, replicas) = {
+        let config = config.clone();
+        let advertised = advertised.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || -> Result<_, StartError> {
+            let cluster_hint = config.props.get("cluster.id").cloned();
+            let controller =
+                Controller::open(&config.metadata_log_dir, config.node_id, cluster_hint)
+                    .map_err(|e| StartError::Metadata(e.to_string()))?;
+            let controller = Arc::new(controller);
+            let replicas = ReplicaManager::new(config.clone(), runtime);
+            let started = std::time::Instant::now();
+            replicas.reconcile(None, &controller.image());
+            tracing::info!(
+                partitions = replicas.all().len(),
+                "logs loaded in {} ms",
+                started.elapsed().as_millis()
+            );
+            controller.subscribe(replicas.clone());
+            controller
+                .register_broker(
+                    config.node_id,
+                    advertised.0.clone(),
+                    advertised.1,
+                    config.rack.clone(),
+                )
+                .map_err(|e| StartError::Metadata(e.to_string()))?;
+            Ok((controller, replicas))
+        })
+        .await
+        .map_err(|e| StartError::Metadata(e.to_string()))??
+    };
+    let broker = Arc::new(Broker {
+        config: config.clone(),
+        controller,
+        replicas: replicas.clone(),
+        advertised,
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    // Housekeeping: retention and time-based roll, and time-based flush.
+    {
+        let replicas = replicas.clone();
+        let mut stop = shutdown_rx.clone();
+        let retention_every = Duration::from_millis(config.retention_check_interval_ms);
+        let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms.max(100));
+        tokio::spawn(async move {
+            let mut retention = tokio::time::interval(retention_every);
+            let mut flush = tokio::time::interval(flush_every);
+            loop {
+                tokio::select! {
+                    _ = retention.tick() => {
+                        let r = replicas.clone();
+                        let _ = tokio::task::spawn_blocking(move || r.housekeeping()).await;
+                    }
+                    _ = flush.tick() => {
+                        let r = replicas.clone();
+                        let _ = tokio::task::spawn_blocking(move || r.flush_due_partitions()).await;
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
+
+    let limits = network::Server {
+        max_request_bytes: config.socket_request_max_bytes,
+        max_in_flight: 128,
+    };
+    let router = Arc::new(router::Router {
+        broker: broker.clone(),
+    });
+    let server = tokio::spawn(network::serve(listener, limits, router, shutdown_rx));
+    tracing::info!(
+        node_id = config.node_id,
+        cluster_id = %broker.controller.image().cluster_id,
+        "kavka broker listening on {bound}, advertised as {}:{}",
+        broker.advertised.0,
+        broker.advertised.1
+    );
+    Ok(RunningBroker {
+        bound,
+        broker,
+        shutdown,
+        server,
+    })
+}
+
+impl RunningBroker {
+    /// Stops accepting, lets connections finish their in-flight responses, and closes every
+    /// log cleanly so the next start skips recovery.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        // Give connection tasks a moment to flush responses already promised.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let replicas = self.broker.replicas.clone();
+        let _ = tokio::task::spawn_blocking(move || replicas.shutdown()).await;
+        tracing::info!("kavka broker stopped");
+    }
+}

@@ -1,0 +1,20 @@
+//! The broker's shared state: what every handler gets as its context.
+
+use crate::config::BrokerConfig;
+use crate::replica_manager::ReplicaManager;
+use kavka_metadata::Controller;
+use std::sync::Arc;
+
+pub struct Broker {
+    pub config: Arc<BrokerConfig>,
+    pub controller: Arc<Controller>,
+    pub replicas: Arc<ReplicaManager>,
+    /// Host and port clients are told to use for this broker.
+    pub advertised: (String, u16),
+}
+
+impl Broker {
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+}

@@ -1,0 +1,209 @@
+//! Produce: validate each partition's batches (header, CRC, counts; never decompress),
+//! append them in request order, then acknowledge per `acks` (and after fsync when the
+//! topic's flush policy says so).
+
+use crate::broker::Broker;
+use crate::partition::{Partition, PartitionError};
+use crate::replica_manager::now_ms;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use kavka_protocol::error::ErrorCode;
+use kavka_protocol::record_batch::{self, BatchError};
+use kavka_storage::StorageError;
+use std::sync::Arc;
+
+/// Why a partition's records were refused, before touching the log.
+fn validate(records: &[u8], version: i16) -> Result<(), (ErrorCode, String)> {
+    if records.is_empty() {
+        return Err((
+            ErrorCode::InvalidRecord,
+            "no record batch in produce request".into(),
+        ));
+    }
+    let mut count = 0usize;
+    for item in record_batch::batches(records) {
+        let (_, h) = item.map_err(|e| {
+            let code = match e {
+                BatchError::UnsupportedMagic(_) => ErrorCode::InvalidRecord,
+                BatchError::UnknownCompression(_) => ErrorCode::InvalidRecord,
+                _ => ErrorCode::CorruptMessage,
+            };
+            (code, e.to_string())
+        })?;
+        if h.records_count != h.last_offset_delta.saturating_add(1) || h.records_count == 0 {
+            return Err((
+                ErrorCode::CorruptMessage,
+                "record count does not match last offset delta".into(),
+            ));
+        }
+        if h.is_control() {
+            return Err((
+                ErrorCode::InvalidRecord,
+                "producers may not write control batches".into(),
+            ));
+        }
+        count += 1;
+    }
+    if version >= 3 && count != 1 {
+        return Err((
+            ErrorCode::InvalidRecord,
+            "produce requests v3+ must contain exactly one record batch per partition".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn storage_error(e: &PartitionError) -> ErrorCode {
+    match e {
+        PartitionError::NotHosted => ErrorCode::NotLeaderOrFollower,
+        PartitionError::Storage(StorageError::RecordTooLarge { .. }) => ErrorCode::MessageTooLarge,
+        PartitionError::Storage(StorageError::CorruptBatch(_)) => ErrorCode::CorruptMessage,
+        PartitionError::Storage(StorageError::OffsetOutOfRange { .. }) => {
+            ErrorCode::OffsetOutOfRange
+        }
+        PartitionError::Storage(_) => ErrorCode::KafkaStorageError,
+    }
+}
+
+struct Appended {
+    topic: usize,
+    response: PartitionProduceResponse,
+    /// Wait for fsync up to this offset before acknowledging.
+    durable_wait: Option<(Arc<Partition>, i64)>,
+}
+
+fn error_response(
+    index: i32,
+    code: ErrorCode,
+    message: Option<String>,
+) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(StrBytes::from_string))
+}
+
+/// Appends every partition's data. Blocking (file writes).
+fn append_all(b: &Broker, req: &ProduceRequest, version: i16, convert: ConvertFn) -> Vec<Appended> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for (ti, topic) in req.topic_data.iter().enumerate() {
+        for p in &topic.partition_data {
+            let response = |code, msg| Appended {
+                topic: ti,
+                response: error_response(p.index, code, msg),
+                durable_wait: None,
+            };
+            let Some(part) = b.replicas.get(&topic.name, p.index) else {
+                out.push(response(ErrorCode::UnknownTopicOrPartition, None));
+                continue;
+            };
+            let records: Bytes = p.records.clone().unwrap_or_default();
+            let mut buf: BytesMut = match convert(records, version) {
+                Ok(b) => b,
+                Err((code, msg)) => {
+                    out.push(response(code, Some(msg)));
+                    continue;
+                }
+            };
+            if let Err((code, msg)) = validate(&buf, version) {
+                out.push(response(code, Some(msg)));
+                continue;
+            }
+            match part.append(&mut buf, now) {
+                Ok((info, must_sync)) => {
+                    let resp = PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_base_offset(info.first_offset)
+                        .with_log_append_time_ms(info.log_append_time)
+                        .with_log_start_offset(info.log_start_offset);
+                    let durable_wait = must_sync.then(|| (part.clone(), info.last_offset));
+                    out.push(Appended {
+                        topic: ti,
+                        response: resp,
+                        durable_wait,
+                    });
+                }
+                Err(e) => {
+                    let code = storage_error(&e);
+                    if code == ErrorCode::KafkaStorageError {
+                        tracing::error!(topic = %topic.name.0, partition = p.index, "append failed: {e}");
+                    }
+                    out.push(response(code, Some(e.to_string())));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Turns the records of a request into v2 batches ready for the log: a copy we may rewrite
+/// (base offsets), converted from magic 0/1 where an old client sent those.
+pub type ConvertFn = fn(Bytes, i16) -> Result<BytesMut, (ErrorCode, String)>;
+
+pub fn copy_v2(records: Bytes, _version: i16) -> Result<BytesMut, (ErrorCode, String)> {
+    Ok(BytesMut::from(&records[..]))
+}
+
+/// `Ok(None)`: acks=0, no response. `Err`: the connection should be closed.
+pub async fn handle(
+    b: Arc<Broker>,
+    req: ProduceRequest,
+    version: i16,
+) -> Result<Option<ProduceResponse>, String> {
+    handle_with(b, req, version, super::legacy::convert_produce_records).await
+}
+
+pub async fn handle_with(
+    b: Arc<Broker>,
+    req: ProduceRequest,
+    version: i16,
+    convert: ConvertFn,
+) -> Result<Option<ProduceResponse>, String> {
+    let acks = req.acks;
+    if acks != 0 && acks != 1 && acks != -1 {
+        let mut resp = ProduceResponse::default();
+        for t in &req.topic_data {
+            let parts = t
+                .partition_data
+                .iter()
+                .map(|p| error_response(p.index, ErrorCode::InvalidRequiredAcks, None))
+                .collect();
+            resp.responses.push(
+                TopicProduceResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partition_responses(parts),
+            );
+        }
+        return Ok(Some(resp));
+    }
+    let names: Vec<_> = req.topic_data.iter().map(|t| t.name.clone()).collect();
+    let b2 = b.clone();
+    let appended = tokio::task::spawn_blocking(move || append_all(&b2, &req, version, convert))
+        .await
+        .map_err(|e| format!("produce handler failed: {e}"))?;
+    if acks == 0 {
+        return Ok(None);
+    }
+    let mut topics: Vec<TopicProduceResponse> = names
+        .into_iter()
+        .map(|n| TopicProduceResponse::default().with_name(n))
+        .collect();
+    for a in appended {
+        let mut response = a.response;
+        if let Some((part, offset)) = a.durable_wait {
+            if let Err(e) = part.wait_durable(offset).await {
+                response = error_response(response.index, storage_error(&e), Some(e.to_string()));
+            }
+        }
+        if let Some(t) = topics.get_mut(a.topic) {
+            t.partition_responses.push(response);
+        }
+    }
+    Ok(Some(ProduceResponse::default().with_responses(topics)))
+}

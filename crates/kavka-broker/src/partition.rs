@@ -1,0 +1,230 @@
+//! One hosted partition: its log, its high watermark, and the waiters parked on them.
+//!
+//! On a single node the replica set is just this broker, so the high watermark is the log
+//! end offset. Fetches park on `high_watermark` changes; producers that need durability park
+//! on `durable` (advanced by this partition's flusher task, which fsyncs outside the lock so
+//! one fsync covers every batch appended while the previous one ran: group commit).
+
+use kavka_storage::{AppendInfo, Log, LogConfig, ReadPlan, StorageError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use thiserror::Error;
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+#[derive(Debug, Error)]
+pub enum PartitionError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The partition is being closed or deleted; clients refresh metadata and retry.
+    #[error("partition is no longer hosted here")]
+    NotHosted,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+    log: Mutex<Option<Log>>,
+    high_watermark: watch::Sender<i64>,
+    log_start_offset: watch::Sender<i64>,
+    /// Every offset below this is fsynced.
+    durable: watch::Sender<i64>,
+    flush_wanted: Notify,
+}
+
+impl Partition {
+    pub fn new(topic: String, topic_id: Uuid, index: i32, log: Log) -> Arc<Self> {
+        let leo = log.log_end_offset();
+        let lso = log.log_start_offset();
+        // Whatever recovery kept is on disk; treat it as durable.
+        Arc::new(Partition {
+            topic,
+            topic_id,
+            index,
+            log: Mutex::new(Some(log)),
+            high_watermark: watch::Sender::new(leo),
+            log_start_offset: watch::Sender::new(lso),
+            durable: watch::Sender::new(leo),
+            flush_wanted: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Log>> {
+        // A panic while holding the lock would be a bug; the log's own state is still
+        // consistent at every await-free step, so keep serving.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_log<T>(
+        &self,
+        f: impl FnOnce(&mut Log) -> Result<T, StorageError>,
+    ) -> Result<T, PartitionError> {
+        let mut g = self.lock();
+        let log = g.as_mut().ok_or(PartitionError::NotHosted)?;
+        Ok(f(log)?)
+    }
+
+    /// Appends validated batches. Blocking (file write): call from a blocking thread.
+    /// Returns the append result and whether the caller must wait for an fsync before acking.
+    pub fn append(
+        &self,
+        batches: &mut [u8],
+        now_ms: i64,
+    ) -> Result<(AppendInfo, bool), PartitionError> {
+        let (info, flush_due, lso) = self.with_log(|log| {
+            let info = log.append(batches, now_ms)?;
+            Ok((info, log.flush_due(now_ms), log.log_start_offset()))
+        })?;
+        self.high_watermark.send_replace(info.last_offset + 1);
+        self.log_start_offset.send_replace(lso);
+        if flush_due {
+            self.flush_wanted.notify_one();
+        }
+        Ok((info, flush_due))
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        *self.log_start_offset.borrow()
+    }
+
+    /// A receiver that wakes whenever the high watermark moves (long-poll fetch).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// Waits until every offset up to and including `offset` is fsynced.
+    pub async fn wait_durable(&self, offset: i64) -> Result<(), PartitionError> {
+        let mut rx = self.durable.subscribe();
+        self.flush_wanted.notify_one();
+        rx.wait_for(|d| *d > offset)
+            .await
+            .map(|_| ())
+            .map_err(|_| PartitionError::NotHosted)
+    }
+
+    /// Plans a read under the lock; the caller executes it (positional reads) outside.
+    pub fn read_plan(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadPlan, PartitionError> {
+        let hw = self.high_watermark();
+        self.with_log(|log| log.read_plan(offset, max_bytes, hw, min_one_batch))
+    }
+
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, PartitionError> {
+        self.with_log(|log| log.offset_for_timestamp(ts))
+    }
+
+    pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>, PartitionError> {
+        self.with_log(|log| Ok(log.max_timestamp_and_offset()))
+    }
+
+    /// DeleteRecords. Returns the new log start offset (the low watermark).
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError> {
+        let lso = self.with_log(|log| log.delete_records_before(offset))?;
+        self.log_start_offset.send_replace(lso);
+        Ok(lso)
+    }
+
+    pub fn update_config(&self, config: LogConfig) {
+        let _ = self.with_log(|log| {
+            log.update_config(config);
+            Ok(())
+        });
+    }
+
+    /// Periodic housekeeping: time-based roll and retention. Blocking.
+    pub fn housekeeping(&self, now_ms: i64) -> Result<usize, PartitionError> {
+        let (deleted, lso, due) = self.with_log(|log| {
+            log.roll_if_due(now_ms)?;
+            let deleted = log.apply_retention(now_ms)?;
+            // Kafka fsyncs rolled segments in the background so the recovery point keeps
+            // moving even when acks do not wait for fsync.
+            let due = log.flush_due(now_ms) || log.rolled_segments_unflushed();
+            log.checkpoint()?;
+            Ok((deleted, log.log_start_offset(), due))
+        })?;
+        self.log_start_offset.send_replace(lso);
+        if due {
+            self.flush_wanted.notify_one();
+        }
+        Ok(deleted)
+    }
+
+    /// The flusher: fsyncs outside the lock whenever asked, and publishes how far the log is
+    /// durable. Runs until the partition is closed.
+    pub async fn run_flusher(self: Arc<Self>) {
+        loop {
+            self.flush_wanted.notified().await;
+            loop {
+                // Decide under the lock, so an append racing with this check is either in
+                // the job or left for the next round, never marked durable unflushed.
+                let job = {
+                    let g = self.lock();
+                    match g.as_ref() {
+                        None => return,
+                        Some(log) => log.flush_job().ok_or(log.log_end_offset()),
+                    }
+                };
+                let job = match job {
+                    Ok(job) => job,
+                    Err(leo) => {
+                        self.durable.send_if_modified(|d| {
+                            let moved = *d < leo;
+                            *d = (*d).max(leo);
+                            moved
+                        });
+                        break;
+                    }
+                };
+                let up_to = job.up_to_offset;
+                let res = tokio::task::spawn_blocking(move || job.run()).await;
+                match res {
+                    Ok(Ok(())) => {
+                        let _ = self.with_log(|log| {
+                            log.complete_flush(up_to);
+                            Ok(())
+                        });
+                        self.durable.send_if_modified(|d| {
+                            let moved = *d < up_to;
+                            *d = (*d).max(up_to);
+                            moved
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        // An fsync failure means the page cache may have dropped our data:
+                        // Kafka halts the log dir. We stop acknowledging durable writes.
+                        tracing::error!(topic = %self.topic, partition = self.index, "fsync failed: {e}; durable acks stop");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    /// Takes the log out (clean close or delete); later calls see `NotHosted`.
+    pub fn take_log(&self) -> Option<Log> {
+        let log = self.lock().take();
+        self.flush_wanted.notify_one();
+        log
+    }
+}
+
+impl Partition {
+    /// Wakes the flusher when flush.messages / flush.ms say so.
+    pub fn flush_if_due(&self, now_ms: i64) {
+        let due = self
+            .with_log(|log| Ok(log.flush_due(now_ms) || log.rolled_segments_unflushed()))
+            .unwrap_or(false);
+        if due {
+            self.flush_wanted.notify_one();
+        }
+    }
+}

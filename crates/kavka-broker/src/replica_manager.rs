@@ -1,0 +1,217 @@
+//! The partitions this broker hosts, kept in step with the metadata image.
+//!
+//! It is an [`ImageListener`]: when the controller commits a change (topic created, deleted,
+//! partitions added, configs altered) the manager opens, deletes or reconfigures logs before
+//! the controller call returns, so a client may produce right after CreateTopics.
+
+use crate::config::BrokerConfig;
+use crate::log_config::log_config_for;
+use crate::partition::Partition;
+use kavka_metadata::{ImageListener, MetadataImage, TopicImage};
+use kavka_storage::Log;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use tokio::runtime::Handle;
+
+/// (topic name, partition index)
+pub type TopicPartition = (String, i32);
+
+pub struct ReplicaManager {
+    config: Arc<BrokerConfig>,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    runtime: Handle,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl ReplicaManager {
+    pub fn new(config: Arc<BrokerConfig>, runtime: Handle) -> Arc<Self> {
+        Arc::new(ReplicaManager {
+            config,
+            partitions: RwLock::new(HashMap::new()),
+            runtime,
+        })
+    }
+
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let map = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&(topic.to_string(), partition)).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        let map = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
+
+    /// Directory of a partition's log: `<log.dir>/<topic>-<partition>`, spread over log.dirs.
+    fn dir_for(&self, topic: &str, partition: i32) -> PathBuf {
+        let name = format!("{topic}-{partition}");
+        // Reuse the directory that already holds it, if any.
+        for d in &self.config.log_dirs {
+            let p = d.join(&name);
+            if p.exists() {
+                return p;
+            }
+        }
+        let dirs = &self.config.log_dirs;
+        let idx = (fxhash(&name) as usize) % dirs.len().max(1);
+        dirs[idx].join(name)
+    }
+
+    /// Opens (or creates) the log of every partition in `topic` that this broker leads.
+    fn open_topic(&self, topic: &TopicImage) {
+        let node = self.config.node_id;
+        for (idx, p) in &topic.partitions {
+            if !p.replicas.contains(&node) {
+                continue;
+            }
+            let key = (topic.name.clone(), *idx);
+            if self
+                .partitions
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key)
+            {
+                continue;
+            }
+            let dir = self.dir_for(&topic.name, *idx);
+            if let Err(e) = write_partition_metadata(&dir, topic.topic_id) {
+                tracing::error!("cannot prepare {}: {e}", dir.display());
+                continue;
+            }
+            let log_config = log_config_for(&self.config, &topic.configs);
+            match Log::open(&dir, log_config, now_ms()) {
+                Ok(log) => {
+                    let part = Partition::new(topic.name.clone(), topic.topic_id, *idx, log);
+                    self.runtime.spawn(part.clone().run_flusher());
+                    self.partitions
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, part);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, partition = idx, "cannot open log: {e}")
+                }
+            }
+        }
+    }
+
+    fn remove_topic(&self, name: &str) {
+        let removed: Vec<Arc<Partition>> = {
+            let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<_> = map.keys().filter(|(t, _)| t == name).cloned().collect();
+            keys.into_iter().filter_map(|k| map.remove(&k)).collect()
+        };
+        for p in removed {
+            if let Some(log) = p.take_log() {
+                if let Err(e) = log.delete() {
+                    tracing::warn!(topic = %p.topic, partition = p.index, "deleting log failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Applies an image at startup or after a change.
+    pub fn reconcile(&self, old: Option<&MetadataImage>, new: &MetadataImage) {
+        if let Some(old) = old {
+            for (name, t) in &old.topics {
+                match new.topics.get(name) {
+                    Some(n) if n.topic_id == t.topic_id => {}
+                    _ => self.remove_topic(name),
+                }
+            }
+        }
+        for (name, t) in &new.topics {
+            self.open_topic(t);
+            let changed = old
+                .and_then(|o| o.topics.get(name))
+                .map(|o| o.configs != t.configs)
+                .unwrap_or(false);
+            if changed {
+                let cfg = log_config_for(&self.config, &t.configs);
+                for p in self.all().into_iter().filter(|p| &p.topic == name) {
+                    p.update_config(cfg.clone());
+                }
+            }
+        }
+    }
+
+    /// Runs retention, time-based roll and time-based flush for every partition. Blocking.
+    pub fn housekeeping(&self) {
+        let now = now_ms();
+        for p in self.all() {
+            match p.housekeeping(now) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(topic = %p.topic, partition = p.index, "retention deleted {n} segment(s)")
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.index, "housekeeping failed: {e}")
+                }
+            }
+        }
+    }
+
+    /// Closes every log cleanly (flush, checkpoints, clean-shutdown marker).
+    pub fn shutdown(&self) {
+        let all: Vec<Arc<Partition>> = {
+            let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+            map.drain().map(|(_, p)| p).collect()
+        };
+        for p in all {
+            if let Some(log) = p.take_log() {
+                if let Err(e) = log.close() {
+                    tracing::warn!(topic = %p.topic, partition = p.index, "close failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl ImageListener for ReplicaManager {
+    fn on_image(&self, old: &MetadataImage, new: &MetadataImage) {
+        self.reconcile(Some(old), new);
+    }
+}
+
+/// Kafka writes `partition.metadata` with the topic id, so a directory left over from a
+/// deleted topic is never mistaken for a new topic of the same name.
+fn write_partition_metadata(dir: &std::path::Path, topic_id: uuid::Uuid) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("partition.metadata");
+    let body = format!(
+        "version: 0\ntopic_id: {}\n",
+        crate::topic_id::encode(topic_id)
+    );
+    if std::fs::read_to_string(&path)
+        .map(|s| s == body)
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    let tmp = dir.join("partition.metadata.tmp");
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(tmp, path)
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+impl ReplicaManager {
+    /// Asks the flusher of every partition whose flush.ms has elapsed to fsync.
+    pub fn flush_due_partitions(&self) {
+        let now = now_ms();
+        for p in self.all() {
+            p.flush_if_due(now);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Request router: decodes a frame, checks the API version against what we advertise,
+//! dispatches to the handler and encodes the response with the matching header version.
+
+use crate::broker::Broker;
+use crate::handlers;
+use crate::network::{ConnectionInfo, Dispatch, Reply, RequestHandler};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::FutureExt;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use kavka_protocol::api_versions::is_supported;
+use kavka_protocol::frame::{decode_request_header, peek_prefix};
+use std::sync::Arc;
+
+pub struct Router {
+    pub broker: Arc<Broker>,
+}
+
+/// Encodes `[length][response header][body]`.
+pub fn encode_response<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Reply {
+    let header_version = api.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let result = header
+        .encode(&mut buf, header_version)
+        .and_then(|_| body.encode(&mut buf, version));
+    if let Err(e) = result {
+        // Only a bug can get here (a field set that the version cannot carry).
+        tracing::error!(?api, version, "cannot encode response: {e}");
+        return Reply::Close(format!("cannot encode {api:?} v{version} response: {e}"));
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Reply::Frame(buf.freeze())
+}
+
+fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String> {
+    T::decode(body, version).map_err(|e| format!("malformed request body: {e}"))
+}
+
+/// Runs blocking handler work (metadata log fsync, file I/O) off the reactor threads.
+fn blocking<F>(f: F) -> Dispatch
+where
+    F: FnOnce() -> Reply + Send + 'static,
+{
+    Dispatch::Respond(
+        async move {
+            tokio::task::spawn_blocking(f)
+                .await
+                .unwrap_or_else(|e| Reply::Close(format!("handler failed: {e}")))
+        }
+        .boxed(),
+    )
+}
+
+impl RequestHandler for Router {
+    fn dispatch(&self, frame: Bytes, _conn: &ConnectionInfo) -> Dispatch {
+        let prefix = match peek_prefix(&frame) {
+            Ok(p) => p,
+            Err(e) => return Dispatch::Close(e.to_string()),
+        };
+        let Ok(api) = ApiKey::try_from(prefix.api_key) else {
+            return Dispatch::Close(format!("unknown api key {}", prefix.api_key));
+        };
+        let (version, cid) = (prefix.api_version, prefix.correlation_id);
+        if !is_supported(api, version) {
+            if api == ApiKey::ApiVersions {
+                // Kafka answers a too-new ApiVersions with a v0 response carrying
+                // UNSUPPORTED_VERSION and the supported list, so the client can retry lower.
+                let resp = handlers::api_versions::unsupported();
+                return Dispatch::Respond(
+                    futures_util::future::ready(encode_response(api, 0, cid, &resp)).boxed(),
+                );
+            }
+            return Dispatch::Close(format!("unsupported version {version} of {api:?}"));
+        }
+        // Versions below the generated codecs' floor have hand-written codecs.
+        if let Some(d) = handlers::legacy::dispatch(&self.broker, api, version, cid, &frame) {
+            return d;
+        }
+        let (api, _header, mut body) = match decode_request_header(frame) {
+            Ok(x) => x,
+            Err(e) => return Dispatch::Close(e.to_string()),
+        };
+        let b = self.broker.clone();
+        macro_rules! blocking_handler {
+            ($req:ty, $handler:path) => {{
+                let req: $req = match decode(&mut body, version) {
+                    Ok(r) => r,
+                    Err(e) => return Dispatch::Close(e),
+                };
+                blocking(move || encode_response(api, version, cid, &$handler(&b, req, version)))
+            }};
+        }
+        match api {
+            ApiKey::ApiVersions => {
+                blocking_handler!(ApiVersionsRequest, handlers::api_versions::handle)
+            }
+            ApiKey::Metadata => blocking_handler!(MetadataRequest, handlers::metadata::handle),
+            ApiKey::ListOffsets => {
+                blocking_handler!(ListOffsetsRequest, handlers::list_offsets::handle)
+            }
+            ApiKey::CreateTopics => {
+                blocking_handler!(CreateTopicsRequest, handlers::create_topics::handle)
+            }
+            ApiKey::DeleteTopics => {
+                blocking_handler!(DeleteTopicsRequest, handlers::delete_topics::handle)
+            }
+            ApiKey::CreatePartitions => {
+                blocking_handler!(CreatePartitionsRequest, handlers::create_partitions::handle)
+            }
+            ApiKey::DescribeConfigs => {
+                blocking_handler!(DescribeConfigsRequest, handlers::configs::describe)
+            }
+            ApiKey::AlterConfigs => {
+                blocking_handler!(AlterConfigsRequest, handlers::configs::alter)
+            }
+            ApiKey::IncrementalAlterConfigs => {
+                blocking_handler!(
+                    IncrementalAlterConfigsRequest,
+                    handlers::configs::incremental_alter
+                )
+            }
+            ApiKey::DescribeCluster => {
+                blocking_handler!(DescribeClusterRequest, handlers::describe_cluster::handle)
+            }
+            ApiKey::DeleteRecords => {
+                blocking_handler!(DeleteRecordsRequest, handlers::delete_records::handle)
+            }
+            ApiKey::Produce => {
+                let req: ProduceRequest = match decode(&mut body, version) {
+                    Ok(r) => r,
+                    Err(e) => return Dispatch::Close(e),
+                };
+                Dispatch::Respond(
+                    async move {
+                        match handlers::produce::handle(b, req, version).await {
+                            Ok(Some(resp)) => encode_response(api, version, cid, &resp),
+                            Ok(None) => Reply::Nothing,
+                            Err(e) => Reply::Close(e),
+                        }
+                    }
+                    .boxed(),
+                )
+            }
+            ApiKey::Fetch => {
+                let req: FetchRequest = match decode(&mut body, version) {
+                    Ok(r) => r,
+                    Err(e) => return Dispatch::Close(e),
+                };
+                Dispatch::Respond(
+                    async move {
+                        let resp = handlers::fetch::handle(b, req, version).await;
+                        encode_response(api, version, cid, &resp)
+                    }
+                    .boxed(),
+                )
+            }
+            other => Dispatch::Close(format!("{other:?} is not implemented")),
+        }
+    }
+}
