@@ -13,7 +13,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::segment::{segment_path, LogSegment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
@@ -186,7 +186,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Loaded
             .map_or(0, |c| c.recovery_point)
             .min(log_end)
     };
-    info!(dir = %dir.display(), clean, segments = segments.len(), log_start_offset, log_end, "log loaded");
+    debug!(dir = %dir.display(), clean, segments = segments.len(), log_start_offset, log_end, "log loaded");
     Ok(Loaded {
         segments,
         log_start_offset,
