@@ -29,6 +29,9 @@ pub struct ConnectionOptions {
     pub request_timeout: Duration,
     /// Largest response frame accepted; a longer length prefix closes the connection.
     pub max_response_bytes: usize,
+    /// Per-API ceilings (api key -> highest version to use), to talk like an older
+    /// client or to work around a broker's faulty version.
+    pub max_versions: HashMap<i16, i16>,
 }
 
 impl Default for ConnectionOptions {
@@ -38,6 +41,7 @@ impl Default for ConnectionOptions {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 128 * 1024 * 1024,
+            max_versions: HashMap::new(),
         }
     }
 }
@@ -51,6 +55,7 @@ pub struct Connection {
     broker_versions: HashMap<i16, (i16, i16)>,
     request_timeout: Duration,
     max_response_bytes: usize,
+    max_versions: HashMap<i16, i16>,
     broken: bool,
 }
 
@@ -92,6 +97,7 @@ impl Connection {
             broker_versions: HashMap::new(),
             request_timeout: options.request_timeout,
             max_response_bytes: options.max_response_bytes,
+            max_versions: options.max_versions.clone(),
             broken: false,
         };
         conn.negotiate_versions().await?;
@@ -116,6 +122,10 @@ impl Connection {
     pub fn version_for<R: Request>(&self, cap: Option<i16>) -> Result<i16> {
         let api = api_key::<R>()?;
         let theirs = self.broker_versions(api);
+        let cap = match (cap, self.max_versions.get(&R::KEY).copied()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let ours = match cap {
             Some(cap) => VersionRange {
                 min: R::VERSIONS.min,
@@ -220,7 +230,12 @@ impl Connection {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("kavka-client"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let mut version = ApiVersionsRequest::VERSIONS.max;
+        let mut version = ApiVersionsRequest::VERSIONS.max.min(
+            self.max_versions
+                .get(&ApiVersionsRequest::KEY)
+                .copied()
+                .unwrap_or(i16::MAX),
+        );
         for _ in 0..2 {
             let correlation_id = self.write_request(&request, version).await?;
             let frame = match tokio::time::timeout(self.request_timeout, self.read_frame()).await {

@@ -105,9 +105,8 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Kafka { code, .. } => is_retriable_code(*code),
-            ClientError::Connect { .. } | ClientError::Io { .. } | ClientError::Timeout { .. } => {
-                true
-            }
+            // A timeout already waited a full request timeout; retrying would multiply it.
+            ClientError::Connect { .. } | ClientError::Io { .. } => true,
             _ => false,
         }
     }

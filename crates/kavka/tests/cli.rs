@@ -428,3 +428,190 @@ fn unreachable_broker_is_one_line_error() {
     );
     assert!(Path::new(KAVKA).exists());
 }
+
+/// The client itself, end to end, at three generations of every API: the oldest version
+/// both kavka and the codecs know, the last non-flexible one, and the newest.
+#[test]
+fn client_round_trip_at_old_and_new_versions() {
+    use kavka_client::{
+        AlterConfigOp, ClientConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetSpec,
+        Producer, ProducerConfig, ProducerRecord,
+    };
+    use kavka_protocol::kafka_protocol::messages::ApiKey;
+    use std::collections::HashMap;
+
+    let broker = Broker::start();
+    let floor: &[(ApiKey, i16)] = &[
+        (ApiKey::ApiVersions, 0),
+        (ApiKey::Metadata, 0),
+        (ApiKey::Produce, 3),
+        (ApiKey::Fetch, 4),
+        (ApiKey::ListOffsets, 1),
+        (ApiKey::CreateTopics, 2),
+        (ApiKey::DeleteTopics, 1),
+        (ApiKey::DescribeConfigs, 1),
+        (ApiKey::CreatePartitions, 0),
+        (ApiKey::IncrementalAlterConfigs, 0),
+    ];
+    let last_rigid: &[(ApiKey, i16)] = &[
+        (ApiKey::ApiVersions, 2),
+        (ApiKey::Metadata, 8),
+        (ApiKey::Produce, 8),
+        (ApiKey::Fetch, 11),
+        (ApiKey::ListOffsets, 5),
+        (ApiKey::CreateTopics, 4),
+        (ApiKey::DeleteTopics, 3),
+        (ApiKey::DescribeConfigs, 3),
+        (ApiKey::CreatePartitions, 1),
+        (ApiKey::IncrementalAlterConfigs, 0),
+    ];
+    let generations: [(&str, &[(ApiKey, i16)]); 3] = [
+        ("floor", floor),
+        ("last-rigid", last_rigid),
+        ("newest", &[]),
+    ];
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (generation, caps) in generations {
+        let topic = format!("gen-{generation}");
+        let mut config = ClientConfig::new(&broker.bootstrap).unwrap();
+        config.connection.request_timeout = Duration::from_secs(5);
+        config.connection.max_versions = caps
+            .iter()
+            .map(|(k, v)| (*k as i16, *v))
+            .collect::<HashMap<_, _>>();
+        runtime.block_on(async {
+            let mut admin = kavka_client::Admin::connect(config.clone()).await.unwrap();
+            admin
+                .create_topic(NewTopic {
+                    name: topic.clone(),
+                    partitions: Some(2),
+                    replication_factor: Some(1),
+                    configs: vec![("retention.ms".into(), "3600000".into())],
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{generation}: create: {e}"));
+            admin
+                .create_partitions(&topic, 3)
+                .await
+                .unwrap_or_else(|e| panic!("{generation}: {e}"));
+            admin
+                .incremental_alter_configs(
+                    &topic,
+                    &[AlterConfigOp::Set(
+                        "retention.bytes".into(),
+                        "1000000".into(),
+                    )],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{generation}: alter: {e}"));
+            let d = admin
+                .describe_topics(&[topic.as_str()])
+                .await
+                .unwrap()
+                .remove(0);
+            assert_eq!(d.partitions.len(), 3, "{generation}");
+            let value = |k: &str| {
+                d.configs
+                    .iter()
+                    .find(|c| c.name == k)
+                    .and_then(|c| c.value.clone())
+            };
+            assert_eq!(
+                value("retention.ms").as_deref(),
+                Some("3600000"),
+                "{generation}"
+            );
+            assert_eq!(
+                value("retention.bytes").as_deref(),
+                Some("1000000"),
+                "{generation}"
+            );
+            assert!(admin.list_topics(false).await.unwrap().contains(&topic));
+
+            let producer_config = ProducerConfig {
+                compression: Compression::Gzip,
+                batch_size: 512,
+                ..Default::default()
+            };
+            let mut producer = Producer::connect(config.clone(), producer_config)
+                .await
+                .unwrap();
+            for i in 0..100 {
+                let mut r = ProducerRecord::new(topic.clone(), format!("v{i}"))
+                    .with_key(format!("k{}", i % 10));
+                r.headers = vec![("n".into(), Some(i.to_string().into()))];
+                producer
+                    .send(r)
+                    .await
+                    .unwrap_or_else(|e| panic!("{generation}: send: {e}"));
+            }
+            let acks = producer
+                .flush()
+                .await
+                .unwrap_or_else(|e| panic!("{generation}: flush: {e}"));
+            assert_eq!(
+                acks.iter().map(|a| a.record_count).sum::<usize>(),
+                100,
+                "{generation}"
+            );
+
+            let mut consumer = Consumer::connect(config.clone(), ConsumerConfig::default())
+                .await
+                .unwrap();
+            let ends = consumer
+                .list_offsets(&topic, &[0, 1, 2], OffsetSpec::Latest)
+                .await
+                .unwrap_or_else(|e| panic!("{generation}: list offsets: {e}\n{}", broker.log()));
+            assert_eq!(
+                ends.iter().map(|(_, o)| o).sum::<i64>(),
+                100,
+                "{generation}: {ends:?}"
+            );
+            let starts = consumer
+                .list_offsets(&topic, &[0, 1, 2], OffsetSpec::Timestamp(0))
+                .await
+                .unwrap();
+            assert!(
+                starts.iter().all(|(_, o)| *o == 0),
+                "{generation}: {starts:?}"
+            );
+            consumer
+                .assign(&topic, &[0, 1, 2], OffsetSpec::Earliest)
+                .await
+                .unwrap();
+            let mut records = Vec::new();
+            for _ in 0..100 {
+                if records.len() >= 100 {
+                    break;
+                }
+                records.extend(
+                    consumer
+                        .poll()
+                        .await
+                        .unwrap_or_else(|e| panic!("{generation}: poll: {e}")),
+                );
+            }
+            assert_eq!(records.len(), 100, "{generation}");
+            for r in &records {
+                let key = r.key.as_deref().unwrap();
+                assert_eq!(r.partition, partition_for_key(key, 3), "{generation}");
+                let i: usize = std::str::from_utf8(r.value.as_deref().unwrap()).unwrap()[1..]
+                    .parse()
+                    .unwrap();
+                assert_eq!(key, format!("k{}", i % 10).as_bytes());
+                assert_eq!(
+                    r.headers,
+                    vec![("n".to_string(), Some(i.to_string().into()))]
+                );
+            }
+            admin
+                .delete_topic(&topic)
+                .await
+                .unwrap_or_else(|e| panic!("{generation}: delete: {e}"));
+        });
+    }
+}
