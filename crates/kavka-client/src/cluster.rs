@@ -382,6 +382,15 @@ impl Cluster {
         }
     }
 
+    /// Partition count of `topic`, fetching metadata on a miss (cheaper than [`Cluster::topic`]
+    /// on the hot path: no clone).
+    pub async fn partition_count(&mut self, topic: &str) -> Result<i32> {
+        if let Some(t) = self.topics.get(topic) {
+            return Ok(t.partition_count());
+        }
+        Ok(self.topic(topic).await?.partition_count())
+    }
+
     /// The leader of `topic`-`partition`, refreshing metadata while it is unknown.
     pub async fn leader_for(&mut self, topic: &str, partition: i32) -> Result<i32> {
         let mut attempt = 0;

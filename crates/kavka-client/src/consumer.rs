@@ -314,10 +314,10 @@ impl Consumer {
             }
         }
         let mut records = Vec::new();
-        let mut progressed = false;
         for (leader, parts) in by_leader {
             match self.fetch_from(leader, &parts, &mut records).await {
-                Ok(()) => progressed = true,
+                Ok(None) => {}
+                Ok(Some(stale)) => last_error = Some(stale),
                 Err(e) if e.is_retriable() => {
                     for (t, _) in &parts {
                         self.cluster.invalidate(t);
@@ -327,8 +327,10 @@ impl Consumer {
                 Err(e) => return Err(e),
             }
         }
+        // A round that returned nothing and hit errors counts against the retry budget
+        // and backs off, so a partition stuck without a leader cannot spin the loop.
         match last_error {
-            Some(e) if !progressed => {
+            Some(e) if records.is_empty() => {
                 self.failed_rounds += 1;
                 if self.failed_rounds > self.cluster.config().retries {
                     return Err(ClientError::RetriesExhausted {
@@ -348,7 +350,7 @@ impl Consumer {
         leader: i32,
         parts: &[(String, i32)],
         out: &mut Vec<ConsumerRecord>,
-    ) -> Result<()> {
+    ) -> Result<Option<ClientError>> {
         let mut topic_ids: HashMap<String, Uuid> = HashMap::new();
         for (t, _) in parts {
             if !topic_ids.contains_key(t) {
@@ -425,9 +427,9 @@ impl Consumer {
                     self.cluster.invalidate(t);
                 }
                 tracing::debug!("fetch: {e}");
-                Ok(())
+                Ok(Some(e))
             }
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 }

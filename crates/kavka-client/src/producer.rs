@@ -195,8 +195,7 @@ impl Producer {
                 self.config.max_request_size
             )));
         }
-        let md = self.cluster.topic(&record.topic).await?;
-        let count = md.partition_count();
+        let count = self.cluster.partition_count(&record.topic).await?;
         if count == 0 {
             return Err(ClientError::kafka(
                 codes::LEADER_NOT_AVAILABLE,
@@ -249,10 +248,11 @@ impl Producer {
     async fn send_pending(&mut self) {
         let mut pending: Vec<Pending> = self.batches.drain(..).collect();
         // Unkeyed records move to a new partition once their batch is gone.
-        let topics: Vec<String> = pending.iter().map(|((t, _), _)| t.clone()).collect();
+        let topics: std::collections::BTreeSet<String> =
+            pending.iter().map(|((t, _), _)| t.clone()).collect();
         for t in topics {
-            if let Ok(md) = self.cluster.topic(&t).await {
-                self.sticky.advance(&t, md.partition_count());
+            if let Ok(count) = self.cluster.partition_count(&t).await {
+                self.sticky.advance(&t, count);
             }
         }
         let mut attempt = 0;
