@@ -1,7 +1,7 @@
 //! The consumer: explicitly assigned partitions (no group yet), starting offsets resolved
 //! with ListOffsets, and a Fetch loop that decodes v2 batches (compressed ones included).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -415,8 +415,20 @@ impl Consumer {
             let Some(bytes) = data.records.clone() else {
                 continue;
             };
-            let (records, next) =
-                decode_records(t, p, bytes, position, config.max_decompressed_batch_bytes)?;
+            let aborted: Vec<(i64, i64)> = data
+                .aborted_transactions
+                .iter()
+                .flatten()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect();
+            let (records, next) = decode_records(
+                t,
+                p,
+                bytes,
+                position,
+                &aborted,
+                config.max_decompressed_batch_bytes,
+            )?;
             out.extend(records);
             self.positions.insert((t.to_string(), p), next);
         }
@@ -513,13 +525,16 @@ pub fn fetch_request(
 
 /// Decodes the complete v2 batches in a fetched `records` blob. Records below `position`
 /// (the batch started earlier) and control records are skipped; a partial batch at the end
-/// (the broker cuts at the size limit) is left for the next fetch. Returns the records and
-/// the next position.
+/// (the broker cuts at the size limit) is left for the next fetch. `aborted` lists the
+/// fetch response's aborted transactions, `(producer id, first offset)`, which a
+/// read_committed consumer drops, as Java's fetcher does. Returns the records and the next
+/// position.
 pub fn decode_records(
     topic: &str,
     partition: i32,
     mut buf: Bytes,
     position: i64,
+    aborted: &[(i64, i64)],
     max_decompressed: usize,
 ) -> Result<(Vec<ConsumerRecord>, i64)> {
     let corrupt = |reason: String| ClientError::Kafka {
@@ -529,6 +544,10 @@ pub fn decode_records(
     };
     let mut out = Vec::new();
     let mut next = position;
+    // Smallest first offset last, so `pop` yields transactions in log order.
+    let mut pending_aborts: Vec<(i64, i64)> = aborted.to_vec();
+    pending_aborts.sort_by_key(|(_, first)| std::cmp::Reverse(*first));
+    let mut aborting: HashSet<i64> = HashSet::new();
     while buf.len() >= LOG_OVERHEAD + 5 {
         let header = match record_batch::peek_header(&buf) {
             Ok(h) => h,
@@ -549,6 +568,32 @@ pub fn decode_records(
         let set =
             RecordBatchDecoder::decode_with_custom_compression(&mut batch, Some(decompressor))
                 .map_err(|e| corrupt(format!("batch at offset {}: {e:#}", header.base_offset)))?;
+        next = next.max(header.next_offset());
+        if header.is_transactional() {
+            while pending_aborts
+                .last()
+                .is_some_and(|(_, first)| *first <= header.last_offset())
+            {
+                if let Some((pid, _)) = pending_aborts.pop() {
+                    aborting.insert(pid);
+                }
+            }
+            if header.is_control() {
+                // Control record key: version i16, type i16 (0 ABORT, 1 COMMIT).
+                let is_abort = set
+                    .records
+                    .first()
+                    .and_then(|r| r.key.as_deref())
+                    .is_some_and(|k| k.len() >= 4 && i16::from_be_bytes([k[2], k[3]]) == 0);
+                if is_abort {
+                    aborting.remove(&header.producer_id);
+                }
+                continue;
+            }
+            if aborting.contains(&header.producer_id) {
+                continue;
+            }
+        }
         if !header.is_control() {
             for r in set.records {
                 if r.offset < position || r.control {
@@ -574,7 +619,6 @@ pub fn decode_records(
                 });
             }
         }
-        next = next.max(header.next_offset());
     }
     Ok((out, next))
 }
@@ -613,7 +657,7 @@ mod tests {
             blob.extend_from_slice(&batch_at(15, 5, c));
             let third = batch_at(20, 5, c);
             blob.extend_from_slice(&third[..third.len() - 3]);
-            let (records, next) = decode_records("t", 0, blob.freeze(), 12, 1 << 20).unwrap();
+            let (records, next) = decode_records("t", 0, blob.freeze(), 12, &[], 1 << 20).unwrap();
             let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
             assert_eq!(offsets, (12..20).collect::<Vec<_>>(), "{c:?}");
             assert_eq!(next, 20);
@@ -622,19 +666,82 @@ mod tests {
         }
     }
 
+    /// A transactional batch of `n` records (or one control record of `marker` type).
+    fn txn_batch(base: i64, pid: i64, n: usize, marker: Option<i16>) -> Bytes {
+        use kafka_protocol::records::{
+            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: true,
+                control: marker.is_some(),
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: 1,
+                key: Some(match marker {
+                    Some(t) => Bytes::from(vec![0, 0, 0, t as u8]),
+                    None => Bytes::from(format!("k{}", base + i as i64)),
+                }),
+                value: Some(match marker {
+                    Some(_) => Bytes::from_static(&[0, 0, 0, 0, 0, 0]),
+                    None => Bytes::from(format!("v{}", base + i as i64)),
+                }),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        kavka_protocol::record_batch::set_base_offset(&mut buf, base);
+        buf.freeze()
+    }
+
+    #[test]
+    fn read_committed_drops_aborted_transactions() {
+        let mut blob = BytesMut::new();
+        blob.extend_from_slice(&txn_batch(0, 7, 2, None)); // aborted below
+        blob.extend_from_slice(&txn_batch(2, 8, 2, None)); // committed below
+        blob.extend_from_slice(&txn_batch(4, 7, 1, Some(0))); // ABORT pid 7
+        blob.extend_from_slice(&txn_batch(5, 8, 1, Some(1))); // COMMIT pid 8
+        blob.extend_from_slice(&batch_at(6, 1, Compression::None));
+        blob.extend_from_slice(&txn_batch(7, 7, 1, None)); // pid 7 again, not aborted
+        let blob = blob.freeze();
+        let offsets = |aborted: &[(i64, i64)]| -> Vec<i64> {
+            let (records, next) =
+                decode_records("t", 0, blob.clone(), 0, aborted, 1 << 20).unwrap();
+            assert_eq!(next, 8);
+            records.iter().map(|r| r.offset).collect()
+        };
+        assert_eq!(offsets(&[(7, 0)]), [2, 3, 6, 7]);
+        // read_uncommitted: every data record, never the markers.
+        assert_eq!(offsets(&[]), [0, 1, 2, 3, 6, 7]);
+    }
+
     #[test]
     fn corrupt_batches_are_errors() {
         let mut b = BytesMut::from(&batch_at(0, 3, Compression::None)[..]);
         let last = b.len() - 1;
         b[last] ^= 0xff;
-        assert!(decode_records("t", 0, b.freeze(), 0, 1 << 20).is_err());
+        assert!(decode_records("t", 0, b.freeze(), 0, &[], 1 << 20).is_err());
         let mut legacy = BytesMut::from(&batch_at(0, 1, Compression::None)[..]);
         legacy[16] = 1;
-        let err = decode_records("t", 0, legacy.freeze(), 0, 1 << 20).unwrap_err();
+        let err = decode_records("t", 0, legacy.freeze(), 0, &[], 1 << 20).unwrap_err();
         assert!(err.to_string().contains("v1"), "{err}");
         // Too short to hold a header: nothing, no panic.
         assert_eq!(
-            decode_records("t", 0, Bytes::from_static(&[0; 5]), 0, 1)
+            decode_records("t", 0, Bytes::from_static(&[0; 5]), 0, &[], 1)
                 .unwrap()
                 .1,
             0
@@ -666,7 +773,7 @@ mod tests {
             let resp = FetchResponse::decode(&mut buf.freeze(), v).unwrap();
             let data = find_partition(&resp, "t", Some(Uuid::from_u128(7)), 1).expect("found");
             let (records, next) =
-                decode_records("t", 1, data.records.clone().unwrap(), 6, 1 << 20).unwrap();
+                decode_records("t", 1, data.records.clone().unwrap(), 6, &[], 1 << 20).unwrap();
             assert_eq!((records.len(), next), (2, 8), "v{v}");
         }
         let (lo, hi) = kavka_protocol::api_versions::supported_range(ApiKey::ListOffsets).unwrap();
