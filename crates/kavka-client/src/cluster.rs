@@ -299,6 +299,19 @@ impl Cluster {
         self.connections
             .retain(|id, _| self.brokers.get(id) == brokers.get(id));
         self.brokers = brokers;
+        // The bootstrap connection doubles as the node's own when the addresses agree.
+        if let Some(node) = self.bootstrap.as_ref().and_then(|b| {
+            self.brokers
+                .values()
+                .find(|m| m.addr() == b.addr())
+                .map(|m| m.node_id)
+        }) {
+            if !self.connections.contains_key(&node) {
+                if let Some(conn) = self.bootstrap.take() {
+                    self.connections.insert(node, conn);
+                }
+            }
+        }
         self.controller_id = resp.controller_id.0;
         self.cluster_id = resp.cluster_id.map(|c| c.to_string());
         if all_topics {

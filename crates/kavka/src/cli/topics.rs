@@ -176,7 +176,8 @@ async fn describe(admin: &mut Admin, args: &TopicsArgs, out: &mut String) -> Res
                     format_description(&d, out);
                 }
             }
-            Err(e) if args.if_exists && is_unknown_topic(&e) => {}
+            // Listed a moment ago but deleted since: nothing to describe.
+            Err(e) if (args.if_exists || args.topic.is_none()) && is_unknown_topic(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }
