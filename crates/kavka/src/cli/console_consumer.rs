@@ -47,6 +47,9 @@ pub struct ConsoleConsumerArgs {
     /// read_uncommitted (default) or read_committed.
     #[arg(long)]
     pub isolation_level: Option<String>,
+    /// Consumer groups are not supported yet; accepted only to say so clearly.
+    #[arg(long, hide = true)]
+    pub group: Option<String>,
 }
 
 /// Kafka's `DefaultMessageFormatter` settings.
@@ -179,6 +182,9 @@ impl Formatter {
 /// Where to start: --offset wins, then --from-beginning, else the log end (Kafka's default
 /// for a console consumer without a group).
 pub fn start_spec(args: &ConsoleConsumerArgs) -> Result<OffsetSpec> {
+    if args.group.is_some() {
+        bail!("--group is not supported yet (no consumer groups); use --from-beginning or --partition with --offset");
+    }
     if args.offset.is_some() && args.partition.is_none() {
         bail!("--partition is required when --offset is given");
     }
@@ -433,6 +439,7 @@ mod tests {
             OffsetSpec::Earliest
         );
         assert!(start_spec(&parse(&["--topic", "t", "--offset", "1"])).is_err());
+        assert!(start_spec(&parse(&["--topic", "t", "--group", "g"])).is_err());
         assert!(start_spec(&parse(&["--topic", "t", "--partition", "0", "--offset=-3"])).is_err());
         assert!(start_spec(&parse(&[
             "--topic",
