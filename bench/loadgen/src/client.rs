@@ -1,6 +1,6 @@
 //! librdkafka client construction shared by every scenario.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -12,6 +12,10 @@ use rdkafka::error::KafkaError;
 /// librdkafka log lines and errors printed to stderr, at most this many per client, so a
 /// broker that is down cannot flood the terminal.
 const MAX_LOG_LINES: u32 = 20;
+
+/// Set when the user asked librdkafka for debug contexts (`-X debug=...`): then every log
+/// line is printed, uncapped.
+pub static VERBOSE: AtomicBool = AtomicBool::new(false);
 
 /// A client context that surfaces librdkafka's warnings and errors instead of dropping them.
 #[derive(Default)]
@@ -32,7 +36,9 @@ impl LoggingContext {
 
 impl ClientContext for LoggingContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        if matches!(
+        if VERBOSE.load(Ordering::Relaxed) {
+            eprintln!("librdkafka: {level:?} {fac}: {log_message}");
+        } else if matches!(
             level,
             RDKafkaLogLevel::Emerg
                 | RDKafkaLogLevel::Alert
@@ -74,14 +80,25 @@ pub fn config(bootstrap: &str, base: &[(&str, &str)], extra: &[(String, String)]
     cfg
 }
 
-/// A consumer without a group: scenarios use `assign()`, never `subscribe()`.
+/// A consumer for `assign()` only, never `subscribe()`. librdkafka refuses `assign()` without
+/// a `group.id` (Local: Unknown group), so one is set, but no group is ever joined and no
+/// offset is committed or stored; fetch settings stay librdkafka's defaults.
 pub fn consumer(
     bootstrap: &str,
     extra: &[(String, String)],
 ) -> Result<BaseConsumer<LoggingContext>> {
-    config(bootstrap, &[], extra)
-        .create_with_context(LoggingContext::default())
-        .context("creating consumer")
+    let group = format!("kavka-loadgen-{}", std::process::id());
+    config(
+        bootstrap,
+        &[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+        ],
+        extra,
+    )
+    .create_with_context(LoggingContext::default())
+    .context("creating consumer")
 }
 
 /// Number of partitions of `topic`, from a Metadata request.

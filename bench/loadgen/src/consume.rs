@@ -94,5 +94,6 @@ pub fn run(args: &ConsumeArgs) -> Result<Value> {
         "broker_cores": usage.broker_cores,
         "broker_rss_mib": usage.broker_rss_mib,
         "client_cores": usage.client_cores,
+        "other_cores": usage.other_cores,
     }))
 }

@@ -86,6 +86,9 @@ pub fn run(args: &E2eArgs) -> Result<Value> {
     let consumer = client::consumer(&args.bootstrap, &args.extra)?;
     let partitions =
         client::partition_count(consumer.client(), &args.topic, Duration::from_secs(10))?;
+    // Also through the producer: librdkafka otherwise learns a topic's leaders lazily, on its
+    // 1 s topic scan, and the first records would wait for it.
+    client::partition_count(producer.client(), &args.topic, Duration::from_secs(10))?;
 
     // Start exactly at the current log end offsets, so nothing older is read and nothing of
     // ours is skipped (Offset::End would resolve asynchronously and could miss the first records).
@@ -229,10 +232,13 @@ pub fn run(args: &E2eArgs) -> Result<Value> {
         "p99_ms": lat.quantile_ms(0.99),
         "p999_ms": lat.quantile_ms(0.999),
         "max_ms": lat.max_ms(),
+        "ack_p50_ms": ack.quantile_ms(0.5),
         "ack_p99_ms": ack.quantile_ms(0.99),
+        "ack_max_ms": ack.max_ms(),
         "broker_cores": usage.broker_cores,
         "broker_rss_mib": usage.broker_rss_mib,
         "client_cores": usage.client_cores,
+        "other_cores": usage.other_cores,
     }))
 }
 

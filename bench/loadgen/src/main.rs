@@ -262,6 +262,9 @@ fn emit(cli: &Cli, v: &Value) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.property.iter().any(|(k, _)| k == "debug") {
+        client::VERBOSE.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     match run(&cli) {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(v)) => match emit(&cli, &decorate(&cli, v)) {

@@ -271,6 +271,7 @@ pub fn run(args: &ProduceArgs) -> Result<Value> {
         "broker_cores": usage.broker_cores,
         "broker_rss_mib": usage.broker_rss_mib,
         "client_cores": usage.client_cores,
+        "other_cores": usage.other_cores,
         "first_error": ctx.first_error(),
     }))
 }

@@ -236,6 +236,27 @@ pub const CHECKS: &[Check] = &[
         Goal::None,
     ),
     check(
+        "restart_unclean",
+        "ready_ms",
+        "restart after kill -9 → Metadata",
+        Unit::Millis,
+        Goal::Below(2000.0),
+    ),
+    check(
+        "restart_unclean",
+        "log_mib",
+        "  log size at restart",
+        Unit::Mebibytes,
+        Goal::None,
+    ),
+    check(
+        "startup_empty",
+        "ready_ms",
+        "start on an empty data dir → Metadata",
+        Unit::Millis,
+        Goal::None,
+    ),
+    check(
         "loopback_tcp",
         "mb_per_s",
         "reference: loopback TCP",
@@ -245,7 +266,7 @@ pub const CHECKS: &[Check] = &[
     check(
         "disk_write",
         "mb_per_s",
-        "reference: dd 1 GiB conv=fdatasync",
+        "reference: dd write, conv=fdatasync",
         Unit::MegabytesPerSec,
         Goal::None,
     ),
@@ -352,8 +373,26 @@ pub fn render(results: &BTreeMap<String, Value>) -> String {
         };
         let _ = writeln!(s, "{}", line.trim_end());
     }
+    let busy: Vec<String> = results
+        .iter()
+        .filter_map(|(name, r)| {
+            let other = r.get("other_cores").and_then(Value::as_f64)?;
+            (other > NOISY_OTHER_CORES).then(|| format!("{name} ({other:.2})"))
+        })
+        .collect();
+    if !busy.is_empty() {
+        let _ = writeln!(
+            s,
+            "warning: other processes used CPU during: {} cores; those figures understate kavka",
+            busy.join(", ")
+        );
+    }
     s
 }
+
+/// Cores used by processes other than the broker and the load generator above which a
+/// scenario's figures are flagged.
+const NOISY_OTHER_CORES: f64 = 0.25;
 
 #[cfg(test)]
 mod tests {
@@ -382,10 +421,11 @@ mod tests {
 not json is an error only if non-empty
 "#;
         assert!(parse(text).is_err());
-        let text = r#"{"scenario":"produce_p1_acks1","msgs_per_s":1000,"broker_cores":0.7}
+        let text = r#"{"scenario":"produce_p1_acks1","msgs_per_s":1000,"broker_cores":0.7,"other_cores":0.9}
 
-{"scenario":"produce_p1_acks1","msgs_per_s":1600000,"broker_cores":0.7}
+{"scenario":"produce_p1_acks1","msgs_per_s":1600000,"broker_cores":0.7,"other_cores":0.01}
 {"scenario":"e2e_10k","error":"broker down"}
+{"scenario":"e2e_100k","p99_ms":3.0,"other_cores":0.5}
 "#;
         let r = parse(text).unwrap();
         let out = render(&r);

@@ -115,6 +115,26 @@ pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Busy CPU time of the whole machine in clock ticks (first line of `/proc/stat`: every
+/// field except idle and iowait; guest time is already counted in user).
+pub fn machine_busy_ticks() -> Option<u64> {
+    parse_proc_stat_busy(&fs::read_to_string("/proc/stat").ok()?)
+}
+
+pub fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = fields[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
+}
+
 fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions; it returns -1 on error, handled below.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -130,6 +150,7 @@ fn clock_ticks_per_sec() -> f64 {
 pub struct CpuWindow {
     broker: Option<(u32, u64)>,
     own_start: u64,
+    machine_start: Option<u64>,
     wall_start: Instant,
 }
 
@@ -139,6 +160,9 @@ pub struct CpuUsage {
     pub broker_cores: Option<f64>,
     pub broker_rss_mib: Option<f64>,
     pub client_cores: f64,
+    /// CPU used by everything else on the machine: a benchmark that shared the cores with
+    /// other work is not a clean figure.
+    pub other_cores: Option<f64>,
 }
 
 impl CpuWindow {
@@ -150,6 +174,7 @@ impl CpuWindow {
         Self {
             broker,
             own_start: cpu_ticks(std::process::id()).unwrap_or(0),
+            machine_start: machine_busy_ticks(),
             wall_start: Instant::now(),
         }
     }
@@ -166,10 +191,18 @@ impl CpuWindow {
             .and_then(|(pid, _)| rss_kib(pid).ok())
             .map(|k| k as f64 / 1024.0);
         let own_end = cpu_ticks(std::process::id()).unwrap_or(self.own_start);
+        let client_cores = cores(self.own_start, own_end);
+        let other_cores = self
+            .machine_start
+            .zip(machine_busy_ticks())
+            .map(|(start, end)| {
+                (cores(start, end) - client_cores - broker_cores.unwrap_or(0.0)).max(0.0)
+            });
         CpuUsage {
             broker_cores,
             broker_rss_mib,
-            client_cores: cores(self.own_start, own_end),
+            client_cores,
+            other_cores,
         }
     }
 }
@@ -197,6 +230,15 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 0);
         cpu_ticks(pid).unwrap();
+    }
+
+    #[test]
+    fn proc_stat_busy() {
+        let s = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\n";
+        assert_eq!(parse_proc_stat_busy(s), Some(100 + 5 + 50 + 3 + 2 + 1));
+        assert_eq!(parse_proc_stat_busy("cpu  1 2 3\n"), None);
+        assert_eq!(parse_proc_stat_busy("intr 1 2 3 4 5 6 7 8\n"), None);
+        assert!(machine_busy_ticks().is_some());
     }
 
     #[test]
