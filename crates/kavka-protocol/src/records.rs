@@ -8,7 +8,6 @@
 //! response may end with) is skipped rather than reported as corrupt.
 
 use std::cell::Cell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
@@ -123,7 +122,7 @@ pub fn decode_batches_detailed(
         };
         record_batch::validate(rest)?;
         let batch = bytes.slice(pos..pos + header.total_len());
-        let records = decode_one(batch, &budget)?;
+        let records = decode_one(batch, &header, &budget)?;
         if records.len() != header.records_count as usize {
             return Err(RecordsError::Malformed(format!(
                 "batch at offset {} declares {} records but holds {}",
@@ -139,38 +138,106 @@ pub fn decode_batches_detailed(
 }
 
 /// Decodes one complete, CRC-checked batch.
-fn decode_one(mut batch: Bytes, budget: &Cell<usize>) -> Result<Vec<Record>, RecordsError> {
-    let compression_error = Cell::new(None);
+fn decode_one(
+    mut batch: Bytes,
+    header: &BatchHeader,
+    budget: &Cell<usize>,
+) -> Result<Vec<Record>, RecordsError> {
+    let failure = Cell::new(None);
     let decompress = |data: &mut Bytes, codec: WireCompression| -> anyhow::Result<Bytes> {
-        if codec == WireCompression::None {
-            return Ok(data.clone());
-        }
-        match compression::decompress(codec.into(), data, budget.get(), Lz4Checksum::Standard) {
-            Ok(v) => {
-                budget.set(budget.get() - v.len());
-                Ok(Bytes::from(v))
+        let records = if codec == WireCompression::None {
+            data.clone()
+        } else {
+            match compression::decompress(codec.into(), data, budget.get(), Lz4Checksum::Standard) {
+                Ok(v) => {
+                    budget.set(budget.get() - v.len());
+                    Bytes::from(v)
+                }
+                Err(e) => {
+                    failure.set(Some(RecordsError::Compression(e.clone())));
+                    return Err(e.into());
+                }
             }
-            Err(e) => {
-                compression_error.set(Some(e.clone()));
-                Err(e.into())
-            }
+        };
+        if let Err(e) = check_deltas(&records, header) {
+            failure.set(Some(e.clone()));
+            return Err(e.into());
         }
+        Ok(records)
     };
-    // kafka-protocol adds timestamp and offset deltas with `+`, which panics on overflow in
-    // debug builds (and the fuzzers); turn that into an error instead of a crash.
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        RecordBatchDecoder::decode_with_custom_compression(&mut batch, Some(decompress))
-    }));
-    match result {
-        Ok(Ok(set)) => Ok(set.records),
-        Ok(Err(e)) => Err(match compression_error.take() {
-            Some(c) => RecordsError::Compression(c),
-            None => RecordsError::Malformed(e.to_string()),
-        }),
-        Err(_) => Err(RecordsError::Malformed(
-            "arithmetic overflow in record deltas".into(),
-        )),
+    match RecordBatchDecoder::decode_with_custom_compression(&mut batch, Some(decompress)) {
+        Ok(set) => Ok(set.records),
+        Err(e) => Err(failure
+            .take()
+            .unwrap_or_else(|| RecordsError::Malformed(e.to_string()))),
     }
+}
+
+/// kafka-protocol adds each record's timestamp and offset delta to the batch's base with
+/// `+`, which overflows on hostile deltas (a panic wherever overflow checks are on: tests,
+/// fuzzing). Walk the records exactly as it does and refuse such a batch first. Anything
+/// else malformed is left for the decoder to report.
+fn check_deltas(records: &[u8], header: &BatchHeader) -> Result<(), RecordsError> {
+    let mut buf = records;
+    for _ in 0..header.records_count.max(0) {
+        let Some(size) = read_varint(&mut buf) else {
+            return Ok(());
+        };
+        let Some(record) = usize::try_from(size).ok().and_then(|n| buf.get(..n)) else {
+            return Ok(());
+        };
+        buf = &buf[record.len()..];
+        let mut r = record.get(1..).unwrap_or_default(); // skip attributes
+                                                         // The decoder adds each delta as soon as it has read it, so check in the same order.
+        let Some(timestamp_delta) = read_varlong(&mut r) else {
+            return Ok(());
+        };
+        if header.base_timestamp.checked_add(timestamp_delta).is_none() {
+            return Err(overflow("timestamp", timestamp_delta));
+        }
+        let Some(offset_delta) = read_varint(&mut r) else {
+            return Ok(());
+        };
+        if header
+            .base_offset
+            .checked_add(i64::from(offset_delta))
+            .is_none()
+        {
+            return Err(overflow("offset", i64::from(offset_delta)));
+        }
+    }
+    Ok(())
+}
+
+fn overflow(what: &str, delta: i64) -> RecordsError {
+    RecordsError::Malformed(format!(
+        "record {what} delta {delta} overflows the batch base"
+    ))
+}
+
+/// Reads an unsigned varint of at most `max_bytes` the way kafka-protocol does (an
+/// over-long encoding just stops; bits shifted out are dropped).
+fn read_unsigned(buf: &mut &[u8], max_bytes: u32) -> Option<u64> {
+    let mut value = 0u64;
+    for i in 0..max_bytes {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        value |= u64::from(b & 0x7f) << (i * 7);
+        if b < 0x80 {
+            break;
+        }
+    }
+    Some(value)
+}
+
+fn read_varint(buf: &mut &[u8]) -> Option<i32> {
+    let zigzag = read_unsigned(buf, 5)? as u32;
+    Some(((zigzag >> 1) as i32) ^ -((zigzag & 1) as i32))
+}
+
+fn read_varlong(buf: &mut &[u8]) -> Option<i64> {
+    let zigzag = read_unsigned(buf, 10)?;
+    Some(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64))
 }
 
 #[cfg(test)]
@@ -262,6 +329,60 @@ mod tests {
             decode_batches(&Bytes::from(bytes)),
             Err(RecordsError::Batch(BatchError::CrcMismatch { .. }))
         ));
+    }
+
+    /// Found by the record_batch fuzzer: a timestamp delta that overflows the base timestamp.
+    #[test]
+    fn rejects_overflowing_deltas() {
+        let mut bytes = encode_batch(&[record(0, 1, None, b"a")], WireCompression::None)
+            .unwrap()
+            .to_vec();
+        // The record starts right after the header: size, attributes, then the timestamp
+        // delta (zigzag varlong, one byte 0x00 here). Make it i64::MAX: 10-byte varlong.
+        let rec = record_batch::BATCH_HEADER_LEN;
+        assert_eq!(bytes[rec + 2], 0, "timestamp delta 0");
+        let max = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        bytes.splice(rec + 2..rec + 3, max);
+        bytes[rec] += 2 * 9; // zigzag size grows by 9 bytes
+        let len = (bytes.len() - record_batch::LOG_OVERHEAD) as i32;
+        bytes[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_batches(&Bytes::from(bytes)).unwrap_err();
+        assert!(
+            matches!(err, RecordsError::Malformed(ref m) if m.contains("overflow")),
+            "{err}"
+        );
+    }
+
+    /// The second fuzzer find: the timestamp overflows and the offset delta after it is
+    /// truncated; kafka-protocol adds the timestamp before it reads the offset delta.
+    #[test]
+    fn rejects_overflowing_timestamp_before_truncated_offset_delta() {
+        let mut b = vec![0u8; record_batch::BATCH_HEADER_LEN];
+        b.extend_from_slice(&[0x0e, 0xf7, 0xff, 0xff, 0x00, 0xff, 0xff, 0xff, 0x32, 0xff]);
+        let len = (b.len() - record_batch::LOG_OVERHEAD) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b[16] = 2;
+        b[27..35].copy_from_slice(&(i64::MIN + 5).to_be_bytes());
+        b[57..61].copy_from_slice(&1i32.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_batches(&Bytes::from(b)).unwrap_err();
+        assert!(
+            matches!(err, RecordsError::Malformed(ref m) if m.contains("overflow")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn varints_match_kafka_zigzag() {
+        let mut b: &[u8] = &[0x01, 0x02, 0x03, 0xfe, 0xff, 0xff, 0xff, 0x0f];
+        assert_eq!(read_varint(&mut b), Some(-1));
+        assert_eq!(read_varint(&mut b), Some(1));
+        assert_eq!(read_varint(&mut b), Some(-2));
+        assert_eq!(read_varint(&mut b), Some(i32::MAX));
+        assert_eq!(read_varint(&mut b), None);
     }
 
     proptest::proptest! {
