@@ -451,7 +451,9 @@ pub struct DownConvertOptions {
 
 /// Converts stored v2 batches (concatenated, the last possibly partial — skipped) into a
 /// magic 0 or 1 message set with absolute offsets, for Fetch v0-v3. Control batches are
-/// skipped and record headers dropped: neither exists before magic 2.
+/// skipped and record headers dropped: neither exists before magic 2. If only a partial
+/// batch was given, the result is a truncated message prefix that tells the client its
+/// fetch size is too small (see `write_oversize_marker`).
 pub fn batches_to_message_set(
     stored: &Bytes,
     opts: &DownConvertOptions,
@@ -460,8 +462,10 @@ pub fn batches_to_message_set(
         return Err(LegacyError::UnsupportedMagic(opts.magic));
     }
     let mut out = BytesMut::with_capacity(stored.len());
+    let mut consumed = 0;
     for batch in records::decode_batches_detailed(stored, opts.max_decompressed_bytes)? {
         let h = batch.header;
+        consumed += h.total_len();
         if h.is_control() || batch.records.is_empty() {
             continue;
         }
@@ -539,7 +543,26 @@ pub fn batches_to_message_set(
             Some(&compressed),
         );
     }
+    if out.is_empty() {
+        write_oversize_marker(&mut out, stored.get(consumed..).unwrap_or_default());
+    }
     Ok(out.freeze())
+}
+
+/// When nothing converted because the first batch did not fit the fetch size, old clients
+/// must still learn that a message is waiting, or they poll an empty partition forever.
+/// Kafka's own answer to such a fetch was the truncated message; send its 12-byte prefix
+/// (offset and full size), which every magic 0/1 client reads as "message larger than the
+/// fetch size" (sarama then doubles its fetch size, kafka-python and Java raise
+/// RecordTooLarge).
+fn write_oversize_marker(out: &mut BytesMut, partial: &[u8]) {
+    let Ok(h) = record_batch::peek_header(partial) else {
+        return;
+    };
+    if h.total_len() > partial.len() {
+        out.put_i64(h.base_offset);
+        out.put_i32(h.batch_length);
+    }
 }
 
 /// Appends one message entry. Keys and values come from decoded batches, so each is far

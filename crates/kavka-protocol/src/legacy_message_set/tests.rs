@@ -411,6 +411,29 @@ fn down_conversion_skips_control_and_partial_batches() {
 }
 
 #[test]
+fn partial_first_batch_becomes_an_oversize_marker() {
+    let stored = records::encode_batch(&v2_records(70), WireCompression::None).unwrap();
+    let partial = stored.slice(..stored.len() - 1);
+    let v1 = down(&partial, 1, true);
+    // offset 70, then the batch's size: more than the client got, so it knows to grow.
+    assert_eq!(v1.len(), LOG_OVERHEAD);
+    assert_eq!(be_i64(&v1), 70);
+    assert_eq!(be_i32(&v1[8..]) as usize, stored.len() - LOG_OVERHEAD);
+    assert_eq!(entry_len(&v1).unwrap(), None, "a partial entry");
+    let opts = ParseOptions {
+        max_decompressed_bytes: LIMIT,
+        allow_partial_trailing: true,
+    };
+    assert!(parse_message_set(&v1, &opts).unwrap().is_empty());
+    // Too short to read even the header: nothing.
+    assert!(down(&stored.slice(..20), 1, true).is_empty());
+    // A complete batch first: no marker.
+    let mut two = stored.to_vec();
+    two.extend_from_slice(&partial);
+    assert_eq!(parse(&down(&Bytes::from(two), 0, true)).unwrap().len(), 3);
+}
+
+#[test]
 fn down_conversion_carries_log_append_time() {
     let mut stored = records::encode_batch(&v2_records(0), WireCompression::Snappy)
         .unwrap()
