@@ -13,10 +13,19 @@ import signal
 import socket
 import subprocess
 import time
+import traceback
 import uuid
 from pathlib import Path
 
 import pytest
+
+# CPython 3.11 keeps the ast constructor's recursion counter in per-interpreter state. When a
+# kafka-python background thread or a finalizer formats a traceback (traceback computes its ^^^
+# carets with ast.parse) while pytest parses source for a failure report, the counter is corrupted
+# and pytest dies with "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905,
+# pytest #10874), losing the whole run. Carets are cosmetic: turn them off.
+if hasattr(traceback, "_extract_caret_anchors_from_line_segment"):
+    traceback._extract_caret_anchors_from_line_segment = lambda segment: None
 
 ROOT = Path(__file__).resolve().parents[2]
 KAVKA_BIN = Path(os.environ.get("KAVKA_BIN", ROOT / "target" / "release" / "kavka"))

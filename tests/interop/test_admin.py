@@ -259,7 +259,7 @@ def test_kafka_python_describe_cluster_and_delete_records(broker, kadmin, topic_
     cluster = kadmin.describe_cluster()
     assert cluster["cluster_id"], cluster
     assert len(cluster["brokers"]) == 1, cluster
-    assert cluster["controller_id"] == cluster["brokers"][0]["node_id"], cluster
+    assert cluster["controller_id"] == cluster["brokers"][0]["broker_id"], cluster
 
     create_topic(broker, topic_name, partitions=1)
     produce_n(broker, topic_name, 20)

@@ -52,6 +52,14 @@ def assert_acked_readable(dl: DeliveryLog, stored: dict):
     )
 
 
+def serve_callbacks_until_done(p, t: threading.Thread, timeout: float = 120.0):
+    """Delivery callbacks run only inside poll()/flush(): keep polling while `t` works."""
+    deadline = time.monotonic() + timeout
+    while t.is_alive() and time.monotonic() < deadline:
+        p.poll(0.05)
+    t.join(timeout=1)
+
+
 def wait_acked(dl: DeliveryLog, n: int, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while len(dl.acked) < n and time.monotonic() < deadline:
@@ -76,7 +84,7 @@ def test_graceful_restart_mid_produce_loses_nothing(broker_proc, topic_name):
     t = threading.Thread(target=restart_midway, daemon=True)
     t.start()
     produce_until(p, topic_name, dl, 60_000)
-    t.join(timeout=90)
+    serve_callbacks_until_done(p, t)
     assert restarted.get("done"), "the broker restart did not complete"
     remaining = p.flush(90)
     assert remaining == 0, f"{remaining} records never delivered after the restart"
@@ -110,8 +118,8 @@ def test_kill9_with_acks_all_loses_no_acknowledged_record(broker_proc, topic_nam
 
     t = threading.Thread(target=kill_midway, daemon=True)
     t.start()
-    produce_until(p, topic_name, dl, 40_000)
-    t.join(timeout=90)
+    produce_until(p, topic_name, dl, 100_000)
+    serve_callbacks_until_done(p, t)
     assert killed.get("done"), "kill -9 and restart did not complete"
     p.flush(90)
     # Delivery failures are allowed for records in flight at the kill; acknowledged ones must stay.
@@ -120,7 +128,7 @@ def test_kill9_with_acks_all_loses_no_acknowledged_record(broker_proc, topic_nam
     before.acked = killed["acked_at_kill"]
     assert_acked_readable(before, stored)
     assert_acked_readable(dl, stored)
-    assert len(killed["acked_at_kill"]) >= 10_000
+    assert 10_000 <= len(killed["acked_at_kill"]) < 100_000, "the kill must land mid-stream"
 
 
 def test_restart_restores_topics_configs_and_records(broker_proc, topic_name):

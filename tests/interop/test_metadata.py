@@ -6,7 +6,16 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 
-from helpers import DeliveryLog, admin, create_topic, flush, kcat, producer, wait_for_topic
+from helpers import (
+    DeliveryLog,
+    admin,
+    close_kafka_python_producer,
+    create_topic,
+    flush,
+    kcat,
+    producer,
+    wait_for_topic,
+)
 
 
 def test_kcat_lists_broker_and_topic(broker, topic_name):
@@ -101,13 +110,14 @@ def test_auto_create_on_produce(broker, topic_name):
 
 @pytest.mark.broker_config(**{"num.partitions": "3"})
 def test_auto_create_uses_num_partitions(broker, topic_name):
-    p = KafkaProducer(bootstrap_servers=broker, request_timeout_ms=10000)
+    # Idempotence (kafka-python's default) is covered by test_kafka_python_default_producer.
+    p = KafkaProducer(bootstrap_servers=broker, request_timeout_ms=10000, enable_idempotence=False)
     try:
         # KafkaProducer's metadata request allows auto-creation.
         p.send(topic_name, b"x").get(timeout=30)
         assert p.partitions_for(topic_name) == {0, 1, 2}
     finally:
-        p.close(timeout=10)
+        close_kafka_python_producer(p)
     md = json.loads(kcat("-b", broker, "-L", "-J", "-t", topic_name, "-m", "10").stdout)
     assert len(md["topics"][0]["partitions"]) == 3
 

@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTopicPartition
 
-from helpers import DeliveryLog, consume_partition, create_topic, flush, producer
+from helpers import DeliveryLog, close_kafka_python_producer, consume_partition, create_topic, flush, producer
 
 OLD_VERSIONS = [(0, 10, 0), (0, 9)]
 
@@ -37,7 +37,8 @@ def old_read(bootstrap, topic, partition, start, count, api_version, timeout=30.
 def test_old_client_roundtrip(broker, topic_name, api_version, codec):
     create_topic(broker, topic_name, partitions=1)
     p = KafkaProducer(bootstrap_servers=broker, api_version=api_version, acks="all",
-                      compression_type=codec, linger_ms=5, request_timeout_ms=15000)
+                      compression_type=codec, linger_ms=5, request_timeout_ms=10000,
+                      delivery_timeout_ms=20000)
     n = 200
     ts0 = 1_700_000_000_000
     try:
@@ -46,7 +47,7 @@ def test_old_client_roundtrip(broker, topic_name, api_version, codec):
         p.flush(timeout=30)
         metas = [f.get(timeout=30) for f in futures]
     finally:
-        p.close(timeout=10)
+        close_kafka_python_producer(p)
     assert [m.offset for m in metas] == list(range(n))
 
     # Read back with the same old protocol.

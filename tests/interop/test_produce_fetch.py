@@ -21,6 +21,7 @@ from helpers import (
     DeliveryLog,
     RawConn,
     admin,
+    close_kafka_python_producer,
     consume_all,
     consume_partition,
     consumer,
@@ -197,8 +198,8 @@ def test_kcat_produce_keys_headers(broker, topic_name, codec):
 @pytest.mark.parametrize("codec", [None, "gzip", "snappy", "lz4", "zstd"])
 def test_kafka_python_produce_keys_headers(broker, topic_name, codec):
     create_topic(broker, topic_name, partitions=2)
-    p = KafkaProducer(bootstrap_servers=broker, acks="all", compression_type=codec,
-                      linger_ms=5, request_timeout_ms=15000)
+    p = KafkaProducer(bootstrap_servers=broker, acks="all", compression_type=codec, enable_idempotence=False,
+                      linger_ms=5, request_timeout_ms=10000, delivery_timeout_ms=20000)
     try:
         futures = [
             p.send(topic_name, key=b"k%d" % (i % 7), value=b"kp-%d" % i,
@@ -208,7 +209,7 @@ def test_kafka_python_produce_keys_headers(broker, topic_name, codec):
         p.flush(timeout=30)
         metas = [f.get(timeout=30) for f in futures]
     finally:
-        p.close(timeout=10)
+        close_kafka_python_producer(p)
     counts = defaultdict(int)
     for md in metas:
         counts[md.partition] += 1
@@ -221,12 +222,27 @@ def test_kafka_python_produce_keys_headers(broker, topic_name, codec):
         assert m.headers() == [("i", b"%d" % i), ("codec", str(codec).encode())]
 
 
+def test_kafka_python_default_producer(broker, topic_name):
+    """kafka-python 3.x, like the Java client 3.x, enables idempotence by default: out of the box
+    it needs InitProducerId and producer id/epoch/sequence handling in Produce."""
+    create_topic(broker, topic_name, partitions=1)
+    p = KafkaProducer(bootstrap_servers=broker, request_timeout_ms=10000, delivery_timeout_ms=20000)
+    try:
+        metas = [p.send(topic_name, key=b"k", value=b"idem-%d" % i) for i in range(20)]
+        p.flush(timeout=30)
+        assert [f.get(timeout=30).offset for f in metas] == list(range(20))
+    finally:
+        close_kafka_python_producer(p)
+    assert [m.value() for m in consume_partition(broker, topic_name, 0, 0, 20)] == [b"idem-%d" % i for i in range(20)]
+
+
 @pytest.mark.broker_config(**{"message.max.bytes": "20000"})
 def test_message_too_large(broker, topic_name):
     create_topic(broker, topic_name, partitions=1)
     dl = DeliveryLog()
     p = producer(broker, acks="all", **{"compression.type": "none", "message.timeout.ms": 10000})
     p.produce(topic_name, value=b"x" * 50_000, on_delivery=dl)
+    p.flush(20)  # the small record must not share the rejected batch
     p.produce(topic_name, value=b"small", on_delivery=dl)
     p.flush(20)
     assert [e.code() for e in dl.errors] == [KafkaError.MSG_SIZE_TOO_LARGE], dl.errors
@@ -413,8 +429,9 @@ def test_list_offsets_earliest_latest_timestamp(broker, topic_name):
             base + 99_000: 99,
             base + 99_001: -1,  # later than every record: no offset
         }
-        res = c.offsets_for_times([TopicPartition(topic_name, 0, ts) for ts in queries], timeout=10)
-        assert [r.offset for r in res] == list(queries.values())
+        # One partition per request: a ListOffsets request may not name a partition twice.
+        found = [c.offsets_for_times([TopicPartition(topic_name, 0, ts)], timeout=10)[0].offset for ts in queries]
+        assert found == list(queries.values())
         for m in consume_partition(broker, topic_name, 0, 50, 2):
             assert m.timestamp() == (TIMESTAMP_CREATE_TIME, base + m.offset() * 1000)
     finally:
