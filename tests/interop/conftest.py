@@ -7,6 +7,7 @@ broker crash in one test cannot cascade into the next. Every wait is bounded.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import signal
@@ -54,6 +55,27 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+_LIVE: set = set()  # Popen objects of brokers started and not yet reaped
+
+
+def _kill_live_brokers() -> None:
+    for proc in list(_LIVE):
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _on_sigterm(signum, frame):
+    # The outer `timeout` of scripts/test.sh ends a stuck run with SIGTERM: take the brokers
+    # (each in its own session) down with us, then die of the same signal.
+    _kill_live_brokers()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+atexit.register(_kill_live_brokers)
+signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 class Broker:
@@ -114,6 +136,7 @@ class Broker:
             env={**os.environ, "RUST_BACKTRACE": "1"},
         )
         log.close()
+        _LIVE.add(self.proc)
         self.starts += 1
         self.expected_exit = False
         deadline = time.monotonic() + timeout
@@ -143,6 +166,8 @@ class Broker:
             self.proc.kill()
             self.proc.wait(timeout=10)
             return None
+        finally:
+            _LIVE.discard(self.proc)
 
     def kill9(self) -> None:
         if self.proc is None:
@@ -151,6 +176,7 @@ class Broker:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        _LIVE.discard(self.proc)
 
     def restart(self, hard: bool = False) -> "Broker":
         """Stop (SIGTERM, or kill -9 when `hard`) and start again on the same port and data dir."""

@@ -4,6 +4,7 @@ tiny raw Kafka wire codec for requests that no client library will send on purpo
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import struct
@@ -14,6 +15,9 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ADMIN_TIMEOUT_S = 30.0
+# librdkafka logs through Python logging instead of raw stderr, so pytest captures its lines per
+# test (shown with a failure) rather than spraying "Connect to ... failed" after each broker stops.
+RDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -23,7 +27,8 @@ ADMIN_TIMEOUT_S = 30.0
 def admin(bootstrap: str, **conf) -> AdminClient:
     # librdkafka's default for producer-type handles (the admin client is one) is to ask for
     # auto-creation in Metadata; tests that want it say so explicitly.
-    base = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "allow.auto.create.topics": False}
+    base = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "allow.auto.create.topics": False,
+            "logger": RDKAFKA_LOGGER}
     base.update(conf)
     return AdminClient(base)
 
@@ -67,6 +72,7 @@ def producer(bootstrap: str, **conf) -> Producer:
         "linger.ms": 5,
         "message.timeout.ms": 60000,
         "socket.timeout.ms": 10000,
+        "logger": RDKAFKA_LOGGER,
     }
     base.update(conf)
     return Producer(base)
@@ -101,6 +107,7 @@ def consumer(bootstrap: str, **conf) -> Consumer:
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,
         "socket.timeout.ms": 10000,
+        "logger": RDKAFKA_LOGGER,
     }
     base.update(conf)
     return Consumer(base)
