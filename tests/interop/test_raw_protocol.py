@@ -15,6 +15,7 @@ from helpers import (
     admin,
     consume_partition,
     create_topic,
+    fetch_v4_body,
     flush,
     frame,
     kstr,
@@ -311,3 +312,38 @@ def test_slowloris_byte_by_byte_request_still_answered(broker):
         resp = c.recv_response()
     assert resp is not None and resp[0] == 4242
     assert parse_api_versions_v0(resp[1])[0] == 0
+
+
+def test_slow_consumer_does_not_stall_producer(broker_proc, topic_name):
+    """A client that pipelines large fetches and never reads the answers only blocks itself."""
+    bs = broker_proc.bootstrap
+    big, other = topic_name + "-big", topic_name + "-other"
+    create_topic(bs, big, partitions=1)
+    create_topic(bs, other, partitions=1)
+    dl = DeliveryLog()
+    p = producer(bs, acks="all", **{"linger.ms": 5})
+    for i in range(4000):
+        p.produce(big, value=b"%06d" % i + b"z" * 1000, partition=0, on_delivery=dl)
+    flush(p)
+    assert len(dl.acked) == 4000
+
+    slow = RawConn(bs)
+    try:
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for _ in range(30):
+            slow.send_request(1, 4, fetch_v4_body(big, 0, 0, 100, max_bytes=4 * 1024 * 1024))
+        time.sleep(0.5)
+
+        dl2 = DeliveryLog()
+        p2 = producer(bs, acks="all", **{"linger.ms": 0, "message.timeout.ms": 15000})
+        for i in range(500):
+            p2.produce(other, value=b"fast-%d" % i, on_delivery=dl2)
+        assert p2.flush(20) == 0, "producer stalled behind a slow consumer's connection"
+        assert not dl2.errors and len(dl2.acked) == 500
+        msgs = consume_partition(bs, other, 0, 0, 500, timeout=20)
+        assert msgs[-1].value() == b"fast-499"
+        rss = broker_proc.rss_kib()
+        assert rss < RSS_LIMIT_KIB, f"RSS {rss} KiB while a slow consumer has ~120 MiB of fetches pending"
+    finally:
+        slow.close()
+    assert_healthy(broker_proc, other)
