@@ -114,7 +114,7 @@ stop_broker() {
         echo "broker pid $BROKER_PID ignored SIGTERM for 20 s; killing it" >&2
         kill -KILL "$BROKER_PID" 2>/dev/null || true
     fi
-    wait "$BROKER_PID" 2>/dev/null || true
+    { wait "$BROKER_PID"; } 2>/dev/null || true
     echo "broker stopped (SIG$sig) in $(( ($(date +%s%N) - t0) / 1000000 )) ms" >&2
     BROKER_PID=
 }
@@ -141,8 +141,16 @@ lg() {
 create() { "$LG" --bootstrap-server "$ADDR" create-topic --topic "$1" --partitions "$2" ${3:+--topics "$3"} >/dev/null; }
 
 # --- 1. the machine's own limits ----------------------------------------------------------
-log "reference: loopback TCP, disk write (dd ${DD_MIB} MiB conv=fdatasync), fdatasync latency"
+log "reference: loopback TCP, page-cache append and disk write (dd ${DD_MIB} MiB), fdatasync latency"
 lg loopback_tcp tcp-blast --bytes "$BLAST_BYTES" --seconds 5
+# Appending to a new file without sync: the kernel work a broker pays per byte before any
+# fsync (page allocation and copy into the page cache), as wall time and system CPU time.
+TIMEFORMAT='%R %S'
+read -r pc_real pc_sys < <({ time dd if=/dev/zero of="$WORK/pc.tmp" bs=1M count="$DD_MIB" status=none; } 2>&1)
+rm -f "$WORK/pc.tmp"
+awk -v b=$((DD_MIB * 1048576)) -v r="$pc_real" -v s="$pc_sys" 'BEGIN {
+    printf "{\"scenario\":\"page_cache_write\",\"bytes\":%d,\"seconds\":%.3f,\"mb_per_s\":%.1f,\"cpu_s_per_gb\":%.3f}\n", b, r, b / r / 1e6, s / (b / 1e9) }' \
+    | tee -a "$RESULTS" >&2
 t0=$(date +%s%N)
 dd if=/dev/zero of="$WORK/dd.tmp" bs=1M count="$DD_MIB" conv=fdatasync status=none
 t1=$(date +%s%N)

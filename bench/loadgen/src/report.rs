@@ -25,6 +25,7 @@ pub enum Unit {
     Cores,
     Mebibytes,
     Count,
+    CpuSecondsPerGb,
 }
 
 pub struct Check {
@@ -264,6 +265,20 @@ pub const CHECKS: &[Check] = &[
         Goal::None,
     ),
     check(
+        "page_cache_write",
+        "mb_per_s",
+        "reference: dd append to page cache, no sync",
+        Unit::MegabytesPerSec,
+        Goal::None,
+    ),
+    check(
+        "page_cache_write",
+        "cpu_s_per_gb",
+        "  same, kernel CPU per GB appended",
+        Unit::CpuSecondsPerGb,
+        Goal::None,
+    ),
+    check(
         "disk_write",
         "mb_per_s",
         "reference: dd write, conv=fdatasync",
@@ -302,6 +317,7 @@ pub fn format_value(unit: Unit, v: f64) -> String {
         Unit::Cores => format!("{v:.2} cores"),
         Unit::Mebibytes => format!("{v:.1} MiB"),
         Unit::Count => format!("{v:.0}"),
+        Unit::CpuSecondsPerGb => format!("{v:.2} cpu-s/GB"),
     }
 }
 
