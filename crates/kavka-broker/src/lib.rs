@@ -32,6 +32,33 @@ pub enum StartError {
     Metadata(String),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error("log dir {0} is in use by another kavka process (lock file {0}/.lock)")]
+    Locked(String),
+}
+
+/// Takes an exclusive lock on each data directory for the life of the process, so two
+/// brokers can never write the same logs (Kafka's `.lock` file).
+fn lock_dirs(dirs: &[std::path::PathBuf]) -> Result<Vec<std::fs::File>, StartError> {
+    let mut locks = Vec::new();
+    for d in dirs {
+        let path = d.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StartError::LogDir(d.display().to_string(), e))?;
+        match file.try_lock() {
+            Ok(()) => locks.push(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StartError::Locked(d.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StartError::LogDir(d.display().to_string(), e))
+            }
+        }
+    }
+    Ok(locks)
 }
 
 /// A started broker: resolves when the broker has shut down.
@@ -40,6 +67,8 @@ pub struct RunningBroker {
     pub broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    /// Held until shutdown; dropping releases the directory locks.
+    _dir_locks: Vec<std::fs::File>,
 }
 
 /// Opens the metadata log and every hosted partition, binds the listener and starts serving.
@@ -48,6 +77,13 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     for d in &config.log_dirs {
         std::fs::create_dir_all(d).map_err(|e| StartError::LogDir(d.display().to_string(), e))?;
     }
+    let mut lock_targets = config.log_dirs.clone();
+    if !lock_targets.contains(&config.metadata_log_dir) {
+        std::fs::create_dir_all(&config.metadata_log_dir)
+            .map_err(|e| StartError::LogDir(config.metadata_log_dir.display().to_string(), e))?;
+        lock_targets.push(config.metadata_log_dir.clone());
+    }
+    let dir_locks = lock_dirs(&lock_targets)?;
     let bind = config.bind_addr();
     let listener = TcpListener::bind(&bind)
         .await
@@ -142,6 +178,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         broker,
         shutdown,
         server,
+        _dir_locks: dir_locks,
     })
 }
 

@@ -2,7 +2,7 @@
 //!
 //! A version is listed only when its handler honours every field of it. Versions below the
 //! generated codecs' floor (Produce v0-2, Fetch v0-3, ListOffsets v0) are decoded by
-//! `legacy`.
+//! `handlers::legacy` (broker) with the codecs in `legacy_api`.
 
 use kafka_protocol::messages::ApiKey;
 

@@ -146,10 +146,6 @@ fn append_all(b: &Broker, req: &ProduceRequest, version: i16, convert: ConvertFn
 /// (base offsets), converted from magic 0/1 where an old client sent those.
 pub type ConvertFn = fn(Bytes, i16) -> Result<BytesMut, (ErrorCode, String)>;
 
-pub fn copy_v2(records: Bytes, _version: i16) -> Result<BytesMut, (ErrorCode, String)> {
-    Ok(BytesMut::from(&records[..]))
-}
-
 /// `Ok(None)`: acks=0, no response. `Err`: the connection should be closed.
 pub async fn handle(
     b: Arc<Broker>,
