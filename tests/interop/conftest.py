@@ -8,6 +8,7 @@ broker crash in one test cannot cascade into the next. Every wait is bounded.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import signal
@@ -133,7 +134,7 @@ class Broker:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "RUST_BACKTRACE": "1"},
+            env={**os.environ, "RUST_BACKTRACE": "1", "NO_COLOR": "1"},
         )
         log.close()
         _LIVE.add(self.proc)
@@ -241,6 +242,35 @@ def topic_name(request):
     """A unique, valid topic name derived from the test name."""
     base = re.sub(r"[^a-zA-Z0-9._-]", "-", request.node.name)[:60]
     return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+class _RepeatFilter(logging.Filter):
+    """Lets each distinct client log line through a few times per test: a client retrying against
+    a broker that keeps closing the connection would otherwise log tens of thousands of lines."""
+
+    LIMIT = 5
+
+    def __init__(self):
+        super().__init__()
+        self.seen: dict = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)
+        self.seen[key] = self.seen.get(key, 0) + 1
+        return self.seen[key] <= self.LIMIT
+
+
+_REPEAT_FILTER = _RepeatFilter()
+
+
+@pytest.fixture(autouse=True)
+def _limit_repeated_client_logs():
+    _REPEAT_FILTER.seen.clear()
+    for name, lg in list(logging.root.manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger) and (name == "kafka" or name.startswith(("kafka.", "librdkafka"))):
+            if _REPEAT_FILTER not in lg.filters:
+                lg.addFilter(_REPEAT_FILTER)
+    yield
 
 
 def pytest_configure(config):

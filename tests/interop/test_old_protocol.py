@@ -14,9 +14,9 @@ from helpers import DeliveryLog, close_kafka_python_producer, consume_partition,
 OLD_VERSIONS = [(0, 10, 0), (0, 9)]
 
 
-def old_read(bootstrap, topic, partition, start, count, api_version, timeout=30.0):
+def old_read(bootstrap, topic, partition, start, count, api_version, timeout=15.0):
     c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=api_version, group_id=None,
-                      enable_auto_commit=False, request_timeout_ms=15000)
+                      enable_auto_commit=False, request_timeout_ms=10000)
     try:
         tp = KTopicPartition(topic, partition)
         c.assign([tp])
@@ -37,14 +37,13 @@ def old_read(bootstrap, topic, partition, start, count, api_version, timeout=30.
 def test_old_client_roundtrip(broker, topic_name, api_version, codec):
     create_topic(broker, topic_name, partitions=1)
     p = KafkaProducer(bootstrap_servers=broker, api_version=api_version, acks="all",
-                      compression_type=codec, linger_ms=5, request_timeout_ms=10000,
-                      delivery_timeout_ms=20000)
+                      compression_type=codec, linger_ms=5, request_timeout_ms=5000,
+                      delivery_timeout_ms=10000)
     n = 200
     ts0 = 1_700_000_000_000
     try:
         futures = [p.send(topic_name, key=b"old-k%d" % i, value=b"old-v%d" % i, partition=0,
                           timestamp_ms=ts0 + i) for i in range(n)]
-        p.flush(timeout=30)
         metas = [f.get(timeout=30) for f in futures]
     finally:
         close_kafka_python_producer(p)
