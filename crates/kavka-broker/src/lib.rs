@@ -13,7 +13,6 @@ pub mod network;
 pub mod partition;
 pub mod replica_manager;
 pub mod router;
-pub mod topic_id;
 
 use broker::Broker;
 use config::BrokerConfig;

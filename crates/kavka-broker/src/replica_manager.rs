@@ -187,7 +187,7 @@ fn write_partition_metadata(dir: &std::path::Path, topic_id: uuid::Uuid) -> std:
     let path = dir.join("partition.metadata");
     let body = format!(
         "version: 0\ntopic_id: {}\n",
-        crate::topic_id::encode(topic_id)
+        kavka_metadata::uuid_to_kafka_string(topic_id)
     );
     if std::fs::read_to_string(&path)
         .map(|s| s == body)
