@@ -10,12 +10,13 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, RecordBatchDecoder};
-use kavka_protocol::record_batch::{self, LOG_OVERHEAD};
+use kavka_protocol::record_batch::BatchError;
+use kavka_protocol::records::{
+    decode_batches_detailed, DecodedBatch, RecordsError, DEFAULT_MAX_DECOMPRESSED_BYTES,
+};
 use uuid::Uuid;
 
 use crate::cluster::{ClientConfig, Cluster};
-use crate::decompress::decompress;
 use crate::error::{self, codes, ClientError};
 use crate::Result;
 
@@ -48,8 +49,9 @@ pub struct ConsumerConfig {
     pub partition_max_bytes: i32,
     /// 0 read_uncommitted, 1 read_committed.
     pub isolation_level: i8,
-    /// Upper bound on one batch's decompressed size.
-    pub max_decompressed_batch_bytes: usize,
+    /// Upper bound on the decompressed size of one partition's records in one fetch
+    /// response, so a compression bomb cannot exhaust memory.
+    pub max_decompressed_bytes: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -60,7 +62,7 @@ impl Default for ConsumerConfig {
             max_bytes: 50 * 1024 * 1024,
             partition_max_bytes: 1024 * 1024,
             isolation_level: 0,
-            max_decompressed_batch_bytes: 256 * 1024 * 1024,
+            max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
         }
     }
 }
@@ -427,7 +429,7 @@ impl Consumer {
                 bytes,
                 position,
                 &aborted,
-                config.max_decompressed_batch_bytes,
+                config.max_decompressed_bytes,
             )?;
             out.extend(records);
             self.positions.insert((t.to_string(), p), next);
@@ -532,42 +534,31 @@ pub fn fetch_request(
 pub fn decode_records(
     topic: &str,
     partition: i32,
-    mut buf: Bytes,
+    buf: Bytes,
     position: i64,
     aborted: &[(i64, i64)],
     max_decompressed: usize,
 ) -> Result<(Vec<ConsumerRecord>, i64)> {
-    let corrupt = |reason: String| ClientError::Kafka {
-        code: 2,
-        name: error::error_name(2),
-        message: format!("partition {topic}-{partition}: {reason}"),
-    };
+    let batches = decode_batches_detailed(&buf, max_decompressed).map_err(|e| {
+        let reason = match e {
+            RecordsError::Batch(BatchError::UnsupportedMagic(m)) => {
+                format!("message format v{m} is not supported (only v2)")
+            }
+            e => e.to_string(),
+        };
+        ClientError::Kafka {
+            code: codes::CORRUPT_MESSAGE,
+            name: error::error_name(codes::CORRUPT_MESSAGE),
+            message: format!("partition {topic}-{partition}: {reason}"),
+        }
+    })?;
     let mut out = Vec::new();
     let mut next = position;
     // Smallest first offset last, so `pop` yields transactions in log order.
     let mut pending_aborts: Vec<(i64, i64)> = aborted.to_vec();
     pending_aborts.sort_by_key(|(_, first)| std::cmp::Reverse(*first));
     let mut aborting: HashSet<i64> = HashSet::new();
-    while buf.len() >= LOG_OVERHEAD + 5 {
-        let header = match record_batch::peek_header(&buf) {
-            Ok(h) => h,
-            Err(record_batch::BatchError::Truncated { .. }) => break,
-            Err(record_batch::BatchError::UnsupportedMagic(m)) => {
-                return Err(corrupt(format!(
-                    "message format v{m} is not supported (only v2)"
-                )))
-            }
-            Err(e) => return Err(corrupt(e.to_string())),
-        };
-        let total = header.total_len();
-        if total > buf.len() {
-            break;
-        }
-        let mut batch = buf.split_to(total);
-        let decompressor = |b: &mut Bytes, c: Compression| decompress(b, c, max_decompressed);
-        let set =
-            RecordBatchDecoder::decode_with_custom_compression(&mut batch, Some(decompressor))
-                .map_err(|e| corrupt(format!("batch at offset {}: {e:#}", header.base_offset)))?;
+    for DecodedBatch { header, records } in batches {
         next = next.max(header.next_offset());
         if header.is_transactional() {
             while pending_aborts
@@ -580,8 +571,7 @@ pub fn decode_records(
             }
             if header.is_control() {
                 // Control record key: version i16, type i16 (0 ABORT, 1 COMMIT).
-                let is_abort = set
-                    .records
+                let is_abort = records
                     .first()
                     .and_then(|r| r.key.as_deref())
                     .is_some_and(|k| k.len() >= 4 && i16::from_be_bytes([k[2], k[3]]) == 0);
@@ -594,30 +584,31 @@ pub fn decode_records(
                 continue;
             }
         }
-        if !header.is_control() {
-            for r in set.records {
-                if r.offset < position || r.control {
-                    continue;
-                }
-                out.push(ConsumerRecord {
-                    topic: topic.to_string(),
-                    partition,
-                    offset: r.offset,
-                    timestamp: if header.is_log_append_time() {
-                        header.max_timestamp
-                    } else {
-                        r.timestamp
-                    },
-                    log_append_time: header.is_log_append_time(),
-                    key: r.key,
-                    value: r.value,
-                    headers: r
-                        .headers
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect(),
-                });
+        if header.is_control() {
+            continue;
+        }
+        for r in records {
+            if r.offset < position || r.control {
+                continue;
             }
+            out.push(ConsumerRecord {
+                topic: topic.to_string(),
+                partition,
+                offset: r.offset,
+                timestamp: if header.is_log_append_time() {
+                    header.max_timestamp
+                } else {
+                    r.timestamp
+                },
+                log_append_time: header.is_log_append_time(),
+                key: r.key,
+                value: r.value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            });
         }
     }
     Ok((out, next))
@@ -626,11 +617,13 @@ pub fn decode_records(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::producer::{encode_batch, ProducerRecord};
+    use crate::producer::{encode_batch as encode_producer_batch, to_record, ProducerRecord};
     use bytes::BytesMut;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::ApiKey;
     use kafka_protocol::protocol::{Decodable, Encodable, Message};
+    use kafka_protocol::records::{Compression, Record};
+    use kavka_protocol::records::encode_batch;
 
     fn batch_at(base: i64, n: usize, c: Compression) -> Bytes {
         let records: Vec<_> = (0..n)
@@ -638,7 +631,7 @@ mod tests {
                 ProducerRecord::new("t", format!("v{}", base + i as i64)).with_key(format!("k{i}"))
             })
             .collect();
-        let mut b = BytesMut::from(&encode_batch(&records, c, 99).unwrap()[..]);
+        let mut b = BytesMut::from(&encode_producer_batch(&records, c, 99).unwrap()[..]);
         kavka_protocol::record_batch::set_base_offset(&mut b, base);
         b.freeze()
     }
@@ -668,42 +661,27 @@ mod tests {
 
     /// A transactional batch of `n` records (or one control record of `marker` type).
     fn txn_batch(base: i64, pid: i64, n: usize, marker: Option<i16>) -> Bytes {
-        use kafka_protocol::records::{
-            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-        };
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: true,
-                control: marker.is_some(),
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: pid,
-                producer_epoch: 0,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: 1,
-                key: Some(match marker {
-                    Some(t) => Bytes::from(vec![0, 0, 0, t as u8]),
-                    None => Bytes::from(format!("k{}", base + i as i64)),
-                }),
-                value: Some(match marker {
-                    Some(_) => Bytes::from_static(&[0, 0, 0, 0, 0, 0]),
-                    None => Bytes::from(format!("v{}", base + i as i64)),
-                }),
-                headers: Default::default(),
+        let records: Vec<Record> = (0..n as i64)
+            .map(|i| {
+                let plain = match marker {
+                    Some(t) => {
+                        ProducerRecord::new("t", vec![0u8; 6]).with_key(vec![0, 0, 0, t as u8])
+                    }
+                    None => ProducerRecord::new("t", format!("v{}", base + i))
+                        .with_key(format!("k{}", base + i)),
+                };
+                Record {
+                    transactional: true,
+                    control: marker.is_some(),
+                    partition_leader_epoch: 0,
+                    producer_id: pid,
+                    producer_epoch: 0,
+                    sequence: i as i32,
+                    ..to_record(&plain, i, 1)
+                }
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .unwrap();
+        let mut buf = BytesMut::from(&encode_batch(&records, Compression::None).unwrap()[..]);
         kavka_protocol::record_batch::set_base_offset(&mut buf, base);
         buf.freeze()
     }
@@ -746,6 +724,31 @@ mod tests {
                 .1,
             0
         );
+    }
+
+    /// The decompression cap applies to what the broker sent: a batch that inflates past
+    /// it is refused as corrupt rather than allocated.
+    #[test]
+    fn decompression_is_capped() {
+        let big = vec![ProducerRecord::new("t", vec![b'x'; 100_000])];
+        for c in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let batch = encode_producer_batch(&big, c, 1).unwrap();
+            assert!(batch.len() < 50_000, "{c:?}");
+            let err = decode_records("t", 0, batch.clone(), 0, &[], 50_000).unwrap_err();
+            assert_eq!(err.code(), Some(codes::CORRUPT_MESSAGE), "{c:?}");
+            assert_eq!(
+                decode_records("t", 0, batch, 0, &[], 200_000)
+                    .unwrap()
+                    .0
+                    .len(),
+                1
+            );
+        }
     }
 
     #[test]

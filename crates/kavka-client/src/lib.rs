@@ -14,7 +14,6 @@ pub mod admin;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;
-mod decompress;
 pub mod error;
 pub mod partitioner;
 pub mod producer;

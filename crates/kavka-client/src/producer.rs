@@ -4,14 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, TimestampType};
+use kavka_protocol::records;
 use uuid::Uuid;
 
 use crate::cluster::{ClientConfig, Cluster};
@@ -382,45 +381,38 @@ pub fn encode_batch(
     compression: Compression,
     now: i64,
 ) -> Result<Bytes> {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let i = i as i64;
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i,
-                // offset - sequence must be constant for the encoder to keep one batch;
-                // this makes the batch's base sequence -1 (no idempotence).
-                sequence: (i as i32).wrapping_sub(1),
-                timestamp: r.timestamp.unwrap_or(now),
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
-                    .collect(),
-            }
-        })
+    let records: Vec<Record> = (0..)
+        .zip(records)
+        .map(|(offset, r)| to_record(r, offset, now))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .map_err(|e| ClientError::InvalidArgument(format!("cannot encode batch: {e:#}")))?;
-    Ok(buf.freeze())
+    records::encode_batch(&records, compression)
+        .map_err(|e| ClientError::InvalidArgument(e.to_string()))
+}
+
+/// The batch record for `r` at `offset` within its batch, stamped `now` unless it has a
+/// timestamp; not transactional, no producer id.
+pub(crate) fn to_record(r: &ProducerRecord, offset: i64, now: i64) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        // offset - sequence must be constant for the encoder to keep one batch;
+        // this makes the batch's base sequence -1 (no idempotence).
+        sequence: (offset as i32).wrapping_sub(1),
+        timestamp: r.timestamp.unwrap_or(now),
+        key: r.key.clone(),
+        value: r.value.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
+            .collect(),
+    }
 }
 
 /// A Produce request for `(topic, partition, batch)` triples, grouped by topic.
@@ -484,12 +476,13 @@ pub fn produce_results(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use kafka_protocol::messages::produce_response::{
         PartitionProduceResponse, TopicProduceResponse,
     };
     use kafka_protocol::messages::ApiKey;
     use kafka_protocol::protocol::{Decodable, Encodable, Message};
-    use kafka_protocol::records::RecordBatchDecoder;
+    use kavka_protocol::records::decode_batches;
 
     fn rec(key: &str, value: &str) -> ProducerRecord {
         ProducerRecord::new("t", value.to_string()).with_key(key.to_string())
@@ -518,13 +511,13 @@ mod tests {
             assert_eq!(header.records_count, 50);
             assert_eq!(header.base_sequence, -1);
             assert_eq!(header.producer_id, -1);
-            let set = RecordBatchDecoder::decode(&mut bytes.clone()).unwrap();
-            assert_eq!(set.records.len(), 50);
-            assert_eq!(set.records[7].offset, 7);
-            assert_eq!(set.records[7].key.as_deref(), Some(&b"k7"[..]));
-            assert_eq!(set.records[3].headers.len(), 2);
-            assert_eq!(set.records[4].key, None);
-            assert_eq!(set.records[0].timestamp, 1234);
+            let decoded = decode_batches(&bytes).unwrap();
+            assert_eq!(decoded.len(), 50);
+            assert_eq!(decoded[7].offset, 7);
+            assert_eq!(decoded[7].key.as_deref(), Some(&b"k7"[..]));
+            assert_eq!(decoded[3].headers.len(), 2);
+            assert_eq!(decoded[4].key, None);
+            assert_eq!(decoded[0].timestamp, 1234);
         }
     }
 
