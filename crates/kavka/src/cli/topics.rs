@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use clap::{ArgGroup, Args};
 use kavka_client::error::codes;
 use kavka_client::{Admin, AlterConfigOp, ClientConfig, NewTopic, TopicDescription};
+use kavka_metadata::uuid_to_kafka_string;
 
 use super::props;
 
@@ -230,7 +231,7 @@ pub fn format_description(d: &TopicDescription, out: &mut String) {
         out,
         "Topic: {}\tTopicId: {}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}",
         d.name,
-        kafka_uuid(d.topic_id.as_bytes()),
+        uuid_to_kafka_string(d.topic_id),
         d.partitions.len(),
         replication_factor,
         configs.join(",")
@@ -259,25 +260,6 @@ pub fn format_description(d: &TopicDescription, out: &mut String) {
 
 fn join(ids: &[i32]) -> String {
     ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
-}
-
-/// Kafka prints a `Uuid` as URL-safe base64 without padding (22 characters).
-pub fn kafka_uuid(bytes: &[u8; 16]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(22);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 0x3f) as usize] as char);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -337,17 +319,6 @@ mod tests {
     }
 
     #[test]
-    fn uuid_prints_like_kafka() {
-        assert_eq!(kafka_uuid(&[0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
-        // Uuid(0x0123456789abcdef, 0xfedcba9876543210) in Kafka: "ASNFZ4mrze_-3LqYdlQyEA".
-        let bytes: [u8; 16] = [
-            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54,
-            0x32, 0x10,
-        ];
-        assert_eq!(kafka_uuid(&bytes), "ASNFZ4mrze_-3LqYdlQyEA");
-    }
-
-    #[test]
     fn describe_layout() {
         let p = |i, leader| PartitionMetadata {
             partition: i,
@@ -360,7 +331,8 @@ mod tests {
         };
         let d = TopicDescription {
             name: "x".into(),
-            topic_id: Default::default(),
+            // Kafka: new Uuid(0x0123456789abcdef, 0xfedcba9876543210) is "ASNFZ4mrze_-3LqYdlQyEA".
+            topic_id: "01234567-89ab-cdef-fedc-ba9876543210".parse().unwrap(),
             is_internal: false,
             partitions: vec![p(0, 1), p(1, -1)],
             configs: vec![
@@ -384,7 +356,7 @@ mod tests {
         format_description(&d, &mut out);
         assert_eq!(
             out,
-            "Topic: x\tTopicId: AAAAAAAAAAAAAAAAAAAAAA\tPartitionCount: 2\tReplicationFactor: 2\tConfigs: cleanup.policy=compact\n\
+            "Topic: x\tTopicId: ASNFZ4mrze_-3LqYdlQyEA\tPartitionCount: 2\tReplicationFactor: 2\tConfigs: cleanup.policy=compact\n\
              \tTopic: x\tPartition: 0\tLeader: 1\tReplicas: 1,2\tIsr: 1\n\
              \tTopic: x\tPartition: 1\tLeader: none\tReplicas: 1,2\tIsr: 1\n"
         );
