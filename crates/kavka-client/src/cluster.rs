@@ -1,7 +1,7 @@
 //! The client's view of a cluster: bootstrap, a metadata cache, one connection per broker,
 //! and leader lookup with bounded retries when the cache turns out stale.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -432,6 +432,40 @@ impl Cluster {
         }
     }
 
+    /// Groups `items` by the leader of the partition each is bound for. Items whose leader
+    /// cannot be found come back apart with the error, for the caller to retry or fail.
+    pub(crate) async fn group_by_leader<T: ForPartition>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+    ) -> (BTreeMap<i32, Vec<T>>, Vec<(T, ClientError)>) {
+        let mut by_leader: BTreeMap<i32, Vec<T>> = BTreeMap::new();
+        let mut failed = Vec::new();
+        for item in items {
+            let (topic, partition) = item.topic_partition();
+            match self.leader_for(topic, partition).await {
+                Ok(leader) => by_leader.entry(leader).or_default().push(item),
+                Err(e) => failed.push((item, e)),
+            }
+        }
+        (by_leader, failed)
+    }
+
+    /// The topic id of each of `topics`; nil where the metadata has none or cannot be had
+    /// (the request then names topics, see [`crate::topic_id::version_cap`]).
+    pub async fn topic_ids<'a>(
+        &mut self,
+        topics: impl IntoIterator<Item = &'a str>,
+    ) -> HashMap<String, Uuid> {
+        let mut ids = HashMap::new();
+        for t in topics {
+            if !ids.contains_key(t) {
+                let id = self.topic(t).await.map(|m| m.topic_id).unwrap_or_default();
+                ids.insert(t.to_string(), id);
+            }
+        }
+        ids
+    }
+
     /// Forgets cached metadata of `topic` (after NOT_LEADER_OR_FOLLOWER and friends).
     pub fn invalidate(&mut self, topic: &str) {
         self.topics.remove(topic);
@@ -440,6 +474,30 @@ impl Cluster {
     /// Forgets every cached topic.
     pub fn invalidate_all(&mut self) {
         self.topics.clear();
+    }
+}
+
+/// Work bound for one partition, as [`Cluster::group_by_leader`] groups it.
+pub(crate) trait ForPartition {
+    fn topic_partition(&self) -> (&str, i32);
+}
+
+impl ForPartition for (&str, i32) {
+    fn topic_partition(&self) -> (&str, i32) {
+        *self
+    }
+}
+
+impl ForPartition for (String, i32) {
+    fn topic_partition(&self) -> (&str, i32) {
+        (&self.0, self.1)
+    }
+}
+
+/// A partition's payload, such as a producer batch.
+impl<T> ForPartition for ((String, i32), T) {
+    fn topic_partition(&self) -> (&str, i32) {
+        self.0.topic_partition()
     }
 }
 

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::cluster::{ClientConfig, Cluster};
 use crate::error::{self, codes, ClientError};
+use crate::topic_id;
 use crate::Result;
 
 /// ListOffsets' special timestamps.
@@ -178,17 +179,20 @@ impl Consumer {
         let mut todo: Vec<i32> = partitions.to_vec();
         let mut attempt = 0;
         loop {
-            let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
             let mut last_error = None;
-            for p in &todo {
-                match self.cluster.leader_for(topic, *p).await {
-                    Ok(l) => by_leader.entry(l).or_default().push(*p),
-                    Err(e) if e.is_retriable() => last_error = Some(e),
-                    Err(e) => return Err(e),
+            let (by_leader, leaderless) = self
+                .cluster
+                .group_by_leader(todo.iter().map(|p| (topic, *p)))
+                .await;
+            for (_, e) in leaderless {
+                if !e.is_retriable() {
+                    return Err(e);
                 }
+                last_error = Some(e);
             }
             let mut retry = Vec::new();
             for (leader, parts) in by_leader {
+                let parts: Vec<i32> = parts.into_iter().map(|(_, p)| p).collect();
                 let result = self.list_offsets_on(leader, topic, &parts, timestamp).await;
                 match result {
                     Ok(results) => {
@@ -303,17 +307,14 @@ impl Consumer {
         let mut order: Vec<(String, i32)> = self.positions.keys().cloned().collect();
         order.rotate_left(self.rotation);
 
-        let mut by_leader: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
         let mut last_error = None;
-        for (t, p) in order {
-            match self.cluster.leader_for(&t, p).await {
-                Ok(l) => by_leader.entry(l).or_default().push((t, p)),
-                Err(e) if e.is_retriable() => {
-                    self.cluster.invalidate(&t);
-                    last_error = Some(e);
-                }
-                Err(e) => return Err(e),
+        let (by_leader, leaderless) = self.cluster.group_by_leader(order).await;
+        for ((t, _), e) in leaderless {
+            if !e.is_retriable() {
+                return Err(e);
             }
+            self.cluster.invalidate(&t);
+            last_error = Some(e);
         }
         let mut records = Vec::new();
         for (leader, parts) in by_leader {
@@ -353,18 +354,10 @@ impl Consumer {
         parts: &[(String, i32)],
         out: &mut Vec<ConsumerRecord>,
     ) -> Result<Option<ClientError>> {
-        let mut topic_ids: HashMap<String, Uuid> = HashMap::new();
-        for (t, _) in parts {
-            if !topic_ids.contains_key(t) {
-                let id = self
-                    .cluster
-                    .topic(t)
-                    .await
-                    .map(|m| m.topic_id)
-                    .unwrap_or_default();
-                topic_ids.insert(t.clone(), id);
-            }
-        }
+        let topic_ids = self
+            .cluster
+            .topic_ids(parts.iter().map(|(t, _)| t.as_str()))
+            .await;
         let fetch: Vec<(&str, i32, i64)> = parts
             .iter()
             .map(|(t, p)| {
@@ -377,13 +370,7 @@ impl Consumer {
             .collect();
         let config = self.config.clone();
         let conn = self.cluster.connection(leader).await?;
-        // Fetch v13+ names topics by id only; without ids stay at v12.
-        let cap = if topic_ids.values().any(|id| id.is_nil()) {
-            Some(12)
-        } else {
-            None
-        };
-        let version = conn.version_for::<FetchRequest>(cap)?;
+        let version = conn.version_for::<FetchRequest>(topic_id::version_cap(&topic_ids))?;
         let request = fetch_request(&fetch, &topic_ids, &config);
         let resp = conn
             .send_version(&request, version, config.max_wait)
@@ -393,7 +380,9 @@ impl Consumer {
         let mut stale = None;
         for (t, p, position) in fetch {
             let subject = format!("partition {t}-{p}");
-            let Some(data) = find_partition(&resp, t, topic_ids.get(t).copied(), p) else {
+            let Some(data) =
+                find_partition(&resp, t, topic_ids.get(t).copied().unwrap_or_default(), p)
+            else {
                 continue;
             };
             match data.error_code {
@@ -451,15 +440,12 @@ impl Consumer {
 fn find_partition<'a>(
     resp: &'a FetchResponse,
     topic: &str,
-    topic_id: Option<Uuid>,
+    topic_id: Uuid,
     partition: i32,
 ) -> Option<&'a kafka_protocol::messages::fetch_response::PartitionData> {
     resp.responses
         .iter()
-        .filter(|r| {
-            (!r.topic.0.is_empty() && r.topic.0.as_str() == topic)
-                || topic_id.is_some_and(|id| !id.is_nil() && r.topic_id == id)
-        })
+        .filter(|r| topic_id::answers_for(&r.topic, r.topic_id, topic, topic_id))
         .flat_map(|r| r.partitions.iter())
         .find(|d| d.partition_index == partition)
 }
@@ -495,15 +481,19 @@ pub fn fetch_request(
     topic_ids: &HashMap<String, Uuid>,
     config: &ConsumerConfig,
 ) -> FetchRequest {
-    let mut topics: IndexMap<&str, Vec<FetchPartition>> = IndexMap::new();
-    for (t, p, offset) in parts {
-        topics.entry(t).or_default().push(
-            FetchPartition::default()
-                .with_partition(*p)
-                .with_fetch_offset(*offset)
-                .with_partition_max_bytes(config.partition_max_bytes),
-        );
-    }
+    let partitions = parts.iter().map(|(t, p, offset)| {
+        let partition = FetchPartition::default()
+            .with_partition(*p)
+            .with_fetch_offset(*offset)
+            .with_partition_max_bytes(config.partition_max_bytes);
+        (*t, partition)
+    });
+    let topics = topic_id::group_by_topic(partitions, topic_ids, |name, id, partitions| {
+        FetchTopic::default()
+            .with_topic(name)
+            .with_topic_id(id)
+            .with_partitions(partitions)
+    });
     FetchRequest::default()
         .with_max_wait_ms(i32::try_from(config.max_wait.as_millis()).unwrap_or(i32::MAX))
         .with_min_bytes(config.min_bytes)
@@ -512,17 +502,7 @@ pub fn fetch_request(
         // session 0 / epoch -1: a full fetch without a fetch session.
         .with_session_id(0)
         .with_session_epoch(-1)
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(t, partitions)| {
-                    FetchTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
-                        .with_topic_id(topic_ids.get(t).copied().unwrap_or_default())
-                        .with_partitions(partitions)
-                })
-                .collect(),
-        )
+        .with_topics(topics)
 }
 
 /// Decodes the complete v2 batches in a fetched `records` blob. Records below `position`
@@ -617,6 +597,7 @@ pub fn decode_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::producer::tests::CODECS;
     use crate::producer::{encode_batch as encode_producer_batch, to_record, ProducerRecord};
     use bytes::BytesMut;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -638,13 +619,7 @@ mod tests {
 
     #[test]
     fn decodes_batches_skipping_earlier_records_and_a_partial_tail() {
-        for c in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
+        for c in CODECS {
             let mut blob = BytesMut::new();
             blob.extend_from_slice(&batch_at(10, 5, c));
             blob.extend_from_slice(&batch_at(15, 5, c));
@@ -774,7 +749,7 @@ mod tests {
             let mut buf = BytesMut::new();
             resp.encode(&mut buf, v).unwrap();
             let resp = FetchResponse::decode(&mut buf.freeze(), v).unwrap();
-            let data = find_partition(&resp, "t", Some(Uuid::from_u128(7)), 1).expect("found");
+            let data = find_partition(&resp, "t", Uuid::from_u128(7), 1).expect("found");
             let (records, next) =
                 decode_records("t", 1, data.records.clone().unwrap(), 6, &[], 1 << 20).unwrap();
             assert_eq!((records.len(), next), (2, 8), "v{v}");

@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod error;
 pub mod partitioner;
 pub mod producer;
+pub mod topic_id;
 
 pub use admin::{Admin, AlterConfigOp, ConfigEntry, NewTopic, TopicDescription};
 pub use cluster::{BrokerMetadata, ClientConfig, Cluster, PartitionMetadata, TopicMetadata};

@@ -1,13 +1,13 @@
 //! The producer: records are partitioned, collected into one v2 batch per partition, and
 //! sent in one Produce request per leader when a batch fills up or on `flush`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, TimestampType};
 use kavka_protocol::records;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::cluster::{ClientConfig, Cluster};
 use crate::error::{self, codes, ClientError};
 use crate::partitioner::{partition_for_key, StickyPartitioner};
+use crate::topic_id;
 use crate::Result;
 
 /// `acks`: how many replicas must have the batch before the broker answers.
@@ -257,14 +258,12 @@ impl Producer {
         let mut attempt = 0;
         while !pending.is_empty() {
             let mut retry = Vec::new();
-            let mut by_leader: BTreeMap<i32, Vec<Pending>> = BTreeMap::new();
-            for (tp, batch) in pending {
-                match self.cluster.leader_for(&tp.0, tp.1).await {
-                    Ok(leader) => by_leader.entry(leader).or_default().push((tp, batch)),
-                    Err(e) if e.is_retriable() && attempt < self.cluster.config().retries => {
-                        retry.push((tp, batch))
-                    }
-                    Err(e) => self.fail(&tp, batch.records.len(), e),
+            let (by_leader, leaderless) = self.cluster.group_by_leader(pending).await;
+            for ((tp, batch), e) in leaderless {
+                if e.is_retriable() && attempt < self.cluster.config().retries {
+                    retry.push((tp, batch));
+                } else {
+                    self.fail(&tp, batch.records.len(), e);
                 }
             }
             for (leader, batches) in by_leader {
@@ -326,22 +325,14 @@ impl Producer {
         for ((_, _), batch) in batches {
             encoded.push(encode_batch(&batch.records, self.config.compression, now)?);
         }
-        let mut topic_ids = HashMap::new();
-        for ((t, _), _) in batches {
-            if let Ok(md) = self.cluster.topic(t).await {
-                topic_ids.insert(t.clone(), md.topic_id);
-            }
-        }
+        let topic_ids = self
+            .cluster
+            .topic_ids(batches.iter().map(|((t, _), _)| t.as_str()))
+            .await;
         let acks = self.config.acks;
         let timeout_ms = i32::try_from(self.config.request_timeout.as_millis()).unwrap_or(i32::MAX);
         let conn = self.cluster.connection(leader).await?;
-        // v13 names topics by id; without ids stay at v12.
-        let cap = if topic_ids.values().any(|id| id.is_nil()) {
-            Some(12)
-        } else {
-            None
-        };
-        let version = conn.version_for::<ProduceRequest>(cap)?;
+        let version = conn.version_for::<ProduceRequest>(topic_id::version_cap(&topic_ids))?;
         let parts: Vec<(&str, i32, Bytes)> = batches
             .iter()
             .zip(encoded)
@@ -422,28 +413,22 @@ pub fn produce_request(
     acks: i16,
     timeout_ms: i32,
 ) -> ProduceRequest {
-    let mut topics: IndexMap<&str, Vec<PartitionProduceData>> = IndexMap::new();
-    for (t, p, bytes) in parts {
-        topics.entry(t).or_default().push(
-            PartitionProduceData::default()
-                .with_index(*p)
-                .with_records(Some(bytes.clone())),
-        );
-    }
+    let partitions = parts.iter().map(|(t, p, bytes)| {
+        let partition = PartitionProduceData::default()
+            .with_index(*p)
+            .with_records(Some(bytes.clone()));
+        (*t, partition)
+    });
+    let topics = topic_id::group_by_topic(partitions, topic_ids, |name, id, partitions| {
+        TopicProduceData::default()
+            .with_name(name)
+            .with_topic_id(id)
+            .with_partition_data(partitions)
+    });
     ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(timeout_ms)
-        .with_topic_data(
-            topics
-                .into_iter()
-                .map(|(t, partitions)| {
-                    TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
-                        .with_topic_id(topic_ids.get(t).copied().unwrap_or_default())
-                        .with_partition_data(partitions)
-                })
-                .collect(),
-        )
+        .with_topic_data(topics)
 }
 
 /// Matches each part to its partition response (by name, or topic id from v13).
@@ -457,10 +442,10 @@ pub fn produce_results(
         .map(|(t, p, _)| {
             let subject = format!("partition {t}-{p}");
             let id = topic_ids.get(*t).copied().unwrap_or_default();
-            let topic = resp.responses.iter().find(|r| {
-                (!r.name.0.is_empty() && r.name.0.as_str() == *t)
-                    || (!id.is_nil() && r.topic_id == id)
-            });
+            let topic = resp
+                .responses
+                .iter()
+                .find(|r| topic_id::answers_for(&r.name, r.topic_id, t, id));
             let part = topic.and_then(|r| r.partition_responses.iter().find(|x| x.index == *p));
             match part {
                 Some(x) => error::check(x.error_code, &subject, x.error_message.as_deref())
@@ -474,15 +459,24 @@ pub fn produce_results(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::BytesMut;
     use kafka_protocol::messages::produce_response::{
         PartitionProduceResponse, TopicProduceResponse,
     };
-    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::messages::{ApiKey, TopicName};
     use kafka_protocol::protocol::{Decodable, Encodable, Message};
     use kavka_protocol::records::decode_batches;
+
+    /// Every codec a v2 batch may use.
+    pub(crate) const CODECS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
 
     fn rec(key: &str, value: &str) -> ProducerRecord {
         ProducerRecord::new("t", value.to_string()).with_key(key.to_string())
@@ -498,13 +492,7 @@ mod tests {
             ("n".into(), None),
         ];
         records[4].key = None;
-        for c in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
+        for c in CODECS {
             let bytes = encode_batch(&records, c, 1234).unwrap();
             let header = kavka_protocol::record_batch::validate(&bytes).unwrap();
             assert_eq!(header.total_len(), bytes.len(), "{c:?}: exactly one batch");
