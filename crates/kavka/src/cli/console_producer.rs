@@ -331,19 +331,10 @@ pub fn read_line_bounded<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use kavka_client::Compression;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: ConsoleProducerArgs,
-    }
-
     fn parse(argv: &[&str]) -> ConsoleProducerArgs {
-        Cli::try_parse_from(std::iter::once("p").chain(argv.iter().copied()))
-            .unwrap()
-            .args
+        crate::cli::parse_args(argv).unwrap()
     }
 
     #[test]
@@ -385,7 +376,10 @@ mod tests {
             producer_settings(&parse(&["--topic", "t", "--request-required-acks", "2"])).is_err()
         );
         assert!(producer_settings(&parse(&["--topic", "t", "--compression-codec", "x"])).is_err());
-        assert!(Cli::try_parse_from(["p"]).is_err(), "--topic is required");
+        assert!(
+            crate::cli::parse_args::<ConsoleProducerArgs>(&[]).is_err(),
+            "--topic is required"
+        );
     }
 
     #[test]

@@ -13,3 +13,11 @@ pub fn run<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow:
         .build()?
         .block_on(f)
 }
+
+/// Parses a tool's flags alone, as `kavka <tool> <argv>` would.
+#[cfg(test)]
+pub(crate) fn parse_args<A: clap::Args>(argv: &[&str]) -> Result<A, clap::Error> {
+    let matches = A::augment_args(clap::Command::new("kavka"))
+        .try_get_matches_from(std::iter::once("kavka").chain(argv.iter().copied()))?;
+    A::from_arg_matches(&matches)
+}

@@ -265,19 +265,12 @@ fn join(ids: &[i32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use kavka_client::{ConfigEntry, PartitionMetadata};
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: TopicsArgs,
-    }
-
     fn parse(argv: &[&str]) -> Result<TopicsArgs> {
-        let cli = Cli::try_parse_from(std::iter::once("topics").chain(argv.iter().copied()))?;
-        validate(&cli.args)?;
-        Ok(cli.args)
+        let args: TopicsArgs = crate::cli::parse_args(argv)?;
+        validate(&args)?;
+        Ok(args)
     }
 
     #[test]
