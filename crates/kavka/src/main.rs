@@ -6,7 +6,11 @@ mod server;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kavka", version, about = "A Kafka-compatible streaming platform in one binary")]
+#[command(
+    name = "kavka",
+    version,
+    about = "A Kafka-compatible streaming platform in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
