@@ -860,11 +860,15 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        let timestamp = batch_decode_info.min_timestamp.wrapping_add(timestamp_delta); // kavka patch: untrusted delta
+        let timestamp = batch_decode_info
+            .min_timestamp
+            .wrapping_add(timestamp_delta); // kavka patch: untrusted delta
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let offset = batch_decode_info.min_offset.wrapping_add(offset_delta as i64); // kavka patch: untrusted delta
+        let offset = batch_decode_info
+            .min_offset
+            .wrapping_add(offset_delta as i64); // kavka patch: untrusted delta
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key

@@ -990,7 +990,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
             n if n >= 0 => {
                 // kavka patch: the element count comes from the network; never pre-allocate more
                 // than the bytes left could possibly hold (each element takes at least one byte).
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()).min(MAX_PREALLOC));
+                let mut result =
+                    Vec::with_capacity((n as usize).min(buf.remaining()).min(MAX_PREALLOC));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
