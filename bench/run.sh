@@ -2,8 +2,8 @@
 # kavka benchmark: an independent librdkafka load generator against the release broker on
 # 127.0.0.1, next to the machine's own limits (loopback TCP, disk write, fdatasync latency).
 #
-#   bench/run.sh            full run (~5 min on 2 cores)
-#   bench/run.sh --quick    smaller counts and shorter runs (~2 min)
+#   bench/run.sh            full run (~6 min on 2 cores)
+#   bench/run.sh --quick    smaller counts and shorter runs (~4 min)
 #   bench/run.sh --keep     keep the data directory and broker logs afterwards
 #
 # Environment: KAVKA_BENCH_PORT (default 19392), KAVKA_BENCH_DIR (parent of the scratch data
@@ -105,16 +105,19 @@ stop_broker() {
     [ -n "$BROKER_PID" ] || return 0
     local sig=${1:-TERM} t0 i
     t0=$(date +%s%N)
-    kill -"$sig" "$BROKER_PID" 2>/dev/null || true
-    for i in $(seq 1 200); do
-        kill -0 "$BROKER_PID" 2>/dev/null || break
+    # bash reports a background job killed by a signal on its own stderr: silence it.
+    exec 3>&2 2>/dev/null
+    kill -"$sig" "$BROKER_PID" || true
+    for i in $(seq 1 600); do
+        kill -0 "$BROKER_PID" || break
         sleep 0.1
     done
-    if kill -0 "$BROKER_PID" 2>/dev/null; then
-        echo "broker pid $BROKER_PID ignored SIGTERM for 20 s; killing it" >&2
-        kill -KILL "$BROKER_PID" 2>/dev/null || true
+    if kill -0 "$BROKER_PID"; then
+        echo "broker pid $BROKER_PID ignored SIGTERM for 60 s; killing it" >&3
+        kill -KILL "$BROKER_PID" || true
     fi
-    { wait "$BROKER_PID"; } 2>/dev/null || true
+    wait "$BROKER_PID" || true
+    exec 2>&3 3>&-
     echo "broker stopped (SIG$sig) in $(( ($(date +%s%N) - t0) / 1000000 )) ms" >&2
     BROKER_PID=
 }
