@@ -1,13 +1,14 @@
 """The partition log seen from outside: segments roll and stay readable across a restart, and
 retention by size and by time moves the log start offset without touching the active segment."""
 
+import struct
 import time
 from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
 
-from helpers import DeliveryLog, consume_partition, consumer, create_topic, flush, producer
+from helpers import DeliveryLog, consume_partition, consumer, create_topic, flush, producer, record_batch
 
 
 def produce_n(bootstrap, topic, n, timestamp=None, size=40):
@@ -113,3 +114,33 @@ def test_retention_by_time(broker_proc, topic_name):
     assert lo <= 5000, "fresh records were deleted"
     msgs = consume_partition(bs, topic_name, 0, 5000, 10)
     assert [m.value()[:9] for m in msgs] == [b"%08d|" % i for i in range(10)]
+
+
+@pytest.mark.parametrize("tail", ["partial-header", "bad-crc-batch", "zeros"])
+def test_torn_tail_is_truncated_on_restart(broker_proc, topic_name, tail):
+    """A crash mid-write leaves a torn batch at the end of the active segment: recovery truncates
+    it instead of refusing to start, keeps every complete batch, and appends continue after it."""
+    bs = broker_proc.bootstrap
+    create_topic(bs, topic_name, partitions=1)
+    produce_n(bs, topic_name, 1000)
+    broker_proc.kill9()
+
+    seg = sorted(partition_dir(broker_proc.data_dir, topic_name).glob("*.log"))[-1]
+    if tail == "partial-header":
+        torn = struct.pack(">qi", 1000, 500) + b"\x00\x00\x00\x00\x02" + b"\xab" * 20
+    elif tail == "bad-crc-batch":
+        torn = bytearray(record_batch([b"torn-1", b"torn-2"], int(time.time() * 1000)))
+        torn[-3] ^= 0xFF  # flip payload bits: the CRC no longer matches
+        torn = bytes(torn)
+    else:
+        torn = b"\x00" * 4096  # preallocated-but-unwritten space
+    with open(seg, "ab") as f:
+        f.write(torn)
+
+    broker_proc.start()
+    assert watermarks(bs, topic_name) == (0, 1000)
+    msgs = consume_partition(bs, topic_name, 0, 0, 1000)
+    assert [m.offset() for m in msgs] == list(range(1000))
+    dl = produce_n(bs, topic_name, 10)
+    assert [o for (_, o, _, _) in dl.acked] == list(range(1000, 1010))
+    assert [m.offset() for m in consume_partition(bs, topic_name, 0, 995, 15)] == list(range(995, 1010))
