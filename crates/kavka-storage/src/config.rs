@@ -37,6 +37,8 @@ pub struct LogConfig {
     pub message_timestamp_type: TimestampType,
     /// `file.delete.delay.ms`: how long deleted segment files linger (renamed `.deleted`).
     pub file_delete_delay_ms: i64,
+    /// `producer.id.expiration.ms` (a broker setting): forget an idle producer's state.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -53,6 +55,7 @@ impl Default for LogConfig {
             flush_interval_ms: i64::MAX,
             message_timestamp_type: TimestampType::CreateTime,
             file_delete_delay_ms: 60_000,
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
         }
     }
 }

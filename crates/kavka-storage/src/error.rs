@@ -23,4 +23,7 @@ pub enum StorageError {
     OffsetOverflow { log_end: i64, records: i64 },
     #[error("empty append: no record batch in the request")]
     EmptyAppend,
+    /// An idempotent batch was refused (zombie epoch or sequence gap).
+    #[error(transparent)]
+    Producer(#[from] crate::producer_state::ProducerStateError),
 }

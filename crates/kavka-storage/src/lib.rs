@@ -17,6 +17,7 @@ mod error;
 mod flush;
 mod log;
 mod offset_index;
+mod producer_state;
 mod read_plan;
 mod recovery;
 mod retention;
@@ -27,7 +28,13 @@ pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use flush::FlushJob;
 pub use log::{AppendInfo, Log};
+pub use producer_state::{
+    increment_sequence, BatchMetadata, ProducerEntry, ProducerStateError, ProducerStateManager,
+    NUM_BATCHES_TO_RETAIN,
+};
 pub use read_plan::{ReadChunk, ReadPlan};
 
+#[cfg(test)]
+mod producer_tests;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::flush::FlushJob;
+use crate::producer_state::{self, Check, ProducerBatch, ProducerStateManager};
 use crate::read_plan::ReadPlan;
 use crate::recovery;
 use crate::retention::{self, SegmentStat};
@@ -25,6 +26,8 @@ use crate::{LogConfig, StorageError, TimestampType};
 /// (in addition to on close, truncation and log start offset changes): bounds the work of
 /// crash recovery without an fsync'd rename per flush.
 const CHECKPOINT_EVERY_BYTES: u64 = 64 * 1024 * 1024;
+/// Producer-state snapshots kept; older ones go when a new one is written.
+const SNAPSHOTS_RETAINED: usize = 3;
 
 /// What an append did, for the Produce response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +40,9 @@ pub struct AppendInfo {
     pub batches: usize,
     pub records: usize,
     pub bytes: usize,
+    /// The batch was a retry of one already in the log (idempotent producer): nothing was
+    /// appended and the offsets are those of the original.
+    pub duplicate: bool,
 }
 
 pub struct Log {
@@ -57,6 +63,8 @@ pub struct Log {
     now_hint_ms: i64,
     /// Renamed `.deleted` files and when to remove them (`file.delete.delay.ms`).
     pending_deletes: Vec<(PathBuf, i64)>,
+    /// Idempotent producers' epochs and last batches, derived from the log.
+    producer_state: ProducerStateManager,
 }
 
 impl std::fmt::Debug for Log {
@@ -93,7 +101,9 @@ impl Log {
             last_append_ms: now_ms,
             now_hint_ms: now_ms,
             pending_deletes: Vec::new(),
+            producer_state: ProducerStateManager::new(),
         };
+        log.load_producer_state()?;
         if log.recovery_point < log.log_end_offset() {
             log.first_unflushed_ms = Some(now_ms);
         }
@@ -170,6 +180,7 @@ impl Log {
         let max_batch = self.config.max_message_bytes;
         let segment_bytes = self.config.effective_segment_bytes();
         let mut pending = Vec::new();
+        let mut producer_batches = Vec::new();
         let mut pos = 0usize;
         let mut records = 0usize;
         while pos < batches.len() {
@@ -195,6 +206,7 @@ impl Log {
                 }));
             }
             records += h.records_count as usize;
+            producer_batches.push(ProducerBatch::of(&h));
             pending.push(PendingBatch {
                 position: pos,
                 len,
@@ -218,6 +230,30 @@ impl Log {
             p.base_offset = next;
             p.last_offset = last;
             next = last + 1;
+        }
+        // Kafka's `analyzeAndValidateProducerState`: a retried batch is acknowledged with its
+        // original offsets and nothing is written; a zombie or a gap refuses the request.
+        let mut staged = std::collections::HashMap::new();
+        for (p, pb) in pending.iter().zip(&producer_batches) {
+            let Some(pb) = pb else { continue };
+            match self.producer_state.check(&staged, pb)? {
+                Check::Duplicate(orig) => {
+                    return Ok(AppendInfo {
+                        first_offset: orig.first_offset,
+                        last_offset: orig.last_offset,
+                        log_append_time: -1,
+                        log_start_offset: self.log_start_offset,
+                        batches: 0,
+                        records: 0,
+                        bytes: 0,
+                        duplicate: true,
+                    });
+                }
+                Check::Append => {
+                    self.producer_state
+                        .stage(&mut staged, pb, p.base_offset, p.last_offset)
+                }
+            }
         }
         let append_time = match self.config.message_timestamp_type {
             TimestampType::LogAppendTime => now_ms,
@@ -243,6 +279,7 @@ impl Log {
         self.active_mut()
             .append(batches, &pending, interval, now_ms)?;
         debug_assert_eq!(self.log_end_offset(), next);
+        self.producer_state.commit(staged);
 
         self.size_bytes += batches.len() as u64;
         self.unflushed_bytes += batches.len() as u64;
@@ -258,6 +295,7 @@ impl Log {
             batches: pending.len(),
             records,
             bytes: batches.len(),
+            duplicate: false,
         })
     }
 
@@ -303,6 +341,8 @@ impl Log {
             return Ok(());
         }
         self.active_mut().seal()?;
+        // Kafka's `<offset>.snapshot` at roll: a restart replays only the newer segments.
+        self.take_producer_snapshot(log_end)?;
         let seg = LogSegment::create(&self.dir, log_end, now_ms)?;
         self.segments.push_back(seg);
         info!(dir = %self.dir.display(), base_offset = log_end, "rolled new log segment");
@@ -577,6 +617,8 @@ impl Log {
                 next_base_offset: self.next_base(i),
             })
             .collect();
+        self.producer_state
+            .remove_expired(now_ms, self.config.producer_id_expiration_ms);
         let (count, breach) =
             retention::segments_to_delete(&stats, &self.config, now_ms, self.log_start_offset);
         if count == 0 {
@@ -604,6 +646,8 @@ impl Log {
         if let Some(first) = self.segments.front() {
             self.log_start_offset = self.log_start_offset.max(first.base_offset());
         }
+        self.producer_state
+            .on_log_start_offset(self.log_start_offset);
     }
 
     fn schedule_delete(&mut self, seg: &LogSegment) {
@@ -679,6 +723,69 @@ impl Log {
             (self.recovery_point < self.log_end_offset()).then_some(self.last_append_ms);
         // A lowered recovery point must be durable before anything is appended again.
         self.write_checkpoint()?;
+        // Producer state past the truncation point is void: rebuild it from what is left.
+        self.load_producer_state()?;
+        Ok(())
+    }
+
+    /// The idempotent producer state (read-only; tests and diagnostics).
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producer_state
+    }
+
+    /// Writes the producer-state snapshot for `offset` (the state of every batch below it)
+    /// and prunes old snapshots.
+    fn take_producer_snapshot(&mut self, offset: i64) -> Result<(), StorageError> {
+        debug_assert_eq!(offset, self.log_end_offset());
+        producer_state::write_snapshot(&self.dir, offset, &self.producer_state)?;
+        let snaps = producer_state::list_snapshots(&self.dir)?;
+        let excess = snaps.len().saturating_sub(SNAPSHOTS_RETAINED);
+        for old in snaps.into_iter().take(excess) {
+            producer_state::delete_snapshot(&self.dir, old)?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the producer state: the newest usable snapshot at or below the log end,
+    /// then the batch headers from there on (never decompressing). Snapshots beyond the log
+    /// end (the log was truncated after they were taken) are deleted.
+    fn load_producer_state(&mut self) -> Result<(), StorageError> {
+        let log_end = self.log_end_offset();
+        let mut state = None;
+        let mut from = self.log_start_offset;
+        for offset in producer_state::list_snapshots(&self.dir)?.into_iter().rev() {
+            if offset > log_end {
+                producer_state::delete_snapshot(&self.dir, offset)?;
+                continue;
+            }
+            if state.is_some() {
+                continue;
+            }
+            match producer_state::read_snapshot(&self.dir, offset)? {
+                Some(s) => {
+                    state = Some(s);
+                    from = offset.max(self.log_start_offset);
+                }
+                None => {
+                    warn!(dir = %self.dir.display(), offset, "damaged producer state snapshot; ignoring it");
+                    producer_state::delete_snapshot(&self.dir, offset)?;
+                }
+            }
+        }
+        let mut state = state.unwrap_or_default();
+        for i in 0..self.segments.len() {
+            if self.segment_end(i) <= from {
+                continue;
+            }
+            let upper = self.next_base(i);
+            self.segments[i].for_each_header(from, upper, |h| {
+                if let Some(pb) = ProducerBatch::of(h) {
+                    state.replay(&pb, h.base_offset, h.last_offset());
+                }
+            })?;
+        }
+        state.on_log_start_offset(self.log_start_offset);
+        self.producer_state = state;
         Ok(())
     }
 
@@ -696,8 +803,10 @@ impl Log {
             job.run()?;
             self.complete_flush(job.up_to_offset);
         }
+        let log_end = self.log_end_offset();
+        self.take_producer_snapshot(log_end)?;
         checkpoint::sync_dir(&self.dir)?;
-        self.recovery_point = self.log_end_offset();
+        self.recovery_point = log_end;
         self.write_checkpoint()?;
         checkpoint::write_clean_shutdown_marker(&self.dir)?;
         Ok(())

@@ -66,7 +66,10 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Loaded
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".deleted") || checkpoint::is_temp_file(name) {
+        if name.ends_with(".deleted")
+            || checkpoint::is_temp_file(name)
+            || crate::producer_state::is_temp_file(name)
+        {
             // Deletions and checkpoint writes interrupted by the shutdown: finish them.
             remove_if_exists(&entry.path())?;
         } else if let Some(base) = parse_base(name, LOG_SUFFIX) {

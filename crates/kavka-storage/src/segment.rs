@@ -740,6 +740,28 @@ impl LogSegment {
         Ok(None)
     }
 
+    /// Calls `f` with the header of every batch holding an offset >= `from_offset`, in log
+    /// order. Headers only: nothing is decompressed or CRC-checked.
+    pub(crate) fn for_each_header(
+        &self,
+        from_offset: i64,
+        next_upper: Option<i64>,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> io::Result<()> {
+        let Some((mut pos, _)) = self.translate_offset(from_offset, next_upper)? else {
+            return Ok(());
+        };
+        let mut w = FileWindow::new(&self.log, self.size, SCAN_WINDOW);
+        while pos < self.size {
+            let h = w
+                .header_at(pos)?
+                .map_err(|e| corrupt(format!("{}: {e}", self.log_path().display())))?;
+            f(&h);
+            pos += h.total_len() as u64;
+        }
+        Ok(())
+    }
+
     /// The largest batch boundary in `[start, limit]`, `start` being a boundary itself.
     pub(crate) fn boundary_at_or_below(
         &self,
