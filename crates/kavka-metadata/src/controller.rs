@@ -238,6 +238,35 @@ impl Controller {
         Ok(())
     }
 
+    /// Allocates `block_size` producer ids to `broker_id` (Kafka's AllocateProducerIds): the
+    /// block is committed to the metadata log before it is returned, so no id is ever handed
+    /// out twice, even across restarts.
+    pub fn allocate_producer_ids(
+        &self,
+        broker_id: i32,
+        block_size: i64,
+    ) -> Result<std::ops::Range<i64>, ControllerError> {
+        if block_size <= 0 {
+            return Err(ControllerError::InvalidRequest(format!(
+                "Invalid producer id block size {block_size}"
+            )));
+        }
+        let mut log = self.lock_log();
+        let first = self.image().next_producer_id;
+        // Kafka refuses once ids would pass i64::MAX; a producer id must stay non-negative.
+        let next = first
+            .checked_add(block_size)
+            .ok_or_else(|| ControllerError::InvalidRequest("producer ids exhausted".into()))?;
+        self.commit(
+            &mut log,
+            vec![MetadataRecord::ProducerIds {
+                broker_id,
+                next_producer_id: next,
+            }],
+        )?;
+        Ok(first..next)
+    }
+
     /// CreateTopics: one result per spec, in order. Each topic commits on its own (one
     /// atomic append); `validate_only` checks and returns the would-be topic. A request for
     /// more than [`MAX_PARTITIONS_PER_BATCH`] partitions in total fails whole with

@@ -49,6 +49,8 @@ pub struct MetadataImage {
     pub topic_ids: HashMap<Uuid, String>,
     /// Dynamic broker configs by node id ([`crate::CLUSTER_DEFAULT_BROKER`] = cluster default).
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+    /// The first producer id not yet allocated to any broker.
+    pub next_producer_id: i64,
 }
 
 impl Default for MetadataImage {
@@ -67,6 +69,7 @@ impl MetadataImage {
             topics: BTreeMap::new(),
             topic_ids: HashMap::new(),
             broker_configs: BTreeMap::new(),
+            next_producer_id: 0,
         }
     }
 
@@ -137,6 +140,12 @@ impl MetadataImage {
         }
         for topic in self.topics.values() {
             out.extend(topic_records(topic));
+        }
+        if self.next_producer_id > 0 {
+            out.push(MetadataRecord::ProducerIds {
+                broker_id: -1,
+                next_producer_id: self.next_producer_id,
+            });
         }
         out
     }
@@ -230,6 +239,12 @@ impl MetadataImage {
                     }
                 }
             },
+            MetadataRecord::ProducerIds {
+                next_producer_id, ..
+            } => {
+                // Never move backwards, whatever a damaged log says.
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+            }
             MetadataRecord::RemoveTopic { topic_id } => match self.topic_ids.remove(topic_id) {
                 Some(name) => {
                     self.topics.remove(&name);

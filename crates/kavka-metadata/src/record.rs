@@ -49,4 +49,11 @@ pub enum MetadataRecord {
     },
     /// A topic and everything under it (partitions, configs) was deleted.
     RemoveTopic { topic_id: Uuid },
+    /// A block of producer ids was handed to `broker_id`, ending (exclusive) at
+    /// `next_producer_id` (Kafka's `ProducerIdsRecord`). Ids below it are never handed out
+    /// again, so an idempotent producer's id stays unique across restarts.
+    ProducerIds {
+        broker_id: i32,
+        next_producer_id: i64,
+    },
 }

@@ -598,3 +598,28 @@ fn partitions_over_the_request_cap_fail_the_whole_request() {
         Some(10_000)
     );
 }
+
+#[test]
+fn producer_id_blocks_never_repeat_across_restarts_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ControllerOptions {
+        snapshot_after_records: 2,
+    };
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let c = Controller::open_with_options(dir.path(), 1, None, opts.clone()).unwrap();
+        for _ in 0..3 {
+            let block = c.allocate_producer_ids(1, 10).unwrap();
+            assert_eq!(block.end - block.start, 10);
+            seen.push(block);
+        }
+        assert!(c.allocate_producer_ids(1, 0).is_err());
+    }
+    for pair in seen.windows(2) {
+        assert_eq!(
+            pair[0].end, pair[1].start,
+            "blocks are consecutive and disjoint"
+        );
+    }
+    assert_eq!(seen[0].start, 0);
+}
