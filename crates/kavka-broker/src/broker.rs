@@ -1,6 +1,7 @@
 //! The broker's shared state: what every handler gets as its context.
 
 use crate::config::BrokerConfig;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 use kavka_metadata::Controller;
 use std::sync::Arc;
@@ -11,6 +12,8 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// Host and port clients are told to use for this broker.
     pub advertised: (String, u16),
+    /// Idempotent producers' ids (InitProducerId).
+    pub producer_ids: ProducerIdManager,
 }
 
 impl Broker {

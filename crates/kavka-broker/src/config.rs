@@ -59,6 +59,8 @@ pub struct LogDefaults {
     pub message_timestamp_type_log_append: bool,
     pub file_delete_delay_ms: i64,
     pub cleanup_policy: String,
+    /// `producer.id.expiration.ms`: idle idempotent producers are forgotten after this.
+    pub producer_id_expiration_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +98,7 @@ const KNOWN_KEYS: &[&str] = &[
     "inter.broker.listener.name",
     "log.dirs",
     "log.dir",
+    "producer.id.expiration.ms",
     "metadata.log.dir",
     "num.partitions",
     "default.replication.factor",
@@ -436,6 +439,15 @@ impl BrokerConfig {
                 60_000,
             )?,
             cleanup_policy: get("log.cleanup.policy").unwrap_or("delete").to_string(),
+            producer_id_expiration_ms: at_least(
+                "producer.id.expiration.ms",
+                num(
+                    "producer.id.expiration.ms",
+                    get("producer.id.expiration.ms"),
+                    24 * 60 * 60 * 1000,
+                )?,
+                1,
+            )?,
         };
         let cfg = BrokerConfig {
             node_id,
@@ -563,6 +575,10 @@ impl BrokerConfig {
             self.log.file_delete_delay_ms.to_string(),
         );
         m.insert("log.cleanup.policy".into(), self.log.cleanup_policy.clone());
+        m.insert(
+            "producer.id.expiration.ms".into(),
+            self.log.producer_id_expiration_ms.to_string(),
+        );
         m.insert(
             "message.max.bytes".into(),
             self.message_max_bytes.to_string(),

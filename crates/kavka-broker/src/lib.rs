@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod log_config;
 pub mod network;
 pub mod partition;
+pub mod producer_ids;
 pub mod replica_manager;
 pub mod router;
 
@@ -129,6 +130,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         controller,
         replicas: replicas.clone(),
         advertised,
+        producer_ids: producer_ids::ProducerIdManager::new(config.node_id),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
 

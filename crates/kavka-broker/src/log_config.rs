@@ -41,5 +41,6 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
             TimestampType::CreateTime
         },
         file_delete_delay_ms: pick(overrides, "file.delete.delay.ms", d.file_delete_delay_ms),
+        producer_id_expiration_ms: d.producer_id_expiration_ms,
     }
 }

@@ -71,11 +71,17 @@ impl Partition {
         batches: &mut [u8],
         now_ms: i64,
     ) -> Result<(AppendInfo, bool), PartitionError> {
-        let (info, flush_due, lso) = self.with_log(|log| {
+        let (info, flush_due, lso, leo) = self.with_log(|log| {
             let info = log.append(batches, now_ms)?;
-            Ok((info, log.flush_due(now_ms), log.log_start_offset()))
+            Ok((
+                info,
+                log.flush_due(now_ms),
+                log.log_start_offset(),
+                log.log_end_offset(),
+            ))
         })?;
-        self.high_watermark.send_replace(info.last_offset + 1);
+        // Not `info.last_offset + 1`: a deduplicated retry reports older offsets.
+        self.high_watermark.send_replace(leo);
         self.log_start_offset.send_replace(lso);
         if flush_due {
             self.flush_wanted.notify_one();

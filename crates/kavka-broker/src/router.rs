@@ -130,6 +130,9 @@ impl RequestHandler for Router {
             ApiKey::DescribeCluster => {
                 blocking_handler!(DescribeClusterRequest, handlers::describe_cluster::handle)
             }
+            ApiKey::InitProducerId => {
+                blocking_handler!(InitProducerIdRequest, handlers::init_producer_id::handle)
+            }
             ApiKey::DeleteRecords => {
                 blocking_handler!(DeleteRecordsRequest, handlers::delete_records::handle)
             }

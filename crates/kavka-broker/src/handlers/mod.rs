@@ -9,6 +9,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod legacy;
 pub mod list_offsets;
 pub mod metadata;

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kavka_protocol::error::ErrorCode;
 use kavka_protocol::record_batch::{self, BatchError};
-use kavka_storage::StorageError;
+use kavka_storage::{ProducerStateError, StorageError};
 use std::sync::Arc;
 
 /// Why a partition's records were refused, before touching the log.
@@ -36,6 +36,14 @@ fn validate(records: &[u8], version: i16) -> Result<(), (ErrorCode, String)> {
             return Err((
                 ErrorCode::CorruptMessage,
                 "record count does not match last offset delta".into(),
+            ));
+        }
+        if h.is_transactional() {
+            // Transactions are not supported: no coordinator ever put this producer in a
+            // transaction, which Kafka answers the same way.
+            return Err((
+                ErrorCode::InvalidTxnState,
+                "transactions are not supported by this broker".into(),
             ));
         }
         if h.is_control() {
@@ -63,6 +71,14 @@ fn storage_error(e: &PartitionError) -> ErrorCode {
         PartitionError::Storage(StorageError::OffsetOutOfRange { .. }) => {
             ErrorCode::OffsetOutOfRange
         }
+        // Kafka 3.x answers a zombie epoch on Produce with INVALID_PRODUCER_EPOCH (KIP-588),
+        // not PRODUCER_FENCED, and a gap with OUT_OF_ORDER_SEQUENCE_NUMBER.
+        PartitionError::Storage(StorageError::Producer(
+            ProducerStateError::InvalidProducerEpoch { .. },
+        )) => ErrorCode::InvalidProducerEpoch,
+        PartitionError::Storage(StorageError::Producer(
+            ProducerStateError::OutOfOrderSequence { .. },
+        )) => ErrorCode::OutOfOrderSequenceNumber,
         PartitionError::Storage(_) => ErrorCode::KafkaStorageError,
     }
 }
