@@ -375,14 +375,15 @@ def uvarint(n: int) -> bytes:
             return bytes(out)
 
 
-def record_batch(values: list[bytes], base_timestamp: int, corrupt_crc: bool = False) -> bytes:
+def record_batch(values: list[bytes], base_timestamp: int, corrupt_crc: bool = False,
+                 producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1) -> bytes:
     records = b""
     for i, v in enumerate(values):
         body = b"\x00" + varint(i) + varint(i) + varint(-1) + varint(len(v)) + v + varint(0)
         records += varint(len(body)) + body
     after_crc = (
         struct.pack(">hiqqqhii", 0, len(values) - 1, base_timestamp, base_timestamp + len(values) - 1,
-                    -1, -1, -1, len(values))
+                    producer_id, producer_epoch, base_sequence, len(values))
         + records
     )
     crc = crc32c(after_crc) ^ (0xDEADBEEF if corrupt_crc else 0)
@@ -417,6 +418,16 @@ def parse_produce_v3(body: bytes) -> list[tuple[str, int, int, int]]:
             off += 22
             out.append((topic, part, err, base))
     return out
+
+
+def init_producer_id_v0_body(transactional_id: str | None = None, timeout_ms: int = 60000) -> bytes:
+    return kstr(transactional_id) + struct.pack(">i", timeout_ms)
+
+
+def parse_init_producer_id_v0(body: bytes) -> tuple[int, int, int]:
+    """-> (error_code, producer_id, producer_epoch)"""
+    _throttle, err, pid, epoch = struct.unpack_from(">ihqh", body, 0)
+    return err, pid, epoch
 
 
 def close_kafka_python_producer(p, timeout: float = 5.0) -> None:

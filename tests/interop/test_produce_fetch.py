@@ -222,11 +222,6 @@ def test_kafka_python_produce_keys_headers(broker, topic_name, codec):
         assert m.headers() == [("i", b"%d" % i), ("codec", str(codec).encode())]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="idempotent producer (InitProducerId, producer state) is issue 5; until then kafka-python 3.x "
-    "needs enable_idempotence=False. strict: this starts failing the suite the day it passes.",
-)
 def test_kafka_python_default_producer(broker, topic_name):
     """kafka-python 3.x, like the Java client 3.x, enables idempotence by default: out of the box
     it needs InitProducerId and producer id/epoch/sequence handling in Produce."""
