@@ -103,6 +103,13 @@ impl Log {
             pending_deletes: Vec::new(),
             producer_state: ProducerStateManager::new(),
         };
+        if loaded.clean && producer_state::list_snapshots(dir)?.is_empty() {
+            // Kafka's shortcut: a cleanly closed log without any snapshot predates producer
+            // state (every clean close writes one), so it holds no idempotent batches worth
+            // replaying. Record that instead of reading the whole log.
+            let leo = log.log_end_offset();
+            log.take_producer_snapshot(leo)?;
+        }
         log.load_producer_state()?;
         if log.recovery_point < log.log_end_offset() {
             log.first_unflushed_ms = Some(now_ms);
@@ -250,8 +257,13 @@ impl Log {
                     });
                 }
                 Check::Append => {
+                    // Expiry counts from the timestamp the log will hold (LogAppendTime).
+                    let mut pb = *pb;
+                    if self.config.message_timestamp_type == TimestampType::LogAppendTime {
+                        pb.max_timestamp = now_ms;
+                    }
                     self.producer_state
-                        .stage(&mut staged, pb, p.base_offset, p.last_offset)
+                        .stage(&mut staged, &pb, p.base_offset, p.last_offset)
                 }
             }
         }

@@ -25,6 +25,8 @@ pub(crate) struct Loaded {
     pub recovery_point: i64,
     /// The checkpoint as found on disk, to skip rewriting an unchanged one.
     pub checkpoint_on_disk: Option<Checkpoint>,
+    /// The previous shutdown was clean (its marker was present).
+    pub clean: bool,
 }
 
 /// Parses `<20 digits>.<suffix>` into a base offset.
@@ -195,6 +197,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Loaded
         log_start_offset,
         recovery_point,
         checkpoint_on_disk,
+        clean,
     })
 }
 
