@@ -36,7 +36,8 @@ def wait_log_start_moves(bootstrap, topic, timeout=30.0):
     """Bounded wait until the log start offset has moved and then held still for a second."""
     deadline = time.monotonic() + timeout
     lo, hi = watermarks(bootstrap, topic)
-    stable_since = None
+    # Retention may already have moved it before the first look.
+    stable_since = time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.25)
         nlo, hi = watermarks(bootstrap, topic)

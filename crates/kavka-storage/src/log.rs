@@ -108,7 +108,7 @@ impl Log {
             // state (every clean close writes one), so it holds no idempotent batches worth
             // replaying. Record that instead of reading the whole log.
             let leo = log.log_end_offset();
-            log.take_producer_snapshot(leo)?;
+            log.take_producer_snapshot(leo, true)?;
         }
         log.load_producer_state()?;
         if log.recovery_point < log.log_end_offset() {
@@ -354,7 +354,8 @@ impl Log {
         }
         self.active_mut().seal()?;
         // Kafka's `<offset>.snapshot` at roll: a restart replays only the newer segments.
-        self.take_producer_snapshot(log_end)?;
+        // Not fsynced under the partition lock; a torn one is detected and skipped.
+        self.take_producer_snapshot(log_end, false)?;
         let seg = LogSegment::create(&self.dir, log_end, now_ms)?;
         self.segments.push_back(seg);
         info!(dir = %self.dir.display(), base_offset = log_end, "rolled new log segment");
@@ -747,9 +748,9 @@ impl Log {
 
     /// Writes the producer-state snapshot for `offset` (the state of every batch below it)
     /// and prunes old snapshots.
-    fn take_producer_snapshot(&mut self, offset: i64) -> Result<(), StorageError> {
+    fn take_producer_snapshot(&mut self, offset: i64, sync: bool) -> Result<(), StorageError> {
         debug_assert_eq!(offset, self.log_end_offset());
-        producer_state::write_snapshot(&self.dir, offset, &self.producer_state)?;
+        producer_state::write_snapshot(&self.dir, offset, &self.producer_state, sync)?;
         let snaps = producer_state::list_snapshots(&self.dir)?;
         let excess = snaps.len().saturating_sub(SNAPSHOTS_RETAINED);
         for old in snaps.into_iter().take(excess) {
@@ -816,7 +817,7 @@ impl Log {
             self.complete_flush(job.up_to_offset);
         }
         let log_end = self.log_end_offset();
-        self.take_producer_snapshot(log_end)?;
+        self.take_producer_snapshot(log_end, true)?;
         checkpoint::sync_dir(&self.dir)?;
         self.recovery_point = log_end;
         self.write_checkpoint()?;

@@ -406,18 +406,23 @@ pub(crate) fn list_snapshots(dir: &Path) -> io::Result<Vec<i64>> {
     Ok(out)
 }
 
-/// Writes the snapshot for `offset` atomically (temp file, fsync, rename).
+/// Writes the snapshot for `offset` (temp file, rename). A snapshot is only a cache of what
+/// the log holds: one torn by a crash fails its CRC and the next older one (or the log
+/// itself) is used, so `sync` (an fsync before the rename) is optional.
 pub(crate) fn write_snapshot(
     dir: &Path,
     offset: i64,
     state: &ProducerStateManager,
+    sync: bool,
 ) -> io::Result<()> {
     let path = snapshot_path(dir, offset);
     let tmp = path.with_extension("snapshot.tmp");
     {
         let mut f = File::create(&tmp)?;
         f.write_all(&state.encode())?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
     }
     fs::rename(&tmp, &path)
 }
