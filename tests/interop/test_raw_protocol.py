@@ -5,6 +5,7 @@ the broker stays alive with bounded memory, and a normal client works afterwards
 import random
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -242,6 +243,37 @@ def test_many_large_partial_frames_keep_memory_bounded(broker_proc, healthy_topi
     finally:
         for c in conns:
             c.close()
+    assert_healthy(broker_proc, healthy_topic)
+
+
+def test_pipelined_large_frames_behind_parked_fetch_keep_memory_bounded(broker_proc, healthy_topic, topic_name):
+    """Responses on a connection go out in order, so requests pipelined behind a parked fetch
+    wait. Their bytes must not pile up: four complete 60 MiB produce requests queued behind a
+    long-poll fetch would hold 240 MiB if the broker read them all ahead."""
+    big = 60 * 1024 * 1024
+    idle = topic_name + "-idle"
+    create_topic(broker_proc.bootstrap, idle, partitions=1)
+    c = RawConn(broker_proc.bootstrap, timeout=30.0)
+    try:
+        # Offset 0 of an empty partition is its log end: the fetch parks for max_wait_ms.
+        c.send_request(1, 4, fetch_v4_body(idle, 0, 0, max_wait_ms=20000))
+        payload = frame(request_header_v1(0, 3, 99) + produce_v3_body(healthy_topic, 0, b"\x00" * big))
+
+        def send_all():
+            try:
+                for _ in range(4):
+                    c.send_raw(payload)
+            except OSError:
+                pass  # the test closes the socket while this is still blocked in sendall
+
+        sender = threading.Thread(target=send_all, daemon=True)
+        sender.start()
+        time.sleep(3.0)
+        assert broker_proc.alive
+        rss = broker_proc.rss_kib()
+        assert rss < RSS_LIMIT_KIB, f"RSS {rss} KiB with 4 x 60 MiB requests queued behind a parked fetch"
+    finally:
+        c.close()
     assert_healthy(broker_proc, healthy_topic)
 
 

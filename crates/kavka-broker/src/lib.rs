@@ -10,6 +10,7 @@ pub mod config;
 pub mod handlers;
 pub mod log_config;
 pub mod network;
+pub mod offload;
 pub mod partition;
 pub mod producer_ids;
 pub mod replica_manager;

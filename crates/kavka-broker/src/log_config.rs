@@ -20,6 +20,14 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
         Some("CreateTime") => false,
         _ => d.message_timestamp_type_log_append,
     };
+    // A compacted topic is never trimmed by time or size: without `delete` in its cleanup
+    // policy Kafka keeps every key's latest value forever. (Compaction itself is not there
+    // yet, so such a log keeps everything.)
+    let policy = overrides
+        .get("cleanup.policy")
+        .map(String::as_str)
+        .unwrap_or(&d.cleanup_policy);
+    let deletes = policy.split(',').any(|p| p.trim() == "delete");
     let flush_messages: i64 = pick(
         overrides,
         "flush.messages",
@@ -28,8 +36,16 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
     LogConfig {
         segment_bytes: pick(overrides, "segment.bytes", d.segment_bytes),
         segment_ms: pick(overrides, "segment.ms", d.roll_ms),
-        retention_bytes: pick(overrides, "retention.bytes", d.retention_bytes),
-        retention_ms: pick(overrides, "retention.ms", d.retention_ms),
+        retention_bytes: if deletes {
+            pick(overrides, "retention.bytes", d.retention_bytes)
+        } else {
+            -1
+        },
+        retention_ms: if deletes {
+            pick(overrides, "retention.ms", d.retention_ms)
+        } else {
+            -1
+        },
         max_message_bytes: pick(overrides, "max.message.bytes", broker.message_max_bytes),
         index_interval_bytes: pick(overrides, "index.interval.bytes", d.index_interval_bytes),
         segment_index_bytes: pick(overrides, "segment.index.bytes", d.segment_index_bytes),
@@ -42,5 +58,40 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
         },
         file_delete_delay_ms: pick(overrides, "file.delete.delay.ms", d.file_delete_delay_ms),
         producer_id_expiration_ms: d.producer_id_expiration_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker() -> BrokerConfig {
+        BrokerConfig::from_properties("log.retention.hours=1", &[])
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn topic_overrides_win_over_broker_defaults() {
+        let b = broker();
+        let base = log_config_for(&b, &BTreeMap::new());
+        assert_eq!(base.retention_ms, 3_600_000);
+        let o = BTreeMap::from([
+            ("retention.ms".to_string(), "5".to_string()),
+            ("flush.messages".into(), "1".into()),
+        ]);
+        let c = log_config_for(&b, &o);
+        assert_eq!(c.retention_ms, 5);
+        assert_eq!(c.flush_interval_messages, 1);
+    }
+
+    #[test]
+    fn compacted_topics_are_not_trimmed_by_retention() {
+        let b = broker();
+        let o = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        let c = log_config_for(&b, &o);
+        assert_eq!((c.retention_ms, c.retention_bytes), (-1, -1));
+        let o = BTreeMap::from([("cleanup.policy".to_string(), "compact,delete".to_string())]);
+        assert_eq!(log_config_for(&b, &o).retention_ms, 3_600_000);
     }
 }

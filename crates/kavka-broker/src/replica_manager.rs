@@ -64,42 +64,43 @@ impl ReplicaManager {
         dirs[idx].join(name)
     }
 
-    /// Opens (or creates) the log of every partition in `topic` that this broker leads.
+    /// Opens (or creates) the log of every partition in `topic` that this broker hosts.
+    /// Logs open in parallel: each open or create fsyncs a few files, and a topic may have
+    /// thousands of partitions.
     fn open_topic(&self, topic: &TopicImage) {
         let node = self.config.node_id;
-        for (idx, p) in &topic.partitions {
-            if !p.replicas.contains(&node) {
-                continue;
-            }
-            let key = (topic.name.clone(), *idx);
-            if self
+        let missing: Vec<i32> = {
+            let map = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+            topic
                 .partitions
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&key)
-            {
-                continue;
-            }
-            let dir = self.dir_for(&topic.name, *idx);
+                .iter()
+                .filter(|(idx, p)| {
+                    p.replicas.contains(&node) && !map.contains_key(&(topic.name.clone(), **idx))
+                })
+                .map(|(idx, _)| *idx)
+                .collect()
+        };
+        let log_config = log_config_for(&self.config, &topic.configs);
+        par_for_each(missing, |idx| {
+            let dir = self.dir_for(&topic.name, idx);
             if let Err(e) = write_partition_metadata(&dir, topic.topic_id) {
                 tracing::error!("cannot prepare {}: {e}", dir.display());
-                continue;
+                return;
             }
-            let log_config = log_config_for(&self.config, &topic.configs);
-            match Log::open(&dir, log_config, now_ms()) {
+            match Log::open(&dir, log_config.clone(), now_ms()) {
                 Ok(log) => {
-                    let part = Partition::new(topic.name.clone(), topic.topic_id, *idx, log);
+                    let part = Partition::new(topic.name.clone(), topic.topic_id, idx, log);
                     self.runtime.spawn(part.clone().run_flusher());
                     self.partitions
                         .write()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(key, part);
+                        .insert((topic.name.clone(), idx), part);
                 }
                 Err(e) => {
                     tracing::error!(topic = %topic.name, partition = idx, "cannot open log: {e}")
                 }
             }
-        }
+        });
     }
 
     fn remove_topic(&self, name: &str) {
@@ -164,13 +165,13 @@ impl ReplicaManager {
             let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
             map.drain().map(|(_, p)| p).collect()
         };
-        for p in all {
+        par_for_each(all, |p| {
             if let Some(log) = p.take_log() {
                 if let Err(e) = log.close() {
                     tracing::warn!(topic = %p.topic, partition = p.index, "close failed: {e}");
                 }
             }
-        }
+        });
     }
 }
 
@@ -214,4 +215,26 @@ impl ReplicaManager {
             p.flush_if_due(now);
         }
     }
+}
+
+/// Threads used for per-partition work that is bound by fsync latency, not CPU.
+const IO_PARALLELISM: usize = 16;
+
+/// Runs `f` over `items` on up to [`IO_PARALLELISM`] scoped threads.
+fn par_for_each<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync) {
+    if items.len() <= 1 {
+        items.into_iter().for_each(f);
+        return;
+    }
+    let threads = IO_PARALLELISM.min(items.len());
+    let mut buckets: Vec<Vec<T>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        buckets[i % threads].push(item);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        for bucket in buckets {
+            scope.spawn(move || bucket.into_iter().for_each(f));
+        }
+    });
 }

@@ -153,6 +153,12 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
     let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS) as u64);
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = req.min_bytes.max(0) as usize;
+    // The most a read of this request can return: decides whether it may run inline.
+    let read_bound = slots
+        .iter()
+        .map(|s| s.max_bytes.max(0) as usize)
+        .sum::<usize>()
+        .min(response_max_bytes.max(0) as usize);
     let slots = Arc::new(slots);
     let data = loop {
         // Subscribe before reading so an append between the read and the wait still wakes us.
@@ -165,9 +171,10 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
             w.mark_unchanged();
         }
         let s2 = slots.clone();
-        let Ok((data, bytes)) =
-            tokio::task::spawn_blocking(move || read_once(&s2, response_max_bytes, read_committed))
-                .await
+        let Ok((data, bytes)) = crate::offload::run_io(read_bound, move || {
+            read_once(&s2, response_max_bytes, read_committed)
+        })
+        .await
         else {
             break Vec::new();
         };
@@ -183,7 +190,7 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             // Timed out: answer with what there is (re-read, cheap, in case of a race).
             let s2 = slots.clone();
-            break tokio::task::spawn_blocking(move || {
+            break crate::offload::run_io(read_bound, move || {
                 read_once(&s2, response_max_bytes, read_committed).0
             })
             .await

@@ -196,9 +196,16 @@ pub async fn handle_with(
     }
     let names: Vec<_> = req.topic_data.iter().map(|t| t.name.clone()).collect();
     let b2 = b.clone();
-    let appended = tokio::task::spawn_blocking(move || append_all(&b2, &req, version, convert))
-        .await
-        .map_err(|e| format!("produce handler failed: {e}"))?;
+    let io_bytes: usize = req
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .sum();
+    let appended =
+        crate::offload::run_io(io_bytes, move || append_all(&b2, &req, version, convert))
+            .await
+            .map_err(|e| format!("produce handler failed: {e}"))?;
     if acks == 0 {
         return Ok(None);
     }

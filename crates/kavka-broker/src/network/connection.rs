@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 /// Who is on the other end, for handlers and logs.
 #[derive(Debug, Clone)]
@@ -25,16 +25,19 @@ pub(super) async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<BoxFuture<'static, Reply>>(limits.max_in_flight.max(1));
+    let (tx, rx) = mpsc::channel::<Pending>(limits.max_in_flight.max(1));
+    // Bytes of requests read but not yet answered are bounded too, so a client that pipelines
+    // large frames behind a parked fetch cannot make us buffer max_in_flight x 100 MiB.
+    let budget = Arc::new(Semaphore::new(limits.max_request_bytes.max(1)));
     let writer = tokio::spawn(write_responses(wr, rx));
     let info = ConnectionInfo { peer };
     let mut rd = BufReader::with_capacity(READ_CHUNK, rd);
     loop {
         let frame = tokio::select! {
-            f = read_frame(&mut rd, limits.max_request_bytes) => f,
+            f = read_frame(&mut rd, limits.max_request_bytes, &budget) => f,
             _ = shutdown.changed() => break,
         };
-        let frame = match frame {
+        let (frame, permit) = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
@@ -44,7 +47,14 @@ pub(super) async fn serve_connection(
         };
         match handler.dispatch(frame, &info) {
             Dispatch::Respond(fut) => {
-                if tx.send(fut).await.is_err() {
+                if tx
+                    .send(Pending {
+                        fut,
+                        _permit: permit,
+                    })
+                    .await
+                    .is_err()
+                {
                     break; // the writer hit an error; the socket is gone
                 }
             }
@@ -59,11 +69,19 @@ pub(super) async fn serve_connection(
     let _ = writer.await;
 }
 
-/// Reads one length-prefixed frame; `Ok(None)` on a clean EOF between frames.
+/// A response on its way, holding the request's share of the connection's byte budget.
+struct Pending {
+    fut: BoxFuture<'static, Reply>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Reads one length-prefixed frame; `Ok(None)` on a clean EOF between frames. Waits for
+/// the frame's bytes to fit the connection's budget before reading its body.
 async fn read_frame<R: AsyncReadExt + Unpin>(
     rd: &mut R,
     max: usize,
-) -> std::io::Result<Option<Bytes>> {
+    budget: &Arc<Semaphore>,
+) -> std::io::Result<Option<(Bytes, OwnedSemaphorePermit)>> {
     let mut prefix = [0u8; 4];
     match rd.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -72,6 +90,13 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
     }
     let len = frame_len(prefix, max)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    debug_assert!(len <= max);
+    let permits = u32::try_from(len.max(1)).unwrap_or(u32::MAX);
+    let permit = budget
+        .clone()
+        .acquire_many_owned(permits)
+        .await
+        .map_err(|_| std::io::Error::other("connection closing"))?;
     let mut buf = BytesMut::with_capacity(len.min(READ_CHUNK));
     while buf.len() < len {
         let want = (len - buf.len()).min(READ_CHUNK);
@@ -84,18 +109,15 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
             ));
         }
     }
-    Ok(Some(buf.freeze()))
+    Ok(Some((buf.freeze(), permit)))
 }
 
 /// Awaits each response in request order and writes it; batches writes while more responses
 /// are ready.
-async fn write_responses(
-    wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<BoxFuture<'static, Reply>>,
-) {
+async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
     let mut wr = BufWriter::with_capacity(READ_CHUNK, wr);
-    while let Some(fut) = rx.recv().await {
-        match fut.await {
+    while let Some(pending) = rx.recv().await {
+        match pending.fut.await {
             Reply::Frame(bytes) => {
                 if wr.write_all(&bytes).await.is_err() {
                     return;
