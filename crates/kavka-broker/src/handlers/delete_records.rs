@@ -1,11 +1,9 @@
 use crate::broker::Broker;
-use crate::partition::PartitionError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kavka_protocol::error::ErrorCode;
-use kavka_storage::StorageError;
 
 pub fn handle(b: &Broker, req: DeleteRecordsRequest, _version: i16) -> DeleteRecordsResponse {
     let topics = req
@@ -16,7 +14,9 @@ pub fn handle(b: &Broker, req: DeleteRecordsRequest, _version: i16) -> DeleteRec
                 .partitions
                 .iter()
                 .map(|p| {
-                    let r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+                    let r = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1);
                     let Some(part) = b.replicas.get(&t.name, p.partition_index) else {
                         return r.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };
@@ -28,18 +28,15 @@ pub fn handle(b: &Broker, req: DeleteRecordsRequest, _version: i16) -> DeleteRec
                     }
                     match part.delete_records_before(offset) {
                         Ok(low) => r.with_low_watermark(low),
-                        Err(PartitionError::NotHosted) => r.with_error_code(ErrorCode::NotLeaderOrFollower.code()),
-                        Err(PartitionError::Storage(StorageError::OffsetOutOfRange { .. })) => {
-                            r.with_error_code(ErrorCode::OffsetOutOfRange.code())
-                        }
-                        Err(e) => {
-                            tracing::error!(topic = %t.name.0, partition = p.partition_index, "delete records failed: {e}");
-                            r.with_error_code(ErrorCode::KafkaStorageError.code())
-                        }
+                        Err(e) => r.with_error_code(
+                            super::partition_error_code(&e, &t.name, p.partition_index).code(),
+                        ),
                     }
                 })
                 .collect();
-            DeleteRecordsTopicResult::default().with_name(t.name.clone()).with_partitions(partitions)
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     DeleteRecordsResponse::default().with_topics(topics)

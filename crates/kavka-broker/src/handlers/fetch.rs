@@ -82,16 +82,7 @@ fn read_once(
                 );
             }
             Err(e) => {
-                let code = match e {
-                    PartitionError::NotHosted => ErrorCode::NotLeaderOrFollower,
-                    PartitionError::Storage(StorageError::OffsetOutOfRange { .. }) => {
-                        ErrorCode::OffsetOutOfRange
-                    }
-                    PartitionError::Storage(ref other) => {
-                        tracing::error!(topic = %part.topic, partition = part.index, "fetch read failed: {other}");
-                        ErrorCode::KafkaStorageError
-                    }
-                };
+                let code = super::partition_error_code(&e, &part.topic, part.index);
                 let mut d = error_partition(s.partition, code);
                 d.high_watermark = hw;
                 d.last_stable_offset = hw;

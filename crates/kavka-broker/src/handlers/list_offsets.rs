@@ -22,7 +22,8 @@ pub fn handle(b: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsR
                 .partitions
                 .iter()
                 .map(|p| {
-                    let resp = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
                     let Some(part) = b.replicas.get(&t.name, p.partition_index) else {
                         return resp
                             .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
@@ -38,7 +39,9 @@ pub fn handle(b: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsR
                             Some((ts, off)) => (ts, off),
                             None => (-1, -1),
                         }),
-                        ts if ts < 0 => return resp.with_error_code(ErrorCode::InvalidRequest.code()),
+                        ts if ts < 0 => {
+                            return resp.with_error_code(ErrorCode::InvalidRequest.code())
+                        }
                         ts => part.offset_for_timestamp(ts).map(|o| match o {
                             Some((off, ts)) => (ts, off),
                             None => (-1, -1),
@@ -46,16 +49,19 @@ pub fn handle(b: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsR
                     };
                     match found {
                         // The leader epoch field exists from v4 on.
-                        Ok((ts, off)) => resp.with_timestamp(ts).with_offset(off).with_leader_epoch(if version >= 4 { 0 } else { -1 }),
-                        Err(PartitionError::NotHosted) => resp.with_error_code(ErrorCode::NotLeaderOrFollower.code()),
-                        Err(e) => {
-                            tracing::error!(topic = %t.name.0, partition = p.partition_index, "list offsets failed: {e}");
-                            resp.with_error_code(ErrorCode::KafkaStorageError.code())
-                        }
+                        Ok((ts, off)) => resp
+                            .with_timestamp(ts)
+                            .with_offset(off)
+                            .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
+                        Err(e) => resp.with_error_code(
+                            super::partition_error_code(&e, &t.name, p.partition_index).code(),
+                        ),
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name.clone()).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

@@ -20,3 +20,35 @@ use kafka_protocol::protocol::StrBytes;
 pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
+
+/// The Kafka error code for a partition-level failure. Storage failures that are not the
+/// client's fault (I/O) are logged here, once, as the broker's problem.
+pub(crate) fn partition_error_code(
+    e: &crate::partition::PartitionError,
+    topic: &str,
+    partition: i32,
+) -> kavka_protocol::error::ErrorCode {
+    use crate::partition::PartitionError;
+    use kavka_protocol::error::ErrorCode;
+    use kavka_storage::{ProducerStateError, StorageError};
+    match e {
+        PartitionError::NotHosted => ErrorCode::NotLeaderOrFollower,
+        PartitionError::Storage(StorageError::RecordTooLarge { .. }) => ErrorCode::MessageTooLarge,
+        PartitionError::Storage(StorageError::CorruptBatch(_)) => ErrorCode::CorruptMessage,
+        PartitionError::Storage(StorageError::OffsetOutOfRange { .. }) => {
+            ErrorCode::OffsetOutOfRange
+        }
+        // Kafka 3.x answers a zombie epoch on Produce with INVALID_PRODUCER_EPOCH (KIP-588),
+        // not PRODUCER_FENCED, and a gap with OUT_OF_ORDER_SEQUENCE_NUMBER.
+        PartitionError::Storage(StorageError::Producer(
+            ProducerStateError::InvalidProducerEpoch { .. },
+        )) => ErrorCode::InvalidProducerEpoch,
+        PartitionError::Storage(StorageError::Producer(
+            ProducerStateError::OutOfOrderSequence { .. },
+        )) => ErrorCode::OutOfOrderSequenceNumber,
+        PartitionError::Storage(other) => {
+            tracing::error!(topic, partition, "storage failure: {other}");
+            ErrorCode::KafkaStorageError
+        }
+    }
+}

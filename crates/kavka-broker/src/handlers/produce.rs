@@ -3,7 +3,7 @@
 //! topic's flush policy says so).
 
 use crate::broker::Broker;
-use crate::partition::{Partition, PartitionError};
+use crate::partition::Partition;
 use crate::replica_manager::now_ms;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -11,7 +11,6 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kavka_protocol::error::ErrorCode;
 use kavka_protocol::record_batch::{self, BatchError};
-use kavka_storage::{ProducerStateError, StorageError};
 use std::sync::Arc;
 
 /// Why a partition's records were refused, before touching the log.
@@ -61,26 +60,6 @@ fn validate(records: &[u8], version: i16) -> Result<(), (ErrorCode, String)> {
         ));
     }
     Ok(())
-}
-
-fn storage_error(e: &PartitionError) -> ErrorCode {
-    match e {
-        PartitionError::NotHosted => ErrorCode::NotLeaderOrFollower,
-        PartitionError::Storage(StorageError::RecordTooLarge { .. }) => ErrorCode::MessageTooLarge,
-        PartitionError::Storage(StorageError::CorruptBatch(_)) => ErrorCode::CorruptMessage,
-        PartitionError::Storage(StorageError::OffsetOutOfRange { .. }) => {
-            ErrorCode::OffsetOutOfRange
-        }
-        // Kafka 3.x answers a zombie epoch on Produce with INVALID_PRODUCER_EPOCH (KIP-588),
-        // not PRODUCER_FENCED, and a gap with OUT_OF_ORDER_SEQUENCE_NUMBER.
-        PartitionError::Storage(StorageError::Producer(
-            ProducerStateError::InvalidProducerEpoch { .. },
-        )) => ErrorCode::InvalidProducerEpoch,
-        PartitionError::Storage(StorageError::Producer(
-            ProducerStateError::OutOfOrderSequence { .. },
-        )) => ErrorCode::OutOfOrderSequenceNumber,
-        PartitionError::Storage(_) => ErrorCode::KafkaStorageError,
-    }
 }
 
 struct Appended {
@@ -146,10 +125,7 @@ fn append_all(b: &Broker, req: &ProduceRequest, version: i16, convert: ConvertFn
                     });
                 }
                 Err(e) => {
-                    let code = storage_error(&e);
-                    if code == ErrorCode::KafkaStorageError {
-                        tracing::error!(topic = %topic.name.0, partition = p.index, "append failed: {e}");
-                    }
+                    let code = super::partition_error_code(&e, &topic.name, p.index);
                     out.push(response(code, Some(e.to_string())));
                 }
             }
@@ -217,7 +193,8 @@ pub async fn handle_with(
         let mut response = a.response;
         if let Some((part, offset)) = a.durable_wait {
             if let Err(e) = part.wait_durable(offset).await {
-                response = error_response(response.index, storage_error(&e), Some(e.to_string()));
+                let code = super::partition_error_code(&e, &part.topic, part.index);
+                response = error_response(response.index, code, Some(e.to_string()));
             }
         }
         if let Some(t) = topics.get_mut(a.topic) {
