@@ -25,7 +25,10 @@ pub fn encode_response<R: Encodable>(
 ) -> Reply {
     let header_version = api.response_header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut buf = BytesMut::with_capacity(256);
+    // Sized up front: a fetch response carries up to megabytes of records, and growing the
+    // buffer by doubling would copy them several times.
+    let body_size = body.compute_size(version).unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(4 + 16 + body_size);
     buf.put_i32(0);
     let result = header
         .encode(&mut buf, header_version)
