@@ -15,6 +15,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod flush;
+mod index_entries;
 mod log;
 mod offset_index;
 mod producer_state;

@@ -3,12 +3,11 @@
 //! of the batch whose base offset it names, so a lookup gives a position from which a short
 //! forward scan of batch headers reaches any offset.
 //!
-//! Entries live in memory (a `Vec`, no mmap) and are appended to the `.index` file as they are
-//! added; the file is only read back when a segment is opened.
+//! Entries are kept by [`IndexEntries`]: in memory, appended to the `.index` file.
 
+use crate::index_entries::{IndexEntries, IndexEntry};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 /// Bytes per on-disk entry.
 pub(crate) const ENTRY_SIZE: usize = 8;
@@ -22,29 +21,38 @@ pub(crate) struct OffsetEntry {
 #[derive(Debug)]
 pub(crate) struct OffsetIndex {
     base_offset: i64,
-    entries: Vec<OffsetEntry>,
+    entries: IndexEntries<OffsetEntry>,
+}
+
+impl IndexEntry for OffsetEntry {
+    const SIZE: usize = ENTRY_SIZE;
+
+    fn encode_into(&self, out: &mut [u8]) {
+        out[..4].copy_from_slice(&self.relative_offset.to_be_bytes());
+        out[4..8].copy_from_slice(&self.position.to_be_bytes());
+    }
+
+    fn decode(c: &[u8]) -> Self {
+        OffsetEntry {
+            relative_offset: u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+            position: u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+        }
+    }
 }
 
 impl OffsetIndex {
     pub(crate) fn new(base_offset: i64) -> Self {
         OffsetIndex {
             base_offset,
-            entries: Vec::new(),
+            entries: IndexEntries::new(),
         }
     }
 
     /// Parses the file contents; a trailing partial entry (torn write) is ignored.
     pub(crate) fn parse(base_offset: i64, bytes: &[u8]) -> Self {
-        let entries = bytes
-            .chunks_exact(ENTRY_SIZE)
-            .map(|c| OffsetEntry {
-                relative_offset: u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
-                position: u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
-            })
-            .collect();
         OffsetIndex {
             base_offset,
-            entries,
+            entries: IndexEntries::parse(bytes),
         }
     }
 
@@ -57,7 +65,7 @@ impl OffsetIndex {
         offset_limit: Option<i64>,
     ) -> Result<(), String> {
         let mut prev: Option<OffsetEntry> = None;
-        for e in &self.entries {
+        for e in self.entries.iter() {
             if let Some(p) = prev {
                 if e.relative_offset <= p.relative_offset || e.position <= p.position {
                     return Err(format!("entries not increasing: {p:?} then {e:?}"));
@@ -141,37 +149,20 @@ impl OffsetIndex {
             relative_offset: rel,
             position: pos,
         };
-        if let Some(f) = file {
-            f.write_all_at(&encode(&entry), (self.entries.len() * ENTRY_SIZE) as u64)?;
-        }
-        self.entries.push(entry);
-        Ok(())
+        self.entries.push(entry, file)
     }
 
     pub(crate) fn truncate_entries(&mut self, keep: usize, file: Option<&File>) -> io::Result<()> {
-        if keep < self.entries.len() {
-            self.entries.truncate(keep);
-        }
-        if let Some(f) = file {
-            f.set_len((self.entries.len() * ENTRY_SIZE) as u64)?;
-        }
-        Ok(())
+        self.entries.truncate(keep, file)
     }
 
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        self.entries.iter().flat_map(encode).collect()
+        self.entries.to_bytes()
     }
 
     pub(crate) fn shrink_to_fit(&mut self) {
         self.entries.shrink_to_fit();
     }
-}
-
-fn encode(e: &OffsetEntry) -> [u8; ENTRY_SIZE] {
-    let mut b = [0u8; ENTRY_SIZE];
-    b[..4].copy_from_slice(&e.relative_offset.to_be_bytes());
-    b[4..].copy_from_slice(&e.position.to_be_bytes());
-    b
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 //! offset index entry when the segment's max timestamp grew, and once more when the segment
 //! is sealed, so the last entry holds the segment's largest timestamp.
 
+use crate::index_entries::{IndexEntries, IndexEntry};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 /// Bytes per on-disk entry.
 pub(crate) const ENTRY_SIZE: usize = 12;
@@ -21,29 +21,41 @@ pub(crate) struct TimeEntry {
 #[derive(Debug)]
 pub(crate) struct TimeIndex {
     base_offset: i64,
-    entries: Vec<TimeEntry>,
+    entries: IndexEntries<TimeEntry>,
+}
+
+impl IndexEntry for TimeEntry {
+    const SIZE: usize = ENTRY_SIZE;
+
+    fn encode_into(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.timestamp.to_be_bytes());
+        out[8..12].copy_from_slice(&self.relative_offset.to_be_bytes());
+    }
+
+    fn decode(c: &[u8]) -> Self {
+        decode(c)
+    }
 }
 
 impl TimeIndex {
     pub(crate) fn new(base_offset: i64) -> Self {
         TimeIndex {
             base_offset,
-            entries: Vec::new(),
+            entries: IndexEntries::new(),
         }
     }
 
     pub(crate) fn parse(base_offset: i64, bytes: &[u8]) -> Self {
-        let entries = bytes.chunks_exact(ENTRY_SIZE).map(decode).collect();
         TimeIndex {
             base_offset,
-            entries,
+            entries: IndexEntries::parse(bytes),
         }
     }
 
     /// Checks ordering and that offsets stay below `offset_limit` (the segment's end).
     pub(crate) fn sanity_check(&self, offset_limit: Option<i64>) -> Result<(), String> {
         let mut prev: Option<TimeEntry> = None;
-        for e in &self.entries {
+        for e in self.entries.iter() {
             if let Some(p) = prev {
                 if e.timestamp <= p.timestamp || e.relative_offset < p.relative_offset {
                     return Err(format!("entries not increasing: {p:?} then {e:?}"));
@@ -101,25 +113,15 @@ impl TimeIndex {
             timestamp,
             relative_offset: rel,
         };
-        if let Some(f) = file {
-            f.write_all_at(&encode(&entry), (self.entries.len() * ENTRY_SIZE) as u64)?;
-        }
-        self.entries.push(entry);
-        Ok(())
+        self.entries.push(entry, file)
     }
 
     pub(crate) fn truncate_entries(&mut self, keep: usize, file: Option<&File>) -> io::Result<()> {
-        if keep < self.entries.len() {
-            self.entries.truncate(keep);
-        }
-        if let Some(f) = file {
-            f.set_len((self.entries.len() * ENTRY_SIZE) as u64)?;
-        }
-        Ok(())
+        self.entries.truncate(keep, file)
     }
 
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        self.entries.iter().flat_map(encode).collect()
+        self.entries.to_bytes()
     }
 
     pub(crate) fn shrink_to_fit(&mut self) {
@@ -135,13 +137,6 @@ pub(crate) fn decode(c: &[u8]) -> TimeEntry {
         timestamp: i64::from_be_bytes(ts),
         relative_offset: u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
     }
-}
-
-fn encode(e: &TimeEntry) -> [u8; ENTRY_SIZE] {
-    let mut b = [0u8; ENTRY_SIZE];
-    b[..8].copy_from_slice(&e.timestamp.to_be_bytes());
-    b[8..].copy_from_slice(&e.relative_offset.to_be_bytes());
-    b
 }
 
 #[cfg(test)]
