@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod log_config;
 pub mod network;
