@@ -6,7 +6,7 @@
 //!
 //! - [`Connection`]: one TCP connection, framing and correlation ids.
 //! - [`Cluster`]: bootstrap, metadata cache, per-broker connections, leader lookup.
-//! - [`Admin`]: topics and configs.
+//! - [`Admin`]: topics and configs; consumer groups and their offsets (`group_admin`).
 //! - [`Producer`]: batches records per partition and sends them to the leaders.
 //! - [`Consumer`]: assigned partitions, offset resolution and the fetch loop.
 
@@ -14,7 +14,10 @@ pub mod admin;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;
+pub mod consumer_protocol;
+pub mod coordinator;
 pub mod error;
+pub mod group_admin;
 pub mod partitioner;
 pub mod producer;
 pub mod topic_id;
@@ -24,6 +27,9 @@ pub use cluster::{BrokerMetadata, ClientConfig, Cluster, PartitionMetadata, Topi
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetSpec};
 pub use error::ClientError;
+pub use group_admin::{
+    GroupDescription, GroupListing, MemberDescription, OffsetAndMetadata, TopicPartition,
+};
 pub use kafka_protocol::records::Compression;
 pub use producer::{Acks, ProduceAck, Producer, ProducerConfig, ProducerRecord};
 
