@@ -277,3 +277,35 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "broker_config(**props): extra server properties for the broker fixture"
     )
+
+
+# Consumer-group tests: Kafka's group timeouts are tuned for production (a 3 s initial rebalance
+# delay, a 6 s minimum session); these make a rebalance take well under a second and an
+# abandoned member's eviction a few seconds, so the group tests stay short. Keys follow Kafka's.
+GROUP_BROKER_CONFIG = {
+    "group.initial.rebalance.delay.ms": 0,
+    "group.min.session.timeout.ms": 1000,
+    "group.max.session.timeout.ms": 60000,
+    "offsets.topic.num.partitions": 4,
+    "offsets.retention.minutes": 10080,
+    "offsets.retention.check.interval.ms": 600000,
+    # KIP-848 (group.protocol=consumer): heartbeat and session tuned down the same way.
+    "group.consumer.heartbeat.interval.ms": 500,
+    "group.consumer.session.timeout.ms": 6000,
+}
+
+
+@pytest.fixture
+def group_broker_proc(request, tmp_path):
+    """A running `Broker` with GROUP_BROKER_CONFIG (plus any @pytest.mark.broker_config)."""
+    marker = request.node.get_closest_marker("broker_config")
+    overrides = {**GROUP_BROKER_CONFIG, **(dict(marker.kwargs) if marker else {})}
+    b = _start_broker(request, tmp_path, overrides)
+    yield b
+    _finish_broker(request, b)
+
+
+@pytest.fixture
+def group_broker(group_broker_proc) -> str:
+    """Bootstrap address of a fresh broker with short group timeouts (GROUP_BROKER_CONFIG)."""
+    return group_broker_proc.bootstrap

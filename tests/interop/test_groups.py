@@ -1,0 +1,1085 @@
+"""Consumer groups with real clients (confluent-kafka / librdkafka and kafka-python) and with
+hand-built requests: membership and rebalancing, committed offsets, static membership, the
+cooperative-sticky assignor, KIP-848, the admin API, and Kafka's error codes for bad input.
+
+Every broker here runs with GROUP_BROKER_CONFIG (conftest.py): no initial rebalance delay and
+a 1 s minimum session timeout, so members use session.timeout.ms=6000 and a 500 ms heartbeat.
+Assignments are observed through the rebalance callbacks; an `Ownership` ledger fails the test
+if a partition is ever handed to a member while another still holds it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions
+from helpers import (
+    RDKAFKA_LOGGER,
+    RawConn,
+    admin,
+    create_topic,
+    flush,
+    kstr,
+    parse_api_versions_v0,
+    producer,
+)
+
+PARTITIONS = 6
+SESSION_MS = 6000
+HEARTBEAT_MS = 500
+# Upper bound for any single wait on the group (a rebalance, an eviction after SESSION_MS).
+SETTLE_S = 30.0
+
+# Kafka error codes used below.
+NONE = 0
+UNKNOWN_TOPIC_OR_PARTITION = 3
+COORDINATOR_LOAD_IN_PROGRESS = 14
+COORDINATOR_NOT_AVAILABLE = 15
+NOT_COORDINATOR = 16
+ILLEGAL_GENERATION = 22
+INCONSISTENT_GROUP_PROTOCOL = 23
+UNKNOWN_MEMBER_ID = 25
+REBALANCE_IN_PROGRESS = 27
+NON_EMPTY_GROUP = 68
+MEMBER_ID_REQUIRED = 79
+
+# API keys.
+OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR = 8, 9, 10
+JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP = 11, 12, 13, 14
+API_VERSIONS = 18
+CONSUMER_GROUP_HEARTBEAT = 68
+
+
+def group_of(topic: str) -> str:
+    return f"g-{topic}"
+
+
+def produce_spread(bootstrap: str, topic: str, per_partition: int, tag: str = "v") -> None:
+    """`per_partition` records into every partition, in order, values "<tag>-<p>-<i>"."""
+    p = producer(bootstrap, **{"acks": "all"})
+    for i in range(per_partition):
+        for part in range(PARTITIONS):
+            p.produce(topic, value=f"{tag}-{part}-{i}".encode(), partition=part)
+    flush(p)
+
+
+# ----------------------------------------------------------------------------------------------
+# confluent-kafka members observed through their rebalance callbacks
+# ----------------------------------------------------------------------------------------------
+
+def group_consumer(bootstrap: str, group: str, **conf) -> Consumer:
+    base = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "session.timeout.ms": SESSION_MS,
+        "heartbeat.interval.ms": HEARTBEAT_MS,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+        "socket.timeout.ms": 10000,
+        "logger": RDKAFKA_LOGGER,
+    }
+    for k, v in conf.items():  # None removes a default
+        if v is None:
+            base.pop(k, None)
+        else:
+            base[k] = v
+    return Consumer(base)
+
+
+class Ownership:
+    """Who holds which partition, from assign/revoke events; records every double ownership."""
+
+    def __init__(self):
+        self.owner: dict[int, str] = {}
+        self.violations: list[str] = []
+
+    def acquire(self, member: str, parts: set[int]) -> None:
+        for p in parts:
+            other = self.owner.get(p)
+            if other is not None and other != member:
+                self.violations.append(f"partition {p} assigned to {member} while {other} owns it")
+            self.owner[p] = member
+
+    def release(self, member: str, parts: set[int]) -> None:
+        for p in parts:
+            if self.owner.get(p) == member:
+                del self.owner[p]
+
+
+class Member:
+    """One in-process confluent-kafka group member; `poll()` serves its callbacks."""
+
+    def __init__(self, name: str, bootstrap: str, group: str, topic: str, ledger: Ownership, **conf):
+        self.name = name
+        self.ledger = ledger
+        self.owned: set[int] = set()
+        self.events: list[tuple[str, list[int]]] = []
+        self.messages: list = []
+        self.errors: list = []
+        self.consumer = group_consumer(bootstrap, group, **conf)
+        self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        self.closed = False
+
+    def _on_assign(self, _c, parts):
+        ps = {tp.partition for tp in parts}
+        self.events.append(("assign", sorted(ps)))
+        self.ledger.acquire(self.name, ps)
+        self.owned |= ps
+
+    def _on_revoke(self, _c, parts):
+        ps = {tp.partition for tp in parts}
+        self.events.append(("revoke", sorted(ps)))
+        self.ledger.release(self.name, ps)
+        self.owned -= ps
+
+    def _on_lost(self, _c, parts):
+        ps = {tp.partition for tp in parts}
+        self.events.append(("lost", sorted(ps)))
+        self.ledger.release(self.name, ps)
+        self.owned -= ps
+
+    def poll(self, timeout: float = 0.05) -> None:
+        if self.closed:
+            return
+        m = self.consumer.poll(timeout)
+        if m is None:
+            return
+        if m.error() is not None:
+            self.errors.append(m.error())
+        else:
+            self.messages.append(m)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.consumer.close()
+            self.ledger.release(self.name, self.owned)
+            self.owned = set()
+
+
+def poll_until(members, cond, what: str, timeout: float = SETTLE_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in members:
+            m.poll()
+        if cond():
+            return
+    state = {m.name: (sorted(m.owned), m.events[-6:], [str(e) for e in m.errors[-3:]]) for m in members}
+    raise AssertionError(f"{what} not reached within {timeout}s; members: {state}")
+
+
+def poll_for(members, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for m in members:
+            m.poll()
+
+
+def split_evenly(owned_sets: list[set[int]], total: int = PARTITIONS) -> bool:
+    """Every partition owned exactly once and every member holds total/len(members) of them."""
+    union: set[int] = set()
+    for s in owned_sets:
+        if union & s:
+            return False
+        union |= s
+    return union == set(range(total)) and all(len(s) == total // len(owned_sets) for s in owned_sets)
+
+
+def close_all(members) -> None:
+    for m in members:
+        try:
+            m.close()
+        except Exception:  # closing must not hide the test's own failure
+            pass
+
+
+# ----------------------------------------------------------------------------------------------
+# A group member in a child process, so that it can be killed with SIGKILL
+# ----------------------------------------------------------------------------------------------
+
+CHILD_MEMBER = r"""
+import json, sys, time
+from confluent_kafka import Consumer
+cfg = json.loads(sys.argv[1])
+def out(ev, parts):
+    print(json.dumps({"ev": ev, "p": sorted(tp.partition for tp in parts)}), flush=True)
+c = Consumer(cfg["conf"])
+c.subscribe([cfg["topic"]], on_assign=lambda _c, p: out("assign", p),
+            on_revoke=lambda _c, p: out("revoke", p), on_lost=lambda _c, p: out("lost", p))
+deadline = time.monotonic() + cfg["lifetime_s"]
+while time.monotonic() < deadline:
+    c.poll(0.1)
+c.close()
+"""
+
+
+class ChildMember:
+    """A confluent-kafka member in its own process; its assign/revoke events arrive as JSON lines."""
+
+    def __init__(self, name: str, bootstrap: str, group: str, topic: str, ledger: Ownership,
+                 lifetime_s: float = 90.0, **conf):
+        self.name = name
+        self.ledger = ledger
+        self.owned: set[int] = set()
+        self.events: list[tuple[str, list[int]]] = []
+        self.errors: list = []
+        full = {
+            "bootstrap.servers": bootstrap, "group.id": group, "session.timeout.ms": SESSION_MS,
+            "heartbeat.interval.ms": HEARTBEAT_MS, "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, **conf,
+        }
+        arg = json.dumps({"conf": full, "topic": topic, "lifetime_s": lifetime_s})
+        self.proc = subprocess.Popen([sys.executable, "-c", CHILD_MEMBER, arg], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.lines: queue.Queue = queue.Queue()
+        self.stderr: list[bytes] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def poll(self, timeout: float = 0.05) -> None:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return
+        ev = json.loads(line)
+        ps = set(ev["p"])
+        self.events.append((ev["ev"], sorted(ps)))
+        if ev["ev"] == "assign":
+            self.ledger.acquire(self.name, ps)
+            self.owned |= ps
+        else:
+            self.ledger.release(self.name, ps)
+            self.owned -= ps
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        # A killed member never revokes: the ledger lets its partitions go so that the
+        # survivors' takeover is not counted as double ownership.
+        self.ledger.release(self.name, self.owned)
+        self.owned = set()
+
+    def close(self) -> None:
+        self.kill9()
+
+    def log(self) -> str:
+        return b"".join(self.stderr).decode(errors="replace")[-3000:]
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. membership changes split the partitions with no double ownership
+# ----------------------------------------------------------------------------------------------
+
+def test_two_then_three_members_split_six_partitions(group_broker, topic_name):
+    create_topic(group_broker, topic_name, PARTITIONS)
+    group, ledger = group_of(topic_name), Ownership()
+    members = [Member("m1", group_broker, group, topic_name, ledger)]
+    try:
+        poll_until(members, lambda: members[0].owned == set(range(PARTITIONS)), "m1 alone owns all 6")
+        members.append(Member("m2", group_broker, group, topic_name, ledger))
+        poll_until(members, lambda: split_evenly([m.owned for m in members]), "2 members own 3 each")
+        members.append(Member("m3", group_broker, group, topic_name, ledger))
+        poll_until(members, lambda: split_evenly([m.owned for m in members]), "3 members own 2 each")
+        assert not ledger.violations, ledger.violations
+        for m in members:
+            assert {tp.partition for tp in m.consumer.assignment()} == m.owned, m.name
+        # Records reach exactly the owner of their partition.
+        produce_spread(group_broker, topic_name, 5)
+        poll_until(members, lambda: sum(len(m.messages) for m in members) >= 5 * PARTITIONS,
+                   "all 30 records consumed")
+        for m in members:
+            assert {msg.partition() for msg in m.messages} <= m.owned, m.name
+        got = sorted((msg.partition(), msg.offset()) for m in members for msg in m.messages)
+        assert got == sorted((p, o) for p in range(PARTITIONS) for o in range(5))
+        assert not ledger.violations, ledger.violations
+    finally:
+        close_all(members)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. a member killed without leaving is evicted after the session timeout
+# ----------------------------------------------------------------------------------------------
+
+def test_killed_member_partitions_move_after_session_timeout(group_broker, topic_name):
+    create_topic(group_broker, topic_name, PARTITIONS)
+    group, ledger = group_of(topic_name), Ownership()
+    a = Member("a", group_broker, group, topic_name, ledger)
+    b = Member("b", group_broker, group, topic_name, ledger)
+    members = [a, b]
+    try:
+        poll_until(members, lambda: split_evenly([a.owned, b.owned]), "a and b own 3 each")
+        child = ChildMember("child", group_broker, group, topic_name, ledger)
+        members.append(child)
+        poll_until(members, lambda: split_evenly([m.owned for m in members]),
+                   "a, b and the child own 2 each")
+        lost = set(child.owned)
+        child.kill9()
+        members.remove(child)
+        poll_until(members, lambda: split_evenly([a.owned, b.owned]),
+                   f"the killed member's partitions {sorted(lost)} move to a and b",
+                   timeout=SESSION_MS / 1000 + SETTLE_S)
+        assert lost <= a.owned | b.owned
+        assert not ledger.violations, ledger.violations
+    finally:
+        close_all(members)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. consume half, commit, close; the next member resumes exactly there
+# ----------------------------------------------------------------------------------------------
+
+def test_commit_then_new_member_resumes_without_gap_or_duplicate(group_broker, topic_name):
+    create_topic(group_broker, topic_name, PARTITIONS)
+    produce_spread(group_broker, topic_name, 50)
+    total = 50 * PARTITIONS
+    group, ledger = group_of(topic_name), Ownership()
+
+    first = Member("first", group_broker, group, topic_name, ledger)
+    try:
+        poll_until([first], lambda: len(first.messages) >= total // 2, "first member reads half")
+        taken = first.messages[: total // 2]
+        next_offsets: dict[int, int] = {}
+        for m in taken:
+            next_offsets[m.partition()] = max(next_offsets.get(m.partition(), 0), m.offset() + 1)
+        committed = first.consumer.commit(
+            offsets=[TopicPartition(topic_name, p, o) for p, o in next_offsets.items()], asynchronous=False)
+        assert all(tp.error is None for tp in committed), committed
+    finally:
+        first.close()
+
+    second = Member("second", group_broker, group, topic_name, ledger)
+    try:
+        back = second.consumer.committed([TopicPartition(topic_name, p) for p in next_offsets], timeout=20)
+        assert {tp.partition: tp.offset for tp in back} == next_offsets
+        rest = total - len(taken)
+        poll_until([second], lambda: len(second.messages) >= rest, f"second member reads the other {rest}")
+        poll_for([second], 1.0)  # anything more would be a duplicate
+        seen = [(m.partition(), m.offset()) for m in taken] + [(m.partition(), m.offset()) for m in second.messages]
+        assert len(seen) == len(set(seen)), "a record was delivered twice"
+        assert sorted(seen) == sorted((p, o) for p in range(PARTITIONS) for o in range(50)), "a gap"
+        assert not second.errors, second.errors
+    finally:
+        second.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. committed offsets survive kill -9 of the broker
+# ----------------------------------------------------------------------------------------------
+
+def committed_with_retry(c: Consumer, tps: list[TopicPartition], timeout: float = SETTLE_S):
+    """committed(), retried while the coordinator is still loading __consumer_offsets."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            return c.committed(tps, timeout=10)
+        except KafkaException as e:
+            last = e
+            time.sleep(0.2)
+    raise AssertionError(f"committed() kept failing for {timeout}s: {last}")
+
+
+def test_committed_offsets_survive_broker_kill9(group_broker_proc, topic_name):
+    bootstrap = group_broker_proc.bootstrap
+    create_topic(bootstrap, topic_name, PARTITIONS)
+    produce_spread(bootstrap, topic_name, 20)
+    group = group_of(topic_name)
+    want = {p: 3 + 2 * p for p in range(PARTITIONS)}
+
+    c = group_consumer(bootstrap, group, logger=RDKAFKA_LOGGER)
+    try:
+        done = c.commit(offsets=[TopicPartition(topic_name, p, o) for p, o in want.items()], asynchronous=False)
+        assert all(tp.error is None for tp in done), done
+        # A second round on top, so replay has to keep the latest value per partition.
+        want = {p: o + 1 for p, o in want.items()}
+        done = c.commit(offsets=[TopicPartition(topic_name, p, o) for p, o in want.items()], asynchronous=False)
+        assert all(tp.error is None for tp in done), done
+    finally:
+        c.close()
+    group_broker_proc.restart(hard=True)
+
+    ledger = Ownership()
+    m = Member("after", bootstrap, group, topic_name, ledger)
+    try:
+        back = committed_with_retry(m.consumer, [TopicPartition(topic_name, p) for p in range(PARTITIONS)])
+        assert {tp.partition: tp.offset for tp in back} == want
+        remaining = sum(20 - o for o in want.values())
+        poll_until([m], lambda: len(m.messages) >= remaining, f"resume reads the {remaining} uncommitted")
+        firsts: dict[int, int] = {}
+        for msg in m.messages:
+            firsts.setdefault(msg.partition(), msg.offset())
+        assert firsts == want
+    finally:
+        m.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. static membership: a restart within the session timeout causes no rebalance
+# ----------------------------------------------------------------------------------------------
+
+def test_static_member_restart_causes_no_rebalance(group_broker, topic_name):
+    create_topic(group_broker, topic_name, PARTITIONS)
+    group, ledger = group_of(topic_name), Ownership()
+    session_ms = 10000
+    a = Member("a", group_broker, group, topic_name, ledger,
+               **{"group.instance.id": "static-a", "session.timeout.ms": session_ms})
+    members = [a]
+    try:
+        # a joins first and leads; the restarting member is a follower.
+        poll_until(members, lambda: a.owned == set(range(PARTITIONS)), "a alone owns all 6")
+        b = ChildMember("b", group_broker, group, topic_name, ledger,
+                        **{"group.instance.id": "static-b", "session.timeout.ms": session_ms})
+        members.append(b)
+        poll_until(members, lambda: split_evenly([a.owned, b.owned]), "a and the static child own 3 each")
+        b_parts = set(b.owned)
+        a_events = len(a.events)
+
+        killed_at = time.monotonic()
+        b.kill9()
+        members.remove(b)
+        b2 = ChildMember("b2", group_broker, group, topic_name, ledger,
+                         **{"group.instance.id": "static-b", "session.timeout.ms": session_ms})
+        members.append(b2)
+        poll_until(members, lambda: b2.owned == b_parts, "the restarted static member gets its partitions back")
+        # Past the old session's deadline: the replaced member id must not expire into a rebalance.
+        poll_for(members, max(0.0, session_ms / 1000 + 2 - (time.monotonic() - killed_at)))
+        assert a.events[a_events:] == [], f"the other member saw a rebalance: {a.events[a_events:]}"
+        assert a.owned == set(range(PARTITIONS)) - b_parts
+        assert b2.events == [("assign", sorted(b_parts))], b2.events
+
+        desc = admin(group_broker).describe_consumer_groups([group])[group].result(timeout=20)
+        assert desc.state == ConsumerGroupState.STABLE
+        assert sorted(m.group_instance_id for m in desc.members) == ["static-a", "static-b"]
+        assert not ledger.violations, ledger.violations
+    finally:
+        close_all(members)
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. cooperative-sticky: members give up only what moves
+# ----------------------------------------------------------------------------------------------
+
+def test_cooperative_sticky_rebalances_incrementally(group_broker, topic_name):
+    create_topic(group_broker, topic_name, PARTITIONS)
+    group, ledger = group_of(topic_name), Ownership()
+    conf = {"partition.assignment.strategy": "cooperative-sticky"}
+    a = Member("a", group_broker, group, topic_name, ledger, **conf)
+    members = [a]
+    try:
+        poll_until(members, lambda: a.owned == set(range(PARTITIONS)), "a alone owns all 6")
+        mark = len(a.events)
+        b = Member("b", group_broker, group, topic_name, ledger, **conf)
+        members.append(b)
+        poll_until(members, lambda: split_evenly([a.owned, b.owned]), "a and b own 3 each")
+        # a revoked exactly the three that moved, and never had everything taken away.
+        revoked = [set(p) for ev, p in a.events[mark:] if ev == "revoke"]
+        assert revoked and set().union(*revoked) == b.owned, a.events[mark:]
+        assert all(ev != "lost" for ev, _ in a.events), a.events
+
+        kept_a, kept_b = set(a.owned), set(b.owned)
+        c = Member("c", group_broker, group, topic_name, ledger, **conf)
+        members.append(c)
+        poll_until(members, lambda: split_evenly([m.owned for m in members]), "a, b and c own 2 each")
+        # Sticky: a and b only lost partitions, none moved between them.
+        assert a.owned <= kept_a and b.owned <= kept_b
+
+        kept_a, kept_b = set(a.owned), set(b.owned)
+        c.close()
+        members.remove(c)
+        poll_until(members, lambda: split_evenly([a.owned, b.owned]), "c's partitions go to a and b")
+        assert kept_a <= a.owned and kept_b <= b.owned, "a survivor lost a partition when c left"
+        assert not ledger.violations, ledger.violations
+    finally:
+        close_all(members)
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. kafka-python: subscribe, consume, commit, close; the next run resumes
+# ----------------------------------------------------------------------------------------------
+
+def kp_consumer(bootstrap: str, group: str, topic: str):
+    from kafka import KafkaConsumer
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
+        enable_auto_commit=False, session_timeout_ms=SESSION_MS, heartbeat_interval_ms=HEARTBEAT_MS,
+        request_timeout_ms=30000, api_version_auto_timeout_ms=10000,
+    )
+    c.subscribe([topic])
+    return c
+
+
+def kp_take(c, n: int, timeout: float = SETTLE_S) -> list:
+    out: list = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        for recs in c.poll(timeout_ms=200, max_records=n - len(out)).values():
+            out.extend(recs)
+    assert len(out) == n, f"kafka-python read {len(out)} of {n} records in {timeout}s"
+    return out
+
+
+def test_kafka_python_group_commit_and_resume(group_broker, topic_name):
+    from kafka import TopicPartition as KTP
+    create_topic(group_broker, topic_name, PARTITIONS)
+    produce_spread(group_broker, topic_name, 10)
+    total, group = 10 * PARTITIONS, group_of(topic_name)
+
+    c = kp_consumer(group_broker, group, topic_name)
+    try:
+        first = kp_take(c, total // 2)
+        assert {tp.partition for tp in c.assignment()} == set(range(PARTITIONS))
+        c.commit()
+        expect = {}
+        for r in first:
+            expect[r.partition] = max(expect.get(r.partition, 0), r.offset + 1)
+        for p, o in expect.items():
+            assert c.committed(KTP(topic_name, p)) == o
+    finally:
+        c.close()
+
+    c = kp_consumer(group_broker, group, topic_name)
+    try:
+        second = kp_take(c, total - len(first))
+        extra = c.poll(timeout_ms=1000)
+        assert not any(extra.values()), f"records beyond the end: {extra}"
+        seen = [(r.partition, r.offset) for r in first + second]
+        assert sorted(seen) == sorted((p, o) for p in range(PARTITIONS) for o in range(10))
+        c.commit()
+    finally:
+        c.close()
+
+
+def test_kafka_python_two_members_split(group_broker, topic_name):
+    create_topic(group_broker, topic_name, PARTITIONS)
+    group = group_of(topic_name)
+    c1 = kp_consumer(group_broker, group, topic_name)
+    c2 = None
+    try:
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline and len(c1.assignment()) != PARTITIONS:
+            c1.poll(timeout_ms=100)
+        assert len(c1.assignment()) == PARTITIONS
+        c2 = kp_consumer(group_broker, group, topic_name)
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            c1.poll(timeout_ms=50)
+            c2.poll(timeout_ms=50)
+            s1 = {tp.partition for tp in c1.assignment()}
+            s2 = {tp.partition for tp in c2.assignment()}
+            if split_evenly([s1, s2]):
+                break
+        assert split_evenly([s1, s2]), (s1, s2)
+    finally:
+        c1.close()
+        if c2 is not None:
+            c2.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# 10. KIP-848: group.protocol=consumer
+# ----------------------------------------------------------------------------------------------
+
+def broker_api_versions(bootstrap: str) -> dict[int, tuple[int, int]]:
+    with RawConn(bootstrap) as c:
+        cid = c.send_request(API_VERSIONS, 0, b"")
+        got, body = c.recv_response()
+        assert got == cid
+        err, apis = parse_api_versions_v0(body)
+        assert err == NONE
+        return apis
+
+
+def test_kip848_consumer_protocol_split_and_leave(group_broker, topic_name):
+    if CONSUMER_GROUP_HEARTBEAT not in broker_api_versions(group_broker):
+        pytest.skip("the broker does not advertise ConsumerGroupHeartbeat (KIP-848) in ApiVersions")
+    create_topic(group_broker, topic_name, PARTITIONS)
+    group, ledger = group_of(topic_name), Ownership()
+    # The consumer protocol takes its timeouts and the assignor from the broker.
+    conf = {"group.protocol": "consumer", "session.timeout.ms": None, "heartbeat.interval.ms": None}
+
+    def new_member(name):
+        return Member(name, group_broker, group, topic_name, ledger, **conf)
+
+    a = new_member("a")
+    members = [a]
+    try:
+        poll_until(members, lambda: a.owned == set(range(PARTITIONS)), "a alone owns all 6")
+        b = new_member("b")
+        members.append(b)
+        poll_until(members, lambda: split_evenly([a.owned, b.owned]), "a and b own 3 each")
+        assert not ledger.violations, ledger.violations
+        produce_spread(group_broker, topic_name, 2)
+        poll_until(members, lambda: len(a.messages) + len(b.messages) >= 2 * PARTITIONS, "12 records consumed")
+        assert {m.partition() for m in a.messages} <= a.owned and {m.partition() for m in b.messages} <= b.owned
+        b.close()
+        members.remove(b)
+        poll_until(members, lambda: a.owned == set(range(PARTITIONS)), "b's partitions move to a after it leaves")
+        assert not ledger.violations, ledger.violations
+    finally:
+        close_all(members)
+
+
+# ----------------------------------------------------------------------------------------------
+# 11. the admin API on groups
+# ----------------------------------------------------------------------------------------------
+
+def test_admin_list_describe_offsets_alter_delete(group_broker, topic_name):
+    create_topic(group_broker, topic_name, PARTITIONS)
+    produce_spread(group_broker, topic_name, 4)
+    group, ledger = group_of(topic_name), Ownership()
+    a = admin(group_broker)
+    m = Member("m", group_broker, group, topic_name, ledger, **{"client.id": "admin-test-member"})
+    try:
+        poll_until([m], lambda: m.owned == set(range(PARTITIONS)), "member owns all 6")
+        done = m.consumer.commit(offsets=[TopicPartition(topic_name, p, p % 4) for p in range(PARTITIONS)],
+                                 asynchronous=False)
+        assert all(tp.error is None for tp in done), done
+
+        listed = a.list_consumer_groups(request_timeout=20).result(timeout=30)
+        assert not listed.errors, listed.errors
+        mine = [g for g in listed.valid if g.group_id == group]
+        assert len(mine) == 1 and mine[0].state == ConsumerGroupState.STABLE, listed.valid
+        assert not mine[0].is_simple_consumer_group
+        stable = a.list_consumer_groups(request_timeout=20, states={ConsumerGroupState.EMPTY}).result(timeout=30)
+        assert group not in {g.group_id for g in stable.valid}, "a stable group listed under the EMPTY filter"
+
+        desc = a.describe_consumer_groups([group])[group].result(timeout=30)
+        assert desc.group_id == group and desc.state == ConsumerGroupState.STABLE
+        assert desc.partition_assignor in ("range", "roundrobin"), desc.partition_assignor
+        assert len(desc.members) == 1
+        [member] = desc.members
+        assert member.client_id == "admin-test-member"
+        assert {(tp.topic, tp.partition) for tp in member.assignment.topic_partitions} == {
+            (topic_name, p) for p in range(PARTITIONS)}
+
+        req = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic_name, p) for p in range(PARTITIONS)])]
+        got = a.list_consumer_group_offsets(req)[group].result(timeout=30)
+        assert {tp.partition: tp.offset for tp in got.topic_partitions} == {p: p % 4 for p in range(PARTITIONS)}
+        # All offsets of the group (no partition list: OffsetFetch with null topics).
+        got_all = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
+        assert {(tp.topic, tp.partition, tp.offset) for tp in got_all.topic_partitions} == {
+            (topic_name, p, p % 4) for p in range(PARTITIONS)}
+
+        # Kafka refuses to delete a group with members, and to alter its offsets from outside.
+        with pytest.raises(KafkaException) as e:
+            a.delete_consumer_groups([group], request_timeout=20)[group].result(timeout=30)
+        assert e.value.args[0].code() == KafkaError.NON_EMPTY_GROUP, e.value
+        alter = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic_name, 0, 1)])]
+        try:
+            res = a.alter_consumer_group_offsets(alter)[group].result(timeout=30)
+            codes = {tp.error.code() if tp.error is not None else 0 for tp in res.topic_partitions}
+        except KafkaException as e:
+            codes = {e.args[0].code()}
+        assert codes == {KafkaError.UNKNOWN_MEMBER_ID}, codes
+    finally:
+        m.close()
+
+    # Empty now: offsets may be altered from outside and the group deleted.
+    alter = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic_name, p, 3) for p in range(PARTITIONS)])]
+    res = a.alter_consumer_group_offsets(alter)[group].result(timeout=30)
+    assert all(tp.error is None for tp in res.topic_partitions), res.topic_partitions
+    got = a.list_consumer_group_offsets(req)[group].result(timeout=30)
+    assert {tp.partition: tp.offset for tp in got.topic_partitions} == {p: 3 for p in range(PARTITIONS)}
+    desc = a.describe_consumer_groups([group])[group].result(timeout=30)
+    assert desc.state == ConsumerGroupState.EMPTY and desc.members == []
+
+    a.delete_consumer_groups([group], request_timeout=20)[group].result(timeout=30)
+    listed = a.list_consumer_groups(request_timeout=20).result(timeout=30)
+    assert group not in {g.group_id for g in listed.valid}
+    got = a.list_consumer_group_offsets(req)[group].result(timeout=30)
+    assert all(tp.offset < 0 for tp in got.topic_partitions), "offsets outlived their deleted group"
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. bad input through hand-built requests (non-flexible versions, request header v1)
+# ----------------------------------------------------------------------------------------------
+
+class Writer:
+    def __init__(self):
+        self.b = bytearray()
+
+    def i8(self, v):
+        self.b += struct.pack(">b", v)
+        return self
+
+    def i16(self, v):
+        self.b += struct.pack(">h", v)
+        return self
+
+    def i32(self, v):
+        self.b += struct.pack(">i", v)
+        return self
+
+    def i64(self, v):
+        self.b += struct.pack(">q", v)
+        return self
+
+    def s(self, v: str | None):
+        self.b += kstr(v)
+        return self
+
+    def bytes_(self, v: bytes | None):
+        if v is None:
+            self.b += struct.pack(">i", -1)
+        else:
+            self.b += struct.pack(">i", len(v)) + v
+        return self
+
+    def array(self, items, each):
+        if items is None:
+            self.b += struct.pack(">i", -1)
+            return self
+        self.b += struct.pack(">i", len(items))
+        for it in items:
+            each(self, it)
+        return self
+
+    def done(self) -> bytes:
+        return bytes(self.b)
+
+
+class Reader:
+    def __init__(self, data: bytes):
+        self.d, self.o = data, 0
+
+    def _take(self, fmt):
+        (v,) = struct.unpack_from(fmt, self.d, self.o)
+        self.o += struct.calcsize(fmt)
+        return v
+
+    def i8(self):
+        return self._take(">b")
+
+    def i16(self):
+        return self._take(">h")
+
+    def i32(self):
+        return self._take(">i")
+
+    def i64(self):
+        return self._take(">q")
+
+    def s(self):
+        n = self.i16()
+        if n < 0:
+            return None
+        v = self.d[self.o:self.o + n].decode()
+        self.o += n
+        return v
+
+    def bytes_(self):
+        n = self.i32()
+        if n < 0:
+            return None
+        v = self.d[self.o:self.o + n]
+        self.o += n
+        return v
+
+    def array(self, each):
+        n = self.i32()
+        return [] if n < 0 else [each(self) for _ in range(n)]
+
+
+def subscription(topics: list[str]) -> bytes:
+    """ConsumerProtocolSubscription v0: what the "consumer" protocol carries as member metadata."""
+    return Writer().i16(0).array(topics, lambda w, t: w.s(t)).bytes_(b"").done()
+
+
+def assignment(parts: dict[str, list[int]]) -> bytes:
+    """ConsumerProtocolAssignment v0."""
+    return (Writer().i16(0)
+            .array(list(parts.items()), lambda w, tp: w.s(tp[0]).array(tp[1], lambda w2, p: w2.i32(p)))
+            .bytes_(b"").done())
+
+
+def call(c: RawConn, api: int, version: int, body: bytes) -> Reader | None:
+    """One request and its response body; None when the broker closed the connection."""
+    cid = c.send_request(api, version, body)
+    resp = c.closed_or_response(wait=20.0)
+    if resp is None:
+        return None
+    got, payload = resp
+    assert got == cid, f"correlation id {got} != {cid}"
+    return Reader(payload)
+
+
+def find_coordinator(c: RawConn, group: str, timeout: float = SETTLE_S) -> tuple[int, str, int]:
+    """FindCoordinator v1, retried while the coordinator is not available or loading."""
+    deadline = time.monotonic() + timeout
+    err = None
+    while time.monotonic() < deadline:
+        r = call(c, FIND_COORDINATOR, 1, Writer().s(group).i8(0).done())
+        assert r is not None, "broker closed the connection on FindCoordinator"
+        r.i32()
+        err = r.i16()
+        r.s()  # error message
+        node, host, port = r.i32(), r.s(), r.i32()
+        if err == NONE:
+            return node, host, port
+        assert err in (COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR), err
+        time.sleep(0.1)
+    raise AssertionError(f"no coordinator for {group} within {timeout}s (last error {err})")
+
+
+def join_group(c: RawConn, group: str, member_id: str = "", version: int = 5,
+               protocols: list[tuple[str, bytes]] | None = None, instance_id: str | None = None,
+               session_ms: int = SESSION_MS, rebalance_ms: int = SESSION_MS) -> dict | None:
+    if protocols is None:
+        protocols = [("range", subscription(["t"]))]
+    w = Writer().s(group).i32(session_ms)
+    if version >= 1:
+        w.i32(rebalance_ms)
+    w.s(member_id)
+    if version >= 5:
+        w.s(instance_id)
+    w.s("consumer").array(protocols, lambda w2, p: w2.s(p[0]).bytes_(p[1]))
+    r = call(c, JOIN_GROUP, version, w.done())
+    if r is None:
+        return None
+    if version >= 2:
+        r.i32()
+    out = {"error": r.i16(), "generation": r.i32(), "protocol": r.s(), "leader": r.s(), "member_id": r.s()}
+
+    def member(rr):
+        mid = rr.s()
+        inst = rr.s() if version >= 5 else None
+        return (mid, inst, rr.bytes_())
+
+    out["members"] = r.array(member)
+    return out
+
+
+def sync_group(c: RawConn, group: str, generation: int, member_id: str,
+               assignments: list[tuple[str, bytes]]) -> tuple[int, bytes | None] | None:
+    body = (Writer().s(group).i32(generation).s(member_id).s(None)
+            .array(assignments, lambda w, a: w.s(a[0]).bytes_(a[1])).done())
+    r = call(c, SYNC_GROUP, 3, body)
+    if r is None:
+        return None
+    r.i32()
+    return r.i16(), r.bytes_()
+
+
+def heartbeat(c: RawConn, group: str, generation: int, member_id: str) -> int:
+    r = call(c, HEARTBEAT, 3, Writer().s(group).i32(generation).s(member_id).s(None).done())
+    assert r is not None, "broker closed the connection on Heartbeat"
+    r.i32()
+    return r.i16()
+
+
+def leave_group(c: RawConn, group: str, member_ids: list[str]) -> tuple[int, list[tuple[str, int]]]:
+    body = Writer().s(group).array(member_ids, lambda w, m: w.s(m).s(None)).done()
+    r = call(c, LEAVE_GROUP, 3, body)
+    assert r is not None, "broker closed the connection on LeaveGroup"
+    r.i32()
+    err = r.i16()
+    return err, r.array(lambda rr: (rr.s(), rr.s(), rr.i16())[::2])
+
+
+def offset_commit(c: RawConn, group: str, generation: int, member_id: str,
+                  offsets: dict[str, dict[int, int]]) -> dict[tuple[str, int], int]:
+    """OffsetCommit v7 -> {(topic, partition): error_code}."""
+    def topic(w, item):
+        name, parts = item
+        w.s(name).array(list(parts.items()), lambda w2, po: w2.i32(po[0]).i64(po[1]).i32(-1).s(None))
+
+    body = Writer().s(group).i32(generation).s(member_id).s(None).array(list(offsets.items()), topic).done()
+    r = call(c, OFFSET_COMMIT, 7, body)
+    assert r is not None, "broker closed the connection on OffsetCommit"
+    r.i32()
+    out = {}
+    for name, parts in r.array(lambda rr: (rr.s(), rr.array(lambda r2: (r2.i32(), r2.i16())))):
+        for p, err in parts:
+            out[(name, p)] = err
+    return out
+
+
+def offset_fetch(c: RawConn, group: str, topics: dict[str, list[int]]) -> tuple[int, dict[tuple[str, int], tuple[int, int]]]:
+    """OffsetFetch v5 -> (group error, {(topic, partition): (offset, error)})."""
+    body = Writer().s(group).array(list(topics.items()), lambda w, t: w.s(t[0]).array(t[1], lambda w2, p: w2.i32(p))).done()
+    r = call(c, OFFSET_FETCH, 5, body)
+    assert r is not None, "broker closed the connection on OffsetFetch"
+    r.i32()
+    out = {}
+    for name, parts in r.array(lambda rr: (rr.s(), rr.array(lambda r2: (r2.i32(), r2.i64(), r2.i32(), r2.s(), r2.i16())))):
+        for p, off, _epoch, _meta, err in parts:
+            out[(name, p)] = (off, err)
+    return r.i16(), out
+
+
+def join_alone(c: RawConn, group: str, topic: str) -> tuple[str, int]:
+    """MEMBER_ID_REQUIRED flow, then a SyncGroup as leader of a one-member group; bounded."""
+    deadline = time.monotonic() + SETTLE_S
+    member_id, last = "", None
+    while time.monotonic() < deadline:
+        j = join_group(c, group, member_id, protocols=[("range", subscription([topic]))])
+        assert j is not None, "broker closed the connection on JoinGroup"
+        last = j
+        if j["error"] == MEMBER_ID_REQUIRED:
+            member_id = j["member_id"]
+            continue
+        if j["error"] in (REBALANCE_IN_PROGRESS, COORDINATOR_LOAD_IN_PROGRESS):
+            time.sleep(0.1)
+            continue
+        assert j["error"] == NONE, j
+        member_id = j["member_id"]
+        assert j["leader"] == member_id and [m[0] for m in j["members"]] == [member_id], j
+        s = sync_group(c, group, j["generation"], member_id, [(member_id, assignment({topic: [0]}))])
+        assert s is not None, "broker closed the connection on SyncGroup"
+        if s[0] == REBALANCE_IN_PROGRESS:
+            continue
+        assert s[0] == NONE, s
+        return member_id, j["generation"]
+    raise AssertionError(f"could not join {group} alone within {SETTLE_S}s: {last}")
+
+
+def test_raw_join_member_id_required_then_join(group_broker, topic_name):
+    create_topic(group_broker, topic_name, 1)
+    group = group_of(topic_name)
+    with RawConn(group_broker) as c:
+        find_coordinator(c, group)
+        for version in (4, 5):
+            g = f"{group}-v{version}"
+            first = join_group(c, g, "", version=version, protocols=[("range", subscription([topic_name]))])
+            assert first is not None and first["error"] == MEMBER_ID_REQUIRED, first
+            assert first["member_id"], "MEMBER_ID_REQUIRED must carry the member id to use"
+            second = join_group(c, g, first["member_id"], version=version,
+                                protocols=[("range", subscription([topic_name]))])
+            assert second is not None and second["error"] == NONE, second
+            assert second["member_id"] == first["member_id"]
+            assert second["leader"] == first["member_id"] and second["generation"] >= 1
+            assert second["protocol"] == "range"
+            [(mid, _inst, meta)] = second["members"]
+            assert mid == first["member_id"] and meta == subscription([topic_name])
+            s = sync_group(c, g, second["generation"], mid, [(mid, assignment({topic_name: [0]}))])
+            assert s == (NONE, assignment({topic_name: [0]})), s
+            assert heartbeat(c, g, second["generation"], mid) == NONE
+        # Before v4 the coordinator assigns the member id in the same round trip.
+        old = join_group(c, f"{group}-v3", "", version=3, protocols=[("range", subscription([topic_name]))])
+        assert old is not None and old["error"] == NONE and old["member_id"], old
+
+
+def test_raw_unknown_member_and_illegal_generation(group_broker, topic_name):
+    create_topic(group_broker, topic_name, 1)
+    group = group_of(topic_name)
+    with RawConn(group_broker) as c:
+        find_coordinator(c, group)
+        member, gen = join_alone(c, group, topic_name)
+
+        assert heartbeat(c, group, gen, "no-such-member") == UNKNOWN_MEMBER_ID
+        s = sync_group(c, group, gen, "no-such-member", [])
+        assert s is not None and s[0] == UNKNOWN_MEMBER_ID, s
+        j = join_group(c, group, "no-such-member", protocols=[("range", subscription([topic_name]))])
+        assert j is not None and j["error"] == UNKNOWN_MEMBER_ID, j
+        errs = offset_commit(c, group, gen, "no-such-member", {topic_name: {0: 1}})
+        assert errs == {(topic_name, 0): UNKNOWN_MEMBER_ID}, errs
+
+        assert heartbeat(c, group, gen + 7, member) == ILLEGAL_GENERATION
+        errs = offset_commit(c, group, gen + 7, member, {topic_name: {0: 1}})
+        assert errs == {(topic_name, 0): ILLEGAL_GENERATION}, errs
+        s = sync_group(c, group, gen + 7, member, [])
+        assert s is not None and s[0] == ILLEGAL_GENERATION, s
+
+        # None of that disturbed the member: it still heartbeats and commits.
+        assert heartbeat(c, group, gen, member) == NONE
+        assert offset_commit(c, group, gen, member, {topic_name: {0: 5}}) == {(topic_name, 0): NONE}
+        err, got = offset_fetch(c, group, {topic_name: [0]})
+        assert err == NONE and got == {(topic_name, 0): (5, NONE)}, (err, got)
+        err, left = leave_group(c, group, [member, "no-such-member"])
+        assert err == NONE and dict(left) == {member: NONE, "no-such-member": UNKNOWN_MEMBER_ID}, (err, left)
+
+
+def test_raw_offset_commit_unknown_topic_or_partition(group_broker, topic_name):
+    create_topic(group_broker, topic_name, 2)
+    group = group_of(topic_name)
+    missing = f"{topic_name}-missing"
+    with RawConn(group_broker) as c:
+        find_coordinator(c, group)
+        # A standalone commit (generation -1, no member), as admin tools and assign() users do.
+        errs = offset_commit(c, group, -1, "", {topic_name: {0: 7, 1: 8, 2: 9, 99: 1}, missing: {0: 1}})
+        assert errs == {
+            (topic_name, 0): NONE, (topic_name, 1): NONE, (topic_name, 2): UNKNOWN_TOPIC_OR_PARTITION,
+            (topic_name, 99): UNKNOWN_TOPIC_OR_PARTITION, (missing, 0): UNKNOWN_TOPIC_OR_PARTITION,
+        }, errs
+        err, got = offset_fetch(c, group, {topic_name: [0, 1, 2]})
+        assert err == NONE
+        assert got[(topic_name, 0)] == (7, NONE) and got[(topic_name, 1)] == (8, NONE), got
+        assert got[(topic_name, 2)][0] == -1, got
+
+        # The same inside a live group, and the group keeps working afterwards.
+        member, gen = join_alone(c, group, topic_name)
+        errs = offset_commit(c, group, gen, member, {topic_name: {1: 11, 5: 1}, missing: {3: 1}})
+        assert errs == {(topic_name, 1): NONE, (topic_name, 5): UNKNOWN_TOPIC_OR_PARTITION,
+                        (missing, 3): UNKNOWN_TOPIC_OR_PARTITION}, errs
+        assert heartbeat(c, group, gen, member) == NONE
+        err, got = offset_fetch(c, group, {topic_name: [0, 1]})
+        assert err == NONE and got == {(topic_name, 0): (7, NONE), (topic_name, 1): (11, NONE)}, got
+
+
+def test_raw_join_with_empty_protocol_list(group_broker, topic_name):
+    create_topic(group_broker, topic_name, 1)
+    group = group_of(topic_name)
+    with RawConn(group_broker) as c:
+        find_coordinator(c, group)
+        for version in (3, 5):
+            j = join_group(c, group, "", version=version, protocols=[])
+            assert j is not None and j["error"] == INCONSISTENT_GROUP_PROTOCOL, j
+        # Nothing was left behind: the group forms normally.
+        member, gen = join_alone(c, group, topic_name)
+        # A protocol no member shares is refused too.
+        with RawConn(group_broker) as c2:
+            j = join_group(c2, group, "", version=3, protocols=[("no-such-assignor", b"")])
+            assert j is not None and j["error"] == INCONSISTENT_GROUP_PROTOCOL, j
+        assert heartbeat(c, group, gen, member) == NONE
+
+
+def test_raw_oversized_member_metadata(group_broker, topic_name):
+    create_topic(group_broker, topic_name, 1)
+    group = group_of(topic_name)
+    huge = subscription([topic_name]) + os.urandom(4 << 20)  # 4 MiB, far above message.max.bytes
+    with RawConn(group_broker) as bystander, RawConn(group_broker) as c:
+        find_coordinator(bystander, group)
+        outcome, member_id = [], ""
+        # Follow the join flow for as long as the broker goes along with it.
+        for _ in range(3):
+            j = join_group(c, group, member_id, protocols=[("range", huge)], session_ms=SESSION_MS,
+                           rebalance_ms=SESSION_MS)
+            if j is None:
+                outcome.append("closed")
+                break
+            outcome.append(j["error"])
+            if j["error"] == MEMBER_ID_REQUIRED:
+                member_id = j["member_id"]
+                continue
+            if j["error"] == NONE:
+                member_id = j["member_id"]
+                s = sync_group(c, group, j["generation"], member_id, [(member_id, assignment({topic_name: [0]}))])
+                outcome.append("sync:" + ("closed" if s is None else str(s[0])))
+            break
+        print(f"oversized member metadata: {outcome}")
+        if member_id:
+            leave_group(bystander, group, [member_id])  # whatever it became, take it out
+
+        # The other connection and the group are unaffected.
+        with RawConn(group_broker) as fresh:
+            member, gen = join_alone(fresh, group, topic_name)
+            assert heartbeat(fresh, group, gen, member) == NONE
+            assert offset_commit(fresh, group, gen, member, {topic_name: {0: 1}}) == {(topic_name, 0): NONE}
+        assert heartbeat(bystander, group, gen, member) == NONE
+
