@@ -39,6 +39,17 @@ pub struct LogConfig {
     pub file_delete_delay_ms: i64,
     /// `producer.id.expiration.ms` (a broker setting): forget an idle producer's state.
     pub producer_id_expiration_ms: i64,
+    /// `cleanup.policy` contains `compact`: the log cleaner keeps the latest value per key.
+    pub compact: bool,
+    /// `min.cleanable.dirty.ratio`: clean when dirty bytes / cleanable bytes reach this.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `delete.retention.ms`: how long a tombstone stays after its batch was first cleaned.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: segments with newer records are not cleaned yet.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log whose oldest dirty record is older is cleaned whatever
+    /// its dirty ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -56,6 +67,11 @@ impl Default for LogConfig {
             message_timestamp_type: TimestampType::CreateTime,
             file_delete_delay_ms: 60_000,
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
+            compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }

@@ -23,6 +23,10 @@ pub enum StorageError {
     OffsetOverflow { log_end: i64, records: i64 },
     #[error("empty append: no record batch in the request")]
     EmptyAppend,
+    /// A record the topic does not accept (a record without a key in a compacted topic):
+    /// Kafka's `INVALID_RECORD`.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
     /// An idempotent batch was refused (zombie epoch or sequence gap).
     #[error(transparent)]
     Producer(#[from] crate::producer_state::ProducerStateError),

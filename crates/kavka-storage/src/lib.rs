@@ -3,8 +3,8 @@
 //! One [`Log`] per partition directory, modelled on Apache Kafka's `UnifiedLog` /
 //! `LocalLog` / `LogSegment` split: segments of whole v2 record batches named by base offset,
 //! a sparse offset index and a time index per segment, crash recovery that truncates a torn
-//! tail, retention by time and size, and DeleteRecords. Batches are stored exactly as the
-//! producer sent them, with only the base offset (and LogAppendTime) rewritten.
+//! tail, retention by time and size, DeleteRecords, and compaction (the [`Cleaner`]).
+//! Batches are stored exactly as the producer sent them, with only the base offset (and LogAppendTime) rewritten.
 //!
 //! The broker wraps each `Log` in a mutex. Nothing slow happens under it: appends write to
 //! the OS page cache, reads return a [`ReadPlan`] executed with positional reads after the
@@ -12,29 +12,37 @@
 
 mod batch_reader;
 mod checkpoint;
+mod cleaner;
+mod cleaner_checkpoint;
 mod config;
 mod error;
 mod flush;
 mod index_entries;
 mod log;
 mod offset_index;
+mod offset_map;
 mod producer_state;
 mod read_plan;
+mod record_filter;
 mod recovery;
 mod retention;
 mod segment;
+mod segment_swap;
 mod time_index;
 
+pub use cleaner::{CleanableLog, CleanedLog, Cleaner, CleanerConfig, CleanerError, CleanerStats};
 pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use flush::FlushJob;
-pub use log::{AppendInfo, Log};
+pub use log::{AppendInfo, Log, SwapOutcome};
 pub use producer_state::{
     increment_sequence, BatchMetadata, ProducerEntry, ProducerStateError, ProducerStateManager,
     NUM_BATCHES_TO_RETAIN,
 };
 pub use read_plan::{ReadChunk, ReadPlan};
 
+#[cfg(test)]
+mod cleaner_tests;
 #[cfg(test)]
 mod producer_tests;
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -14,12 +15,15 @@ use kavka_protocol::record_batch::{self, BatchError};
 use tracing::{info, warn};
 
 use crate::checkpoint::{self, Checkpoint};
+use crate::cleaner::{CleanableLog, CleanedLog, SourceSegment};
+use crate::cleaner_checkpoint;
 use crate::flush::FlushJob;
 use crate::producer_state::{self, Check, ProducerBatch, ProducerStateManager};
 use crate::read_plan::ReadPlan;
 use crate::recovery;
 use crate::retention::{self, SegmentStat};
 use crate::segment::{LogSegment, PendingBatch};
+use crate::segment_swap;
 use crate::{LogConfig, StorageError, TimestampType};
 
 /// Write the recovery point checkpoint after this many appended bytes became durable
@@ -28,6 +32,8 @@ use crate::{LogConfig, StorageError, TimestampType};
 const CHECKPOINT_EVERY_BYTES: u64 = 64 * 1024 * 1024;
 /// Producer-state snapshots kept; older ones go when a new one is written.
 const SNAPSHOTS_RETAINED: usize = 3;
+/// Cap on a batch inflated to check its keys on append to a compacted log.
+const DECOMPRESS_LIMIT: usize = 256 * 1024 * 1024;
 
 /// What an append did, for the Produce response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +71,26 @@ pub struct Log {
     pending_deletes: Vec<(PathBuf, i64)>,
     /// Idempotent producers' epochs and last batches, derived from the log.
     producer_state: ProducerStateManager,
+    /// The cleaner checkpoint: below it the log was compacted (`cleaner-offset.checkpoint`).
+    first_dirty_offset: i64,
+    /// Bumped by every truncation, so a cleaner round started before one is not swapped in.
+    generation: u64,
+    /// Earliest delete horizon of the tombstones the cleaner kept (not persisted: after a
+    /// restart they go in the next round that dirt triggers).
+    delete_horizon: Option<i64>,
+}
+
+/// What [`Log::swap_cleaned`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SwapOutcome {
+    /// The cleaned segments replaced `segments_replaced` old ones.
+    Swapped {
+        segments_replaced: usize,
+        segments_written: usize,
+    },
+    /// The log changed while the cleaner worked (retention, truncation, DeleteRecords);
+    /// nothing was replaced and the cleaned files were removed.
+    Aborted(&'static str),
 }
 
 impl std::fmt::Debug for Log {
@@ -102,6 +128,15 @@ impl Log {
             now_hint_ms: now_ms,
             pending_deletes: Vec::new(),
             producer_state: ProducerStateManager::new(),
+            first_dirty_offset: 0,
+            generation: 0,
+            delete_horizon: None,
+        };
+        let log_end = log.log_end_offset();
+        log.first_dirty_offset = match cleaner_checkpoint::read(dir)? {
+            // A checkpoint past the log end belongs to data that is gone: clean it all.
+            Some(o) if o <= log_end => o.max(log.log_start_offset),
+            _ => log.log_start_offset,
         };
         if loaded.clean && producer_state::list_snapshots(dir)?.is_empty() {
             // Kafka's shortcut: a cleanly closed log without any snapshot predates producer
@@ -211,6 +246,9 @@ impl Log {
                     count: h.records_count,
                     last_offset_delta: h.last_offset_delta,
                 }));
+            }
+            if self.config.compact {
+                check_keys(rest.get(..len).unwrap_or_default(), &h)?;
             }
             records += h.records_count as usize;
             producer_batches.push(ProducerBatch::of(&h));
@@ -736,9 +774,175 @@ impl Log {
             (self.recovery_point < self.log_end_offset()).then_some(self.last_append_ms);
         // A lowered recovery point must be durable before anything is appended again.
         self.write_checkpoint()?;
+        self.generation += 1;
+        let log_end = self.log_end_offset();
+        if self.first_dirty_offset > log_end {
+            self.first_dirty_offset = log_end;
+            cleaner_checkpoint::write(&self.dir, log_end)?;
+        }
         // Producer state past the truncation point is void: rebuild it from what is left.
         self.load_producer_state()?;
         Ok(())
+    }
+
+    /// The cleaner checkpoint: the first offset not yet compacted.
+    pub fn first_dirty_offset(&self) -> i64 {
+        self.first_dirty_offset.max(self.log_start_offset)
+    }
+
+    /// Snapshot of the cleanable part of a compacted log (cheap; call under the lock):
+    /// the sealed segments below the first uncleanable offset, which is the active
+    /// segment's base or, with `min.compaction.lag.ms`, the first dirty segment holding a
+    /// record younger than the lag. `None` when the log is not compacted or nothing is dirty.
+    pub fn cleanable(&self, now_ms: i64) -> Option<CleanableLog> {
+        if !self.config.compact || self.segments.len() < 2 {
+            return None;
+        }
+        let sealed = self.segments.len() - 1;
+        let first_dirty = self.first_dirty_offset();
+        let min_lag = self.config.min_compaction_lag_ms.max(0);
+        let max_lag = self.config.max_compaction_lag_ms;
+        let mut uncleanable = self.active().base_offset();
+        let mut max_lag_exceeded = false;
+        let mut seen_dirty = false;
+        for i in 0..sealed {
+            if self.segment_end(i) <= first_dirty {
+                continue;
+            }
+            let seg = &self.segments[i];
+            if !seen_dirty {
+                seen_dirty = true;
+                if max_lag > 0 && max_lag < i64::MAX {
+                    // Kafka's rule: the first dirty segment's first batch timestamp.
+                    if let Ok(Some(ts)) = seg.first_batch_timestamp() {
+                        max_lag_exceeded = ts < now_ms.saturating_sub(max_lag);
+                    }
+                }
+            }
+            if min_lag > 0 && seg.max_timestamp() > now_ms.saturating_sub(min_lag) {
+                uncleanable = seg.base_offset();
+                break;
+            }
+        }
+        let mut segments = Vec::new();
+        let (mut clean_bytes, mut dirty_bytes) = (0u64, 0u64);
+        for i in 0..sealed {
+            let end = self.segment_end(i);
+            if end > uncleanable {
+                break;
+            }
+            let seg = &self.segments[i];
+            if end <= first_dirty {
+                clean_bytes += seg.size();
+            } else {
+                dirty_bytes += seg.size();
+            }
+            segments.push(SourceSegment {
+                base_offset: seg.base_offset(),
+                end_offset: end,
+                file: seg.log_file().clone(),
+                size: seg.size(),
+            });
+        }
+        let tombstones_due = self.delete_horizon.is_some_and(|t| t <= now_ms);
+        if dirty_bytes == 0 && !tombstones_due {
+            return None;
+        }
+        let producer_last_offsets = self
+            .producer_state
+            .clone_entries()
+            .into_iter()
+            .filter_map(|(pid, e)| e.batches.back().map(|b| (pid, b.last_offset)))
+            .collect();
+        Some(CleanableLog {
+            dir: self.dir.clone(),
+            segments,
+            first_dirty_offset: first_dirty,
+            first_uncleanable_offset: uncleanable,
+            generation: self.generation,
+            config: self.config.clone(),
+            producer_last_offsets,
+            clean_bytes,
+            dirty_bytes,
+            max_lag_exceeded,
+            tombstones_due,
+        })
+    }
+
+    /// Swaps cleaned segments in (briefly, under the lock: renames and directory fsyncs) and
+    /// advances the cleaner checkpoint. Aborts, removing the cleaned files, when any segment
+    /// the cleaner read was deleted, replaced or truncated meanwhile.
+    pub fn swap_cleaned(&mut self, mut cleaned: CleanedLog) -> Result<SwapOutcome, StorageError> {
+        if cleaned.generation != self.generation {
+            return Ok(SwapOutcome::Aborted("the log was truncated"));
+        }
+        for g in &cleaned.groups {
+            if self.cleaned_group_position(g).is_none() {
+                return Ok(SwapOutcome::Aborted("a segment being cleaned changed"));
+            }
+        }
+        let dir = self.dir.clone();
+        let mut replaced = 0;
+        let mut swapped = Vec::new();
+        // In offset order, one commit each: a crash never leaves a later group swapped (its
+        // tombstones gone) with an earlier group's older values still in place.
+        for g in &mut cleaned.groups {
+            let Some(i) = self.cleaned_group_position(g) else {
+                debug_assert!(false, "checked above under the same lock");
+                continue;
+            };
+            let Some(seg) = g.segment.take() else {
+                continue;
+            };
+            segment_swap::commit(&dir, g.base_offset, g.end_offset)?;
+            g.files_pending = false;
+            let n = g.sources.len();
+            let old: Vec<LogSegment> = self.segments.drain(i..i + n).collect();
+            for o in &old {
+                self.size_bytes = self.size_bytes.saturating_sub(o.size());
+                self.schedule_delete(o);
+            }
+            self.size_bytes += seg.size();
+            self.segments.insert(i, seg);
+            replaced += n;
+            swapped.push((g.base_offset, g.end_offset));
+        }
+        if !swapped.is_empty() {
+            // The old files' renames are durable before any final name appears.
+            checkpoint::sync_dir(&dir)?;
+            for (base, end) in &swapped {
+                segment_swap::finish(&dir, *base, *end)?;
+            }
+            checkpoint::sync_dir(&dir)?;
+        }
+        self.delete_horizon = cleaned.stats.earliest_delete_horizon;
+        let next = cleaned.first_dirty_offset.min(self.active().base_offset());
+        if next > self.first_dirty_offset {
+            self.first_dirty_offset = next;
+            cleaner_checkpoint::write(&dir, next)?;
+        }
+        info!(dir = %dir.display(), segments_replaced = replaced, segments_written = swapped.len(), first_dirty_offset = next, "swapped in cleaned segments");
+        Ok(SwapOutcome::Swapped {
+            segments_replaced: replaced,
+            segments_written: swapped.len(),
+        })
+    }
+
+    /// Index of the first segment a cleaned group replaces, if those segments are still
+    /// exactly the ones the cleaner read and none of them is the active one.
+    fn cleaned_group_position(&self, g: &crate::cleaner::CleanedGroup) -> Option<usize> {
+        let i = self
+            .segments
+            .iter()
+            .position(|s| s.base_offset() == g.base_offset)?;
+        let n = g.sources.len();
+        let same = n > 0
+            && g.sources.iter().enumerate().all(|(k, (base, file))| {
+                self.segments
+                    .get(i + k)
+                    .is_some_and(|s| s.base_offset() == *base && Arc::ptr_eq(s.log_file(), file))
+            });
+        (same && self.next_base(i + n - 1) == Some(g.end_offset)).then_some(i)
     }
 
     /// The idempotent producer state (read-only; tests and diagnostics).
@@ -834,6 +1038,21 @@ impl Log {
             _ => Ok(()),
         }
     }
+}
+
+/// A compacted topic refuses records without a key (Kafka's `LogValidator`); this inflates
+/// the batch, which Kafka also does for compacted topics.
+fn check_keys(batch: &[u8], h: &record_batch::BatchHeader) -> Result<(), StorageError> {
+    let data = crate::record_filter::records_section(batch, h, DECOMPRESS_LIMIT)
+        .map_err(StorageError::InvalidRecord)?;
+    let records =
+        crate::record_filter::parse_records(&data, h).map_err(StorageError::InvalidRecord)?;
+    if records.iter().any(|r| r.key.is_none()) {
+        return Err(StorageError::InvalidRecord(
+            "compacted topic cannot accept a record without a key".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn remove_file_logged(path: &Path) {

@@ -59,6 +59,9 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Loaded
             checkpoint::sync_dir(parent)?;
         }
     }
+    // A log cleaner swap cut short by a crash: finish it (or drop its unfinished files)
+    // before the segments are listed.
+    crate::segment_swap::recover(dir)?;
     let clean = checkpoint::has_clean_shutdown_marker(dir);
     let checkpoint_on_disk = checkpoint::read(dir)?;
 
@@ -71,6 +74,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Loaded
         if name.ends_with(".deleted")
             || checkpoint::is_temp_file(name)
             || crate::producer_state::is_temp_file(name)
+            || crate::cleaner_checkpoint::is_temp_file(name)
         {
             // Deletions and checkpoint writes interrupted by the shutdown: finish them.
             remove_if_exists(&entry.path())?;

@@ -254,6 +254,60 @@ impl LogSegment {
         Ok(seg)
     }
 
+    /// Wraps a segment the cleaner wrote as `<base>.log.cleaned` (fsynced): indexes it from
+    /// its batch headers and writes the indexes as `.index.cleaned` / `.timeindex.cleaned`,
+    /// fsynced, so the swap under the log lock is only renames. `next_upper` is the first
+    /// offset past the segments it replaces.
+    pub(crate) fn from_cleaned(
+        dir: &Path,
+        base_offset: i64,
+        log: Arc<File>,
+        next_upper: i64,
+        interval: usize,
+    ) -> io::Result<LogSegment> {
+        let size = log.metadata()?.len();
+        let mut seg = LogSegment {
+            dir: dir.to_path_buf(),
+            base_offset,
+            log,
+            size,
+            offset_index: OnceLock::new(),
+            time_index: OnceLock::new(),
+            index_files: None,
+            max_timestamp: -1,
+            next_offset: next_upper,
+            last_batch_base: -1,
+            bytes_since_last_index_entry: 0,
+            rolling_based_ms: 0,
+        };
+        let mut oi = OffsetIndex::new(base_offset);
+        let mut ti = TimeIndex::new(base_offset);
+        let (tracker, outcome) = seg.scan(false, interval, &mut oi, &mut ti)?;
+        if let Some(why) = outcome.stopped {
+            return Err(corrupt(format!("cleaned segment {base_offset}: {why}")));
+        }
+        if tracker.next_offset > next_upper {
+            return Err(corrupt(format!(
+                "cleaned segment {base_offset} runs to {} past {next_upper}",
+                tracker.next_offset
+            )));
+        }
+        for (suffix, bytes) in [
+            (INDEX_SUFFIX, oi.to_bytes()),
+            (TIME_INDEX_SUFFIX, ti.to_bytes()),
+        ] {
+            let path = crate::segment_swap::cleaned_path(dir, base_offset, suffix);
+            let f = open_rw(&path, true, true)?;
+            f.write_all_at(&bytes, 0)?;
+            f.sync_all()?;
+        }
+        seg.max_timestamp = tracker.max_timestamp;
+        seg.last_batch_base = tracker.last_batch_base;
+        seg.offset_index = OnceLock::from(oi);
+        seg.time_index = OnceLock::from(ti);
+        Ok(seg)
+    }
+
     /// Max timestamp of the batches from the last offset index entry to the end of the log,
     /// and whether that is the whole segment; `None` when the index does not fit the log.
     fn tail_max_timestamp(&self, next_upper: i64) -> io::Result<Option<(i64, bool)>> {
@@ -376,7 +430,7 @@ impl LogSegment {
         self.bytes_since_last_index_entry = t.bytes_since_last_index_entry;
     }
 
-    fn first_batch_timestamp(&self) -> io::Result<Option<i64>> {
+    pub(crate) fn first_batch_timestamp(&self) -> io::Result<Option<i64>> {
         if self.size == 0 {
             return Ok(None);
         }

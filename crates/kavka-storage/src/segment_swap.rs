@@ -1,0 +1,169 @@
+//! The crash-safe replacement of old segments by a cleaned one (Kafka's `.cleaned` /
+//! `.swap` protocol).
+//!
+//! 1. The cleaner writes `<B>.log.cleaned`, `<B>.index.cleaned`, `<B>.timeindex.cleaned`,
+//!    fsynced. A crash now leaves only `.cleaned` files, which recovery deletes.
+//! 2. Commit: `<B>.log.cleaned` is renamed to `<B>.log.<E>.swap` and the directory fsynced,
+//!    `<E>` being the first offset past the replaced segments. From here on recovery finishes
+//!    the swap: it deletes every segment whose base offset is in `[B, E)`, then renames the
+//!    swap file to `<B>.log` (its indexes are rebuilt when first used).
+//! 3. The old segments are renamed `.deleted`, the swap and index files take their final
+//!    names.
+//!
+//! Unlike Kafka's `<B>.log.swap`, the name carries `E`: the cleaned segment may end before
+//! the replaced ones did (its last batches were cleaned away), so its own contents cannot say
+//! which old segments it replaces.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+use crate::checkpoint::sync_dir;
+use crate::segment::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+
+pub(crate) const CLEANED: &str = "cleaned";
+const SWAP: &str = "swap";
+
+/// `<B>.<suffix>.cleaned`.
+pub(crate) fn cleaned_path(dir: &Path, base: i64, suffix: &str) -> PathBuf {
+    segment_path(dir, base, &format!("{suffix}.{CLEANED}"))
+}
+
+fn swap_path(dir: &Path, base: i64, end: i64) -> PathBuf {
+    segment_path(dir, base, &format!("{LOG_SUFFIX}.{end:020}.{SWAP}"))
+}
+
+/// Parses `<B>.log.<E>.swap` into `(B, E)`.
+pub(crate) fn parse_swap(name: &str) -> Option<(i64, i64)> {
+    let rest = name.strip_suffix(".swap")?;
+    let (head, end) = rest.rsplit_once('.')?;
+    let base = head.strip_suffix(".log")?;
+    let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(base) || !digits(end) {
+        return None;
+    }
+    let (base, end): (i64, i64) = (base.parse().ok()?, end.parse().ok()?);
+    (base < end).then_some((base, end))
+}
+
+pub(crate) fn is_cleaned(name: &str) -> bool {
+    name.ends_with(".cleaned")
+}
+
+/// Step 2: makes the swap durable. After this the old segments are as good as gone.
+pub(crate) fn commit(dir: &Path, base: i64, end: i64) -> io::Result<()> {
+    fs::rename(
+        cleaned_path(dir, base, LOG_SUFFIX),
+        swap_path(dir, base, end),
+    )?;
+    sync_dir(dir)
+}
+
+/// Step 3 (after the old segments' files were renamed away): final names. The directory is
+/// fsynced by the caller once for all groups.
+pub(crate) fn finish(dir: &Path, base: i64, end: i64) -> io::Result<()> {
+    fs::rename(
+        swap_path(dir, base, end),
+        segment_path(dir, base, LOG_SUFFIX),
+    )?;
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        fs::rename(
+            cleaned_path(dir, base, suffix),
+            segment_path(dir, base, suffix),
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes the `.cleaned` files of a swap that did not happen.
+pub(crate) fn discard(dir: &Path, base: i64) {
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = cleaned_path(dir, base, suffix);
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                warn!(file = %path.display(), error = %e, "cannot remove cleaned segment file");
+            }
+        }
+    }
+}
+
+/// On open, before segments are listed: deletes `.cleaned` leftovers and completes every
+/// committed swap. Returns whether anything changed.
+pub(crate) fn recover(dir: &Path) -> io::Result<bool> {
+    let mut swaps = Vec::new();
+    let mut changed = false;
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if is_cleaned(&name) {
+            fs::remove_file(entry.path())?;
+            changed = true;
+        } else if let Some(range) = parse_swap(&name) {
+            swaps.push(range);
+        } else {
+            names.push(name);
+        }
+    }
+    swaps.sort_unstable();
+    for (base, end) in swaps {
+        warn!(dir = %dir.display(), base, end, "completing a log cleaner swap interrupted by a crash");
+        for name in &names {
+            let replaced = [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+                .iter()
+                .filter_map(|s| parse_base(name, s))
+                .any(|b| b >= base && b < end);
+            if replaced {
+                remove_if_exists(&dir.join(name))?;
+            }
+        }
+        fs::rename(
+            swap_path(dir, base, end),
+            segment_path(dir, base, LOG_SUFFIX),
+        )?;
+        changed = true;
+    }
+    if changed {
+        sync_dir(dir)?;
+    }
+    Ok(changed)
+}
+
+fn parse_base(name: &str, suffix: &str) -> Option<i64> {
+    let stem = name.strip_suffix(suffix)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_names_round_trip() {
+        let dir = Path::new("/x");
+        let p = swap_path(dir, 5, 77);
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(name, "00000000000000000005.log.00000000000000000077.swap");
+        assert_eq!(parse_swap(name), Some((5, 77)));
+        assert_eq!(parse_swap("00000000000000000005.log.swap"), None);
+        assert_eq!(
+            parse_swap("00000000000000000077.log.00000000000000000005.swap"),
+            None
+        );
+        assert!(is_cleaned("00000000000000000005.timeindex.cleaned"));
+    }
+}
