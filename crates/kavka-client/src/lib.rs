@@ -9,6 +9,7 @@
 //! - [`Admin`]: topics and configs; consumer groups and their offsets (`group_admin`).
 //! - [`Producer`]: batches records per partition and sends them to the leaders.
 //! - [`Consumer`]: assigned partitions, offset resolution and the fetch loop.
+//! - [`GroupConsumer`]: a member of a classic consumer group (join, heartbeat, commit).
 
 pub mod admin;
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod consumer_protocol;
 pub mod coordinator;
 pub mod error;
 pub mod group_admin;
+pub mod group_consumer;
 pub mod partitioner;
 pub mod producer;
 pub mod topic_id;
@@ -30,6 +32,7 @@ pub use error::ClientError;
 pub use group_admin::{
     GroupDescription, GroupListing, MemberDescription, OffsetAndMetadata, TopicPartition,
 };
+pub use group_consumer::{GroupConfig, GroupConsumer};
 pub use kafka_protocol::records::Compression;
 pub use producer::{Acks, ProduceAck, Producer, ProducerConfig, ProducerRecord};
 
