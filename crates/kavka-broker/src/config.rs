@@ -46,7 +46,7 @@ impl Listener {
 }
 
 /// Broker-wide defaults for partition logs (the `log.*` keys); topics override them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogDefaults {
     pub retention_ms: i64,
     pub retention_bytes: i64,
@@ -61,6 +61,23 @@ pub struct LogDefaults {
     pub cleanup_policy: String,
     /// `producer.id.expiration.ms`: idle idempotent producers are forgotten after this.
     pub producer_id_expiration_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio` (topic: `min.cleanable.dirty.ratio`).
+    pub min_cleanable_ratio: f64,
+    /// `log.cleaner.delete.retention.ms` (topic: `delete.retention.ms`).
+    pub delete_retention_ms: i64,
+}
+
+/// The log cleaner (Kafka's `log.cleaner.*` broker settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanerSettings {
+    /// `log.cleaner.enable`.
+    pub enable: bool,
+    /// `log.cleaner.backoff.ms`: sleep when no log needs cleaning.
+    pub backoff_ms: u64,
+    /// `log.cleaner.threads`: accepted; one cleaner task runs whatever the value.
+    pub threads: u32,
+    /// `log.cleaner.dedupe.buffer.size`: memory of the key map.
+    pub dedupe_buffer_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +97,7 @@ pub struct BrokerConfig {
     pub flush_scheduler_interval_ms: u64,
     pub rack: Option<String>,
     pub log: LogDefaults,
+    pub cleaner: CleanerSettings,
     /// Every key as given (after overrides), for DescribeConfigs on the broker resource.
     pub props: BTreeMap<String, String>,
 }
@@ -121,6 +139,12 @@ const KNOWN_KEYS: &[&str] = &[
     "log.message.timestamp.type",
     "log.segment.delete.delay.ms",
     "log.cleanup.policy",
+    "log.cleaner.enable",
+    "log.cleaner.backoff.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.threads",
+    "log.cleaner.dedupe.buffer.size",
     "socket.request.max.bytes",
     "broker.rack",
     "cluster.id",
@@ -439,6 +463,23 @@ impl BrokerConfig {
                 60_000,
             )?,
             cleanup_policy: get("log.cleanup.policy").unwrap_or("delete").to_string(),
+            min_cleanable_ratio: {
+                let key = "log.cleaner.min.cleanable.ratio";
+                let r: f64 = num(key, get(key), 0.5)?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(invalid(key, &r.to_string(), "must be between 0 and 1"));
+                }
+                r
+            },
+            delete_retention_ms: at_least(
+                "log.cleaner.delete.retention.ms",
+                num(
+                    "log.cleaner.delete.retention.ms",
+                    get("log.cleaner.delete.retention.ms"),
+                    86_400_000,
+                )?,
+                0,
+            )?,
             producer_id_expiration_ms: at_least(
                 "producer.id.expiration.ms",
                 num(
@@ -505,6 +546,32 @@ impl BrokerConfig {
             )?,
             rack: get("broker.rack").map(str::to_string),
             log,
+            cleaner: CleanerSettings {
+                enable: boolean("log.cleaner.enable", get("log.cleaner.enable"), true)?,
+                backoff_ms: at_least(
+                    "log.cleaner.backoff.ms",
+                    num(
+                        "log.cleaner.backoff.ms",
+                        get("log.cleaner.backoff.ms"),
+                        15_000,
+                    )?,
+                    1,
+                )?,
+                threads: at_least(
+                    "log.cleaner.threads",
+                    num("log.cleaner.threads", get("log.cleaner.threads"), 1)?,
+                    1,
+                )?,
+                dedupe_buffer_size: at_least(
+                    "log.cleaner.dedupe.buffer.size",
+                    num(
+                        "log.cleaner.dedupe.buffer.size",
+                        get("log.cleaner.dedupe.buffer.size"),
+                        16 * 1024 * 1024,
+                    )?,
+                    1024,
+                )?,
+            },
             props,
         };
         Ok(cfg)
@@ -575,6 +642,19 @@ impl BrokerConfig {
             self.log.file_delete_delay_ms.to_string(),
         );
         m.insert("log.cleanup.policy".into(), self.log.cleanup_policy.clone());
+        m.insert(
+            "log.cleaner.min.cleanable.ratio".into(),
+            self.log.min_cleanable_ratio.to_string(),
+        );
+        m.insert(
+            "log.cleaner.delete.retention.ms".into(),
+            self.log.delete_retention_ms.to_string(),
+        );
+        m.insert("log.cleaner.enable".into(), self.cleaner.enable.to_string());
+        m.insert(
+            "log.cleaner.backoff.ms".into(),
+            self.cleaner.backoff_ms.to_string(),
+        );
         m.insert(
             "producer.id.expiration.ms".into(),
             self.log.producer_id_expiration_ms.to_string(),

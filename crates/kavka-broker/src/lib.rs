@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod group;
 pub mod handlers;
+pub mod log_cleaner;
 pub mod log_config;
 pub mod network;
 pub mod offload;
@@ -159,6 +160,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                 }
             }
         });
+    }
+
+    if config.cleaner.enable {
+        let stop = shutdown_rx.clone();
+        tokio::spawn(log_cleaner::run(replicas.clone(), config.cleaner.clone(), stop));
     }
 
     let limits = network::Server {

@@ -21,13 +21,13 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
         _ => d.message_timestamp_type_log_append,
     };
     // A compacted topic is never trimmed by time or size: without `delete` in its cleanup
-    // policy Kafka keeps every key's latest value forever. (Compaction itself is not there
-    // yet, so such a log keeps everything.)
+    // policy Kafka keeps every key's latest value forever (the log cleaner removes the rest).
     let policy = overrides
         .get("cleanup.policy")
         .map(String::as_str)
         .unwrap_or(&d.cleanup_policy);
     let deletes = policy.split(',').any(|p| p.trim() == "delete");
+    let compact = policy.split(',').any(|p| p.trim() == "compact");
     let flush_messages: i64 = pick(
         overrides,
         "flush.messages",
@@ -58,6 +58,15 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
         },
         file_delete_delay_ms: pick(overrides, "file.delete.delay.ms", d.file_delete_delay_ms),
         producer_id_expiration_ms: d.producer_id_expiration_ms,
+        compact,
+        min_cleanable_dirty_ratio: pick(
+            overrides,
+            "min.cleanable.dirty.ratio",
+            d.min_cleanable_ratio,
+        ),
+        delete_retention_ms: pick(overrides, "delete.retention.ms", d.delete_retention_ms),
+        min_compaction_lag_ms: pick(overrides, "min.compaction.lag.ms", 0),
+        max_compaction_lag_ms: pick(overrides, "max.compaction.lag.ms", i64::MAX),
     }
 }
 
@@ -91,7 +100,41 @@ mod tests {
         let o = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
         let c = log_config_for(&b, &o);
         assert_eq!((c.retention_ms, c.retention_bytes), (-1, -1));
+        assert!(c.compact);
+        assert!(!log_config_for(&b, &BTreeMap::new()).compact);
         let o = BTreeMap::from([("cleanup.policy".to_string(), "compact,delete".to_string())]);
         assert_eq!(log_config_for(&b, &o).retention_ms, 3_600_000);
+        assert!(log_config_for(&b, &o).compact);
+    }
+
+    #[test]
+    fn cleaner_settings_follow_topic_then_broker() {
+        let b = BrokerConfig::from_properties(
+            "log.cleaner.min.cleanable.ratio=0.25\nlog.cleaner.delete.retention.ms=99",
+            &[],
+        )
+        .unwrap()
+        .0;
+        let c = log_config_for(&b, &BTreeMap::new());
+        assert_eq!(
+            (c.min_cleanable_dirty_ratio, c.delete_retention_ms),
+            (0.25, 99)
+        );
+        assert_eq!(
+            (c.min_compaction_lag_ms, c.max_compaction_lag_ms),
+            (0, i64::MAX)
+        );
+        let o = BTreeMap::from([
+            ("min.cleanable.dirty.ratio".to_string(), "0.01".to_string()),
+            ("delete.retention.ms".into(), "5".into()),
+            ("min.compaction.lag.ms".into(), "7".into()),
+            ("max.compaction.lag.ms".into(), "8".into()),
+        ]);
+        let c = log_config_for(&b, &o);
+        assert_eq!(
+            (c.min_cleanable_dirty_ratio, c.delete_retention_ms),
+            (0.01, 5)
+        );
+        assert_eq!((c.min_compaction_lag_ms, c.max_compaction_lag_ms), (7, 8));
     }
 }

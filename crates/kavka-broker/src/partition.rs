@@ -5,7 +5,9 @@
 //! on `durable` (advanced by this partition's flusher task, which fsyncs outside the lock so
 //! one fsync covers every batch appended while the previous one ran: group commit).
 
-use kavka_storage::{AppendInfo, Log, LogConfig, ReadPlan, StorageError};
+use kavka_storage::{
+    AppendInfo, CleanableLog, CleanedLog, Log, LogConfig, ReadPlan, StorageError, SwapOutcome,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
@@ -143,6 +145,17 @@ impl Partition {
             log.update_config(config);
             Ok(())
         });
+    }
+
+    /// The log cleaner's snapshot of the cleanable segments (quick, under the lock).
+    pub fn cleanable(&self, now_ms: i64) -> Result<Option<CleanableLog>, PartitionError> {
+        self.with_log(|log| Ok(log.cleanable(now_ms)))
+    }
+
+    /// Swaps in segments the cleaner wrote outside the lock (renames and directory
+    /// fsyncs under it). Blocking.
+    pub fn swap_cleaned(&self, cleaned: CleanedLog) -> Result<SwapOutcome, PartitionError> {
+        self.with_log(|log| log.swap_cleaned(cleaned))
     }
 
     /// Periodic housekeeping: time-based roll and retention. Blocking.

@@ -35,6 +35,7 @@ pub(crate) fn partition_error_code(
         PartitionError::NotHosted => ErrorCode::NotLeaderOrFollower,
         PartitionError::Storage(StorageError::RecordTooLarge { .. }) => ErrorCode::MessageTooLarge,
         PartitionError::Storage(StorageError::CorruptBatch(_)) => ErrorCode::CorruptMessage,
+        PartitionError::Storage(StorageError::InvalidRecord(_)) => ErrorCode::InvalidRecord,
         PartitionError::Storage(StorageError::OffsetOutOfRange { .. }) => {
             ErrorCode::OffsetOutOfRange
         }
