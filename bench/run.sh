@@ -30,11 +30,14 @@ if [ "$QUICK" = 1 ]; then
     PRODUCE_COUNT=2000000; PRODUCE_SECS=8
     CONSUME_COUNT=1000000; CONSUME_SECS=20
     E2E_SECS=5; DD_MIB=256; BLAST_BYTES=$((2 << 30)); FSYNC_COUNT=500
+    GROUP_BASELINE_SECS=3; GROUP_COMMIT_SECS=5
 else
     PRODUCE_COUNT=5000000; PRODUCE_SECS=15
     CONSUME_COUNT=1000000; CONSUME_SECS=30
     E2E_SECS=10; DD_MIB=1024; BLAST_BYTES=$((4 << 30)); FSYNC_COUNT=2000
+    GROUP_BASELINE_SECS=5; GROUP_COMMIT_SECS=10
 fi
+GROUP_MEMBERS=100; GROUP_PARTITIONS=200
 IDLE_SETTLE_SECS=5
 
 PORT=${KAVKA_BENCH_PORT:-19392}
@@ -217,6 +220,18 @@ sleep "$IDLE_SETTLE_SECS"
 lg idle_rss_1000p_restarted rss
 stop_broker
 
-# --- 5. the table -------------------------------------------------------------------------
+# --- 5. a 100-member consumer group -------------------------------------------------------
+# group.initial.rebalance.delay.ms=0: Kafka's default (3 s, restarted by every new member) is a
+# deliberate wait that would hide the coordinator's own time to a stable assignment.
+GROUPS=$WORK/groups
+log "consumer group: ${GROUP_MEMBERS} members on ${GROUP_PARTITIONS} partitions, then ${GROUP_COMMIT_SECS}s of OffsetCommit"
+start_broker "$GROUPS" --override group.initial.rebalance.delay.ms=0
+wait_ready
+create group-bench "$GROUP_PARTITIONS"
+lg group_100m_200p group --topic group-bench --partitions "$GROUP_PARTITIONS" --members "$GROUP_MEMBERS" \
+    --baseline-seconds "$GROUP_BASELINE_SECS" --commit-seconds "$GROUP_COMMIT_SECS"
+stop_broker
+
+# --- 6. the table -------------------------------------------------------------------------
 log "results ($RESULTS)"
 "$LG" report "$RESULTS"

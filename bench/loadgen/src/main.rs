@@ -9,10 +9,12 @@ mod admin;
 mod client;
 mod consume;
 mod e2e;
+mod group;
 mod physical;
 mod produce;
 mod report;
 mod stats;
+mod wire;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -104,6 +106,32 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         linger_ms: u32,
     },
+    /// A consumer group of --members members on a --partitions topic over the classic protocol:
+    /// time from the last JoinGroup to a stable assignment, then the ApiVersions baseline and
+    /// the OffsetCommit rate on the same connections (no librdkafka: raw requests).
+    Group {
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 200)]
+        partitions: i32,
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        #[arg(long, default_value = "kavka-loadgen-group")]
+        group: String,
+        #[arg(long, default_value_t = 60.0)]
+        join_timeout_seconds: f64,
+        #[arg(long, default_value_t = 5.0)]
+        baseline_seconds: f64,
+        #[arg(long, default_value_t = 10.0)]
+        commit_seconds: f64,
+        #[arg(long, default_value_t = 30_000)]
+        session_timeout_ms: i32,
+        #[arg(long, default_value_t = 30_000)]
+        rebalance_timeout_ms: i32,
+        /// Heartbeat interval while the group forms (how soon a member notices a rebalance).
+        #[arg(long, default_value_t = 100)]
+        join_heartbeat_ms: u64,
+    },
     /// Poll with Metadata requests until the broker answers; reports ms since --since-epoch-ns.
     WaitReady {
         /// Launch time of the broker (date +%s%N); default: now.
@@ -194,6 +222,31 @@ fn run(cli: &Cli) -> Result<Option<Value>> {
             linger_ms: *linger_ms,
             broker_pid: cli.broker_pid,
             extra,
+        })?,
+        Cmd::Group {
+            topic,
+            partitions,
+            members,
+            group,
+            join_timeout_seconds,
+            baseline_seconds,
+            commit_seconds,
+            session_timeout_ms,
+            rebalance_timeout_ms,
+            join_heartbeat_ms,
+        } => group::run(&group::GroupArgs {
+            bootstrap: bs,
+            topic: topic.clone(),
+            partitions: *partitions,
+            members: *members,
+            group: group.clone(),
+            join_timeout_seconds: *join_timeout_seconds,
+            baseline_seconds: *baseline_seconds,
+            commit_seconds: *commit_seconds,
+            session_timeout_ms: *session_timeout_ms,
+            rebalance_timeout_ms: *rebalance_timeout_ms,
+            join_heartbeat_ms: *join_heartbeat_ms,
+            broker_pid: cli.broker_pid,
         })?,
         Cmd::WaitReady {
             since_epoch_ns,

@@ -26,6 +26,8 @@ pub enum Unit {
     Mebibytes,
     Count,
     CpuSecondsPerGb,
+    /// Requests per second (commits, round trips).
+    PerSecond,
 }
 
 pub struct Check {
@@ -209,6 +211,48 @@ pub const CHECKS: &[Check] = &[
         Goal::None,
     ),
     check(
+        "group_100m_200p",
+        "join_stable_ms",
+        "group 100 members/200 part: last join → stable",
+        Unit::Millis,
+        Goal::None,
+    ),
+    check(
+        "group_100m_200p",
+        "generation",
+        "  same, generations to get there",
+        Unit::Count,
+        Goal::None,
+    ),
+    check(
+        "group_100m_200p",
+        "commits_per_s",
+        "  OffsetCommit/s, 100 connections",
+        Unit::PerSecond,
+        Goal::None,
+    ),
+    check(
+        "group_100m_200p",
+        "commit_p99_ms",
+        "  same, commit p99",
+        Unit::Millis,
+        Goal::None,
+    ),
+    check(
+        "group_100m_200p",
+        "broker_cores",
+        "  same, broker CPU",
+        Unit::Cores,
+        Goal::None,
+    ),
+    check(
+        "group_100m_200p",
+        "baseline_rps",
+        "  reference: ApiVersions/s, same connections",
+        Unit::PerSecond,
+        Goal::None,
+    ),
+    check(
         "idle_rss_1000p",
         "rss_mib",
         "idle RSS, 1,000 partitions",
@@ -318,6 +362,8 @@ pub fn format_value(unit: Unit, v: f64) -> String {
         Unit::Mebibytes => format!("{v:.1} MiB"),
         Unit::Count => format!("{v:.0}"),
         Unit::CpuSecondsPerGb => format!("{v:.2} cpu-s/GB"),
+        Unit::PerSecond if v >= 1e3 => format!("{:.1} k/s", v / 1e3),
+        Unit::PerSecond => format!("{v:.0} /s"),
     }
 }
 
