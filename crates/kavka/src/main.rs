@@ -26,6 +26,8 @@ enum Command {
     ConsoleProducer(cli::console_producer::ConsoleProducerArgs),
     /// Print records of a topic to stdout.
     ConsoleConsumer(cli::console_consumer::ConsoleConsumerArgs),
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    ConsumerGroups(cli::consumer_groups::ConsumerGroupsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +37,7 @@ fn main() -> std::process::ExitCode {
         Command::Topics(args) => cli::run(cli::topics::run(args)),
         Command::ConsoleProducer(args) => cli::run(cli::console_producer::run(args)),
         Command::ConsoleConsumer(args) => cli::run(cli::console_consumer::run(args)),
+        Command::ConsumerGroups(args) => cli::run(cli::consumer_groups::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub mod console_consumer;
 pub mod console_producer;
+pub mod consumer_groups;
 pub mod props;
 pub mod topics;
 
