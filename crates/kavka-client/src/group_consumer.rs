@@ -258,9 +258,15 @@ impl GroupConsumer {
     /// Commits, stops heartbeating and leaves the group (a static member stays, so its
     /// restart within the session timeout causes no rebalance).
     pub async fn close(mut self) -> Result<()> {
-        let committed = self.commit().await;
         self.stop_heartbeat();
-        if self.membership.generation_id >= 0 && self.config.group_instance_id.is_none() {
+        if self.membership.generation_id < 0 {
+            return Ok(());
+        }
+        // A poll cancelled by the caller (an idle timeout, a signal) may have left a group
+        // request's answer unread on our connections: close on fresh ones.
+        self.cluster = Cluster::connect(self.client.clone()).await?;
+        let committed = self.commit().await;
+        if self.config.group_instance_id.is_none() {
             if let Err(e) = self.leave().await {
                 tracing::debug!("leave group: {e}");
             }

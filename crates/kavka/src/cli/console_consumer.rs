@@ -1,13 +1,15 @@
-//! `kavka console-consumer`: Kafka's kafka-console-consumer.sh without consumer groups
-//! (groups come later): it reads one partition or all partitions of a topic and prints
-//! records with Kafka's `DefaultMessageFormatter` layout.
+//! `kavka console-consumer`: Kafka's kafka-console-consumer.sh. It reads one partition or
+//! all partitions of a topic, or (with `--group`) the partitions its consumer group assigns
+//! it, and prints records with Kafka's `DefaultMessageFormatter` layout.
 
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use kavka_client::{ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetSpec};
+use kavka_client::{
+    ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer, OffsetSpec,
+};
 use tokio::time::Instant;
 
 use super::props;
@@ -20,7 +22,8 @@ pub struct ConsoleConsumerArgs {
     /// The topic to consume.
     #[arg(long)]
     pub topic: String,
-    /// Start at the earliest offset instead of the latest.
+    /// Start at the earliest offset instead of the latest (with --group: where the group
+    /// has no committed offset).
     #[arg(long)]
     pub from_beginning: bool,
     /// Consume only this partition.
@@ -41,14 +44,17 @@ pub struct ConsoleConsumerArgs {
     #[arg(long = "property", value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
     /// Consumer config key=value: fetch.max.wait.ms, fetch.min.bytes, fetch.max.bytes,
-    /// max.partition.fetch.bytes, isolation.level, request.timeout.ms, client.id.
+    /// max.partition.fetch.bytes, isolation.level, request.timeout.ms, client.id; with a
+    /// group also group.id, group.instance.id, session.timeout.ms, heartbeat.interval.ms,
+    /// max.poll.interval.ms, enable.auto.commit, auto.commit.interval.ms, auto.offset.reset.
     #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
     pub consumer_properties: Vec<String>,
     /// read_uncommitted (default) or read_committed.
     #[arg(long)]
     pub isolation_level: Option<String>,
-    /// Consumer groups are not supported yet; accepted only to say so clearly.
-    #[arg(long, hide = true)]
+    /// Join this consumer group: read the partitions it assigns, from its committed
+    /// offsets, and commit what was printed.
+    #[arg(long)]
     pub group: Option<String>,
 }
 
@@ -180,10 +186,11 @@ impl Formatter {
 }
 
 /// Where to start: --offset wins, then --from-beginning, else the log end (Kafka's default
-/// for a console consumer without a group).
+/// for a console consumer without a group). With a group this is only where partitions
+/// without a committed offset start.
 pub fn start_spec(args: &ConsoleConsumerArgs) -> Result<OffsetSpec> {
-    if args.group.is_some() {
-        bail!("--group is not supported yet (no consumer groups); use --from-beginning or --partition with --offset");
+    if args.group.is_some() && (args.partition.is_some() || args.offset.is_some()) {
+        bail!("--group cannot be used with --partition or --offset");
     }
     if args.offset.is_some() && args.partition.is_none() {
         bail!("--partition is required when --offset is given");
@@ -205,12 +212,30 @@ pub fn start_spec(args: &ConsoleConsumerArgs) -> Result<OffsetSpec> {
     })
 }
 
-pub fn consumer_settings(args: &ConsoleConsumerArgs) -> Result<(ClientConfig, ConsumerConfig)> {
+/// The client, fetch and (when a group is named by --group or group.id) group settings.
+pub struct Settings {
+    pub client: ClientConfig,
+    pub consumer: ConsumerConfig,
+    pub group: Option<GroupConfig>,
+}
+
+pub fn consumer_settings(args: &ConsoleConsumerArgs) -> Result<Settings> {
     let mut client = ClientConfig::new(&args.bootstrap_server)?;
     client.connection.client_id = "console-consumer".into();
     let mut config = ConsumerConfig::default();
     let mut isolation = args.isolation_level.clone();
+    let mut group = GroupConfig::new(args.group.clone().unwrap_or_default());
+    group.auto_offset_reset = if args.from_beginning {
+        OffsetSpec::Earliest
+    } else {
+        OffsetSpec::Latest
+    };
+    let mut auto_commit = true;
+    let mut auto_commit_interval = group.auto_commit_interval;
     for (k, v) in props::parse_all(&args.consumer_properties)? {
+        let ms = |k: &str, v: &str| -> Result<Duration> {
+            Ok(Duration::from_millis(props::parse_num(k, v)?))
+        };
         match k.as_str() {
             "fetch.max.wait.ms" => {
                 config.max_wait = Duration::from_millis(props::parse_num(&k, &v)?)
@@ -223,6 +248,24 @@ pub fn consumer_settings(args: &ConsoleConsumerArgs) -> Result<(ClientConfig, Co
                 client.connection.request_timeout = Duration::from_millis(props::parse_num(&k, &v)?)
             }
             "client.id" => client.connection.client_id = v,
+            // --group wins over the property, as in Kafka.
+            "group.id" if args.group.is_none() => group.group_id = v,
+            "group.id" => {}
+            "group.instance.id" => group.group_instance_id = Some(v),
+            "session.timeout.ms" => group.session_timeout = ms(&k, &v)?,
+            "heartbeat.interval.ms" => group.heartbeat_interval = ms(&k, &v)?,
+            "max.poll.interval.ms" => group.rebalance_timeout = ms(&k, &v)?,
+            "enable.auto.commit" => auto_commit = props::parse_bool(&k, &v)?,
+            "auto.commit.interval.ms" => auto_commit_interval = Some(ms(&k, &v)?),
+            "auto.offset.reset" => {
+                group.auto_offset_reset = match v.trim() {
+                    "earliest" => OffsetSpec::Earliest,
+                    "latest" => OffsetSpec::Latest,
+                    other => bail!(
+                        "invalid value '{other}' for auto.offset.reset: expected earliest or latest"
+                    ),
+                }
+            }
             _ => eprintln!("Warning: ignoring unknown consumer property '{k}'"),
         }
     }
@@ -237,19 +280,72 @@ pub fn consumer_settings(args: &ConsoleConsumerArgs) -> Result<(ClientConfig, Co
         // Long polls must not outlast the idle timeout by much.
         config.max_wait = config.max_wait.min(Duration::from_millis(t.max(1)));
     }
-    Ok((client, config))
+    group.auto_commit_interval = auto_commit_interval.filter(|_| auto_commit);
+    if group.heartbeat_interval.is_zero() || group.heartbeat_interval >= group.session_timeout {
+        bail!("heartbeat.interval.ms must be above 0 and below session.timeout.ms");
+    }
+    let group = (!group.group_id.is_empty()).then_some(group);
+    Ok(Settings {
+        client,
+        consumer: config,
+        group,
+    })
+}
+
+/// Where records come from: assigned partitions, or a consumer group.
+enum Source {
+    Assigned(Box<Consumer>),
+    Group(Box<GroupConsumer>),
+}
+
+impl Source {
+    async fn poll(&mut self) -> kavka_client::Result<Vec<ConsumerRecord>> {
+        match self {
+            Source::Assigned(c) => c.poll().await,
+            Source::Group(g) => g.poll().await,
+        }
+    }
+
+    /// The record was printed: a group commits past it.
+    fn printed(&mut self, r: &ConsumerRecord) {
+        if let Source::Group(g) = self {
+            g.mark_consumed(r);
+        }
+    }
+
+    /// Commits and leaves the group.
+    async fn close(self) -> kavka_client::Result<()> {
+        match self {
+            Source::Assigned(_) => Ok(()),
+            Source::Group(g) => g.close().await,
+        }
+    }
 }
 
 pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
     let formatter = Formatter::from_properties(&args.properties)?;
     let spec = start_spec(&args)?;
-    let (client, config) = consumer_settings(&args)?;
-    let mut consumer = Consumer::connect(client, config).await?;
-    let partitions = match args.partition {
-        Some(p) => vec![p],
-        None => consumer.partitions_for(&args.topic).await?,
+    let settings = consumer_settings(&args)?;
+    let mut source = match settings.group {
+        Some(group) => Source::Group(Box::new(
+            GroupConsumer::connect(
+                settings.client,
+                settings.consumer,
+                group,
+                vec![args.topic.clone()],
+            )
+            .await?,
+        )),
+        None => {
+            let mut consumer = Consumer::connect(settings.client, settings.consumer).await?;
+            let partitions = match args.partition {
+                Some(p) => vec![p],
+                None => consumer.partitions_for(&args.topic).await?,
+            };
+            consumer.assign(&args.topic, &partitions, spec).await?;
+            Source::Assigned(Box::new(consumer))
+        }
     };
-    consumer.assign(&args.topic, &partitions, spec).await?;
 
     let idle = args.timeout_ms.map(Duration::from_millis);
     let mut last_record = Instant::now();
@@ -268,8 +364,8 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         }
         let poll = async {
             match deadline {
-                Some(d) => tokio::time::timeout_at(d, consumer.poll()).await.ok(),
-                None => Some(consumer.poll().await),
+                Some(d) => tokio::time::timeout_at(d, source.poll()).await.ok(),
+                None => Some(source.poll().await),
             }
         };
         let records = tokio::select! {
@@ -286,27 +382,35 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         }
         last_record = Instant::now();
         out.clear();
+        let mut printed_now = 0;
         for r in &records {
             if args.max_messages.is_some_and(|max| printed >= max) {
                 break;
             }
             formatter.write(r, &mut out);
             printed += 1;
+            printed_now += 1;
         }
         let mut lock = stdout.lock();
         if let Err(e) = lock.write_all(&out).and_then(|()| lock.flush()) {
             // A closed pipe (`| head`) is a normal way to stop.
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(());
+                return source.close().await.map_err(Into::into);
             }
             break Err(e.into());
         }
+        // Only what reached stdout counts as consumed.
+        for r in records.iter().take(printed_now) {
+            source.printed(r);
+        }
     };
+    let closed = source.close().await;
     // Like Kafka, report the count on a normal stop; an error is reported alone.
     if result.is_ok() {
         eprintln!("Processed a total of {printed} messages");
     }
-    result
+    result?;
+    closed.map_err(Into::into)
 }
 
 /// Resolves on SIGINT or SIGTERM, so either stops the consumer cleanly.
@@ -426,12 +530,83 @@ mod tests {
             "--consumer-property",
             "isolation.level=read_committed",
         ]);
-        let (client, config) = consumer_settings(&a).unwrap();
+        let Settings {
+            client,
+            consumer: config,
+            group,
+        } = consumer_settings(&a).unwrap();
         assert_eq!(client.bootstrap_servers, ["localhost:9092"]);
         assert_eq!(config.min_bytes, 10);
         assert_eq!(config.isolation_level, 1);
         assert_eq!(config.max_wait, Duration::from_millis(100));
+        assert!(group.is_none(), "no group unless one is named");
         assert!(consumer_settings(&parse(&["--topic", "t", "--isolation-level", "x"])).is_err());
         assert!(Formatter::from_properties(&["print.key=yes".into()]).is_err());
+    }
+
+    #[test]
+    fn group_settings() {
+        let a = parse(&["--topic", "t", "--group", "g", "--from-beginning"]);
+        let group = consumer_settings(&a).unwrap().group.unwrap();
+        assert_eq!(group.group_id, "g");
+        assert_eq!(group.auto_offset_reset, OffsetSpec::Earliest);
+        assert_eq!(group.auto_commit_interval, Some(Duration::from_secs(5)));
+        assert_eq!(start_spec(&a).unwrap(), OffsetSpec::Earliest);
+
+        let a = parse(&[
+            "--topic",
+            "t",
+            "--consumer-property",
+            "group.id=p",
+            "--consumer-property",
+            "enable.auto.commit=false",
+            "--consumer-property",
+            "session.timeout.ms=10000",
+            "--consumer-property",
+            "heartbeat.interval.ms=1000",
+            "--consumer-property",
+            "group.instance.id=i1",
+        ]);
+        let group = consumer_settings(&a).unwrap().group.unwrap();
+        assert_eq!(group.group_id, "p");
+        assert_eq!(group.auto_commit_interval, None);
+        assert_eq!(group.session_timeout, Duration::from_secs(10));
+        assert_eq!(group.group_instance_id.as_deref(), Some("i1"));
+        assert_eq!(group.auto_offset_reset, OffsetSpec::Latest);
+
+        let bad: [&[&str]; 4] = [
+            &["--topic", "t", "--group", "g", "--partition", "0"],
+            &[
+                "--topic",
+                "t",
+                "--group",
+                "g",
+                "--consumer-property",
+                "auto.offset.reset=none",
+            ],
+            &[
+                "--topic",
+                "t",
+                "--group",
+                "g",
+                "--consumer-property",
+                "heartbeat.interval.ms=0",
+            ],
+            &[
+                "--topic",
+                "t",
+                "--group",
+                "g",
+                "--consumer-property",
+                "session.timeout.ms=1000",
+            ],
+        ];
+        for argv in bad {
+            let a = parse(argv);
+            assert!(
+                start_spec(&a).is_err() || consumer_settings(&a).is_err(),
+                "{argv:?}"
+            );
+        }
     }
 }
