@@ -937,4 +937,44 @@ mod tests {
             "consumer group 'g' is not empty (NON_EMPTY_GROUP)"
         );
     }
+
+    #[tokio::test]
+    async fn admin_flow_against_a_fake_coordinator() {
+        use crate::cluster::ClientConfig;
+        use crate::fake_coordinator::FakeCoordinator;
+        let fake = FakeCoordinator::start().await;
+        fake.state().coordinator_unavailable = 2;
+        fake.state().loading = 1;
+        let mut config = ClientConfig::new(&fake.addr).unwrap();
+        config.retry_backoff = Duration::from_millis(1);
+        let mut admin = Admin::connect(config).await.unwrap();
+
+        assert_eq!(admin.find_coordinator("g").await.unwrap().node_id, 1);
+        assert_eq!(admin.describe_group("g").await.unwrap().state, "Dead");
+        let mut offsets = BTreeMap::new();
+        offsets.insert(("t".to_string(), 0), OffsetAndMetadata::new(3));
+        let results = admin.alter_group_offsets("g", &offsets).await.unwrap();
+        assert!(results[0].1.is_ok());
+        // The first OffsetFetch finds the coordinator loading; the retry gets the answer.
+        let listed = admin.list_group_offsets("g").await.unwrap();
+        assert_eq!(listed[&("t".to_string(), 0)].offset, 3);
+        assert_eq!(fake.state().loading, 0);
+        assert_eq!(admin.describe_group("g").await.unwrap().state, "Empty");
+
+        let groups = admin.list_groups(&["stable"], &[]).await.unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].state.as_deref(), Some("Stable"));
+
+        let parts = [("t".to_string(), 0), ("t".to_string(), 1)];
+        let results = admin.delete_group_offsets("g", &parts).await.unwrap();
+        assert!(results[0].1.is_ok());
+        assert_eq!(results[1].1.as_ref().unwrap_err().code(), Some(3));
+        assert!(admin.delete_groups(&["g"]).await.unwrap()[0].is_ok());
+        assert!(fake.state().deleted);
+
+        // A coordinator that never comes: a bounded number of attempts, then the error.
+        fake.state().coordinator_unavailable = u32::MAX;
+        let e = admin.list_group_offsets("g").await.unwrap_err();
+        assert_eq!(e.code(), Some(COORDINATOR_NOT_AVAILABLE), "{e}");
+    }
 }

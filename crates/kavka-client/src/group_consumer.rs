@@ -822,4 +822,78 @@ mod tests {
             }
         }
     }
+
+    fn record(topic: &str, partition: i32, offset: i64) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: topic.into(),
+            partition,
+            offset,
+            timestamp: 0,
+            log_append_time: false,
+            key: None,
+            value: None,
+            headers: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn joins_commits_rejoins_and_leaves() {
+        use crate::fake_coordinator::{FakeCoordinator, LOG_START};
+        let fake = FakeCoordinator::start().await;
+        fake.state().committed.insert(("t".into(), 1), 4);
+        fake.state().coordinator_unavailable = 1;
+        let mut client = ClientConfig::new(&fake.addr).unwrap();
+        client.retry_backoff = Duration::from_millis(1);
+        let mut config = GroupConfig::new("g");
+        config.heartbeat_interval = Duration::from_millis(10);
+        config.auto_commit_interval = None;
+        config.auto_offset_reset = OffsetSpec::Earliest;
+        let consumer_config = ConsumerConfig {
+            max_wait: Duration::from_millis(10),
+            ..ConsumerConfig::default()
+        };
+        let mut gc = GroupConsumer::connect(client, consumer_config, config, vec!["t".into()])
+            .await
+            .unwrap();
+        assert!(gc.poll().await.unwrap().is_empty());
+        // Told its id by MEMBER_ID_REQUIRED, then joined as the leader of generation 1.
+        assert_eq!((gc.member_id(), gc.generation_id()), ("member-1", 1));
+        assert_eq!(gc.assignment()["t"], [0, 1]);
+        let position = |gc: &GroupConsumer, p| gc.consumer.as_ref().unwrap().position("t", p);
+        assert_eq!(
+            position(&gc, 0),
+            Some(LOG_START),
+            "no commit: auto.offset.reset"
+        );
+        assert_eq!(position(&gc, 1), Some(4), "the committed offset");
+
+        gc.mark_consumed(&record("t", 0, 6));
+        gc.mark_consumed(&record("t", 0, 5));
+        gc.mark_consumed(&record("other", 0, 1));
+        gc.commit().await.unwrap();
+        assert_eq!(fake.state().committed[&("t".to_string(), 0)], 7);
+        assert!(!fake
+            .state()
+            .committed
+            .contains_key(&("other".to_string(), 0)));
+
+        // The coordinator starts a rebalance: the heartbeat notices, the member rejoins and
+        // resumes from what it committed.
+        fake.state().rebalance = true;
+        for _ in 0..1000 {
+            if gc.generation_id() == 2 {
+                break;
+            }
+            gc.poll().await.unwrap();
+        }
+        assert_eq!(gc.generation_id(), 2);
+        assert_eq!(fake.state().joins, 2);
+        assert_eq!(position(&gc, 0), Some(7));
+
+        gc.mark_consumed(&record("t", 1, 8));
+        gc.close().await.unwrap();
+        let st = fake.state();
+        assert_eq!(st.committed[&("t".to_string(), 1)], 9, "committed at close");
+        assert_eq!(st.leaves, 1);
+    }
 }

@@ -18,6 +18,8 @@ pub mod consumer;
 pub mod consumer_protocol;
 pub mod coordinator;
 pub mod error;
+#[cfg(test)]
+mod fake_coordinator;
 pub mod group_admin;
 pub mod group_consumer;
 pub mod partitioner;
