@@ -23,15 +23,25 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// A broker with extra `key=value` config overrides.
+    fn start_with(overrides: &[&str]) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let child = Command::new(KAVKA)
+        let mut command = Command::new(KAVKA);
+        command
             .arg("server")
             .arg("--override")
             .arg(format!("listeners=PLAINTEXT://127.0.0.1:{port}"))
             .arg("--override")
-            .arg(format!("log.dirs={}", dir.path().join("data").display()))
+            .arg(format!("log.dirs={}", dir.path().join("data").display()));
+        for o in overrides {
+            command.arg("--override").arg(o);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -614,4 +624,476 @@ fn client_round_trip_at_old_and_new_versions() {
                 .unwrap_or_else(|e| panic!("{generation}: delete: {e}"));
         });
     }
+}
+
+/// Group settings that keep the group tests short: no initial rebalance delay, a small
+/// `__consumer_offsets`.
+const GROUP_OVERRIDES: &[&str] = &[
+    "group.initial.rebalance.delay.ms=0",
+    "offsets.topic.num.partitions=4",
+    "group.min.session.timeout.ms=1000",
+];
+
+/// A group member as a background `kavka console-consumer --group`; SIGTERM'd (commit and
+/// leave) by [`Member::stop`], killed on drop.
+struct Member {
+    child: Option<Child>,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Member {
+    fn start(broker: &Broker, topic: &str, group: &str) -> Member {
+        let mut child = Command::new(KAVKA)
+            .args([
+                "console-consumer",
+                "--bootstrap-server",
+                &broker.bootstrap,
+                "--topic",
+                topic,
+                "--group",
+                group,
+                "--from-beginning",
+                "--timeout-ms",
+                "60000",
+                "--property",
+                "print.partition=true",
+                "--consumer-property",
+                "session.timeout.ms=6000",
+                "--consumer-property",
+                "heartbeat.interval.ms=500",
+                "--consumer-property",
+                "auto.commit.interval.ms=500",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn console-consumer");
+        let mut out = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = out.read_to_end(&mut b);
+            b
+        });
+        Member {
+            child: Some(child),
+            stdout: Some(stdout),
+        }
+    }
+
+    /// SIGTERM, wait (bounded) for a clean exit, and return what it printed.
+    fn stop(mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + TOOL_DEADLINE;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("console-consumer did not stop within {TOOL_DEADLINE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "console-consumer exited with {status}");
+        let out = self
+            .stdout
+            .take()
+            .expect("stdout")
+            .join()
+            .unwrap_or_default();
+        String::from_utf8(out).expect("utf-8 output")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The rows of `--describe --group` output (after the blank line and the header), split
+/// into their nine columns.
+fn describe_rows(out: &str) -> Vec<Vec<String>> {
+    let mut lines = out.lines().skip_while(|l| !l.starts_with("GROUP "));
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.split_whitespace().eq([
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "CONSUMER-ID",
+            "HOST",
+            "CLIENT-ID"
+        ]),
+        "{out}"
+    );
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// Polls `--describe` (bounded) until `done` holds for its output; returns that output.
+fn describe_until(broker: &Broker, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + TOOL_DEADLINE;
+    loop {
+        let out = broker.tool("consumer-groups", args, b"");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && done(&stdout) {
+            return stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer-groups {args:?} never showed what was awaited; last:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn committed_total(rows: &[Vec<String>]) -> i64 {
+    rows.iter().filter_map(|r| r[3].parse::<i64>().ok()).sum()
+}
+
+#[test]
+fn consumer_groups_describe_reset_and_delete() {
+    let broker = Broker::start_with(GROUP_OVERRIDES);
+    broker.ok(
+        "topics",
+        &["--create", "--topic", "orders", "--partitions", "3"],
+        b"",
+    );
+    let input: String = (0..30).map(|i| format!("k{i}:v{i}\n")).collect();
+    broker.ok(
+        "console-producer",
+        &[
+            "--topic",
+            "orders",
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=:",
+        ],
+        input.as_bytes(),
+    );
+
+    // A group member reads ten records, commits them and leaves.
+    let out = broker.ok(
+        "console-consumer",
+        &[
+            "--topic",
+            "orders",
+            "--group",
+            "g1",
+            "--from-beginning",
+            "--max-messages",
+            "10",
+            "--timeout-ms",
+            "30000",
+        ],
+        b"",
+    );
+    assert_eq!(out.lines().count(), 10, "{out}");
+
+    let list = broker.ok("consumer-groups", &["--list"], b"");
+    assert!(list.lines().any(|l| l == "g1"), "{list}");
+    let list = broker.ok("consumer-groups", &["--list", "--state"], b"");
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().eq(["g1", "Empty"])),
+        "{list}"
+    );
+    let list = broker.ok("consumer-groups", &["--list", "--state", "stable"], b"");
+    assert!(!list.contains("g1"), "{list}");
+
+    // Committed offsets and lag of an empty group.
+    let out = broker.tool("consumer-groups", &["--describe", "--group", "g1"], b"");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Consumer group 'g1' has no active members."),
+        "{stderr}"
+    );
+    let rows = describe_rows(&String::from_utf8_lossy(&out.stdout));
+    assert!(!rows.is_empty());
+    assert_eq!(committed_total(&rows), 10, "{rows:?}");
+    let mut log_end_total = 0;
+    for r in &rows {
+        assert_eq!((r[0].as_str(), r[1].as_str()), ("g1", "orders"));
+        let (current, end, lag): (i64, i64, i64) = (
+            r[3].parse().unwrap(),
+            r[4].parse().unwrap(),
+            r[5].parse().unwrap(),
+        );
+        assert_eq!(lag, end - current, "{r:?}");
+        assert_eq!(&r[6..], ["-", "-", "-"], "no owner: {r:?}");
+        log_end_total += end;
+    }
+    assert!(log_end_total <= 30);
+
+    // Reset: a dry run changes nothing; --execute does.
+    let dry = broker.ok(
+        "consumer-groups",
+        &[
+            "--reset-offsets",
+            "--group",
+            "g1",
+            "--topic",
+            "orders",
+            "--to-earliest",
+            "--dry-run",
+        ],
+        b"",
+    );
+    let new_offsets: Vec<Vec<&str>> = dry
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        new_offsets[0],
+        ["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"]
+    );
+    assert_eq!(
+        new_offsets[1..],
+        [
+            ["g1", "orders", "0", "0"],
+            ["g1", "orders", "1", "0"],
+            ["g1", "orders", "2", "0"]
+        ]
+    );
+    let out = broker.ok("consumer-groups", &["--describe", "--group", "g1"], b"");
+    assert_eq!(committed_total(&describe_rows(&out)), 10, "dry run: {out}");
+
+    broker.ok(
+        "consumer-groups",
+        &[
+            "--reset-offsets",
+            "--group",
+            "g1",
+            "--topic",
+            "orders",
+            "--to-latest",
+            "--execute",
+        ],
+        b"",
+    );
+    let out = broker.ok("consumer-groups", &["--describe", "--group", "g1"], b"");
+    let rows = describe_rows(&out);
+    assert_eq!(rows.len(), 3, "{out}");
+    assert_eq!(committed_total(&rows), 30, "{out}");
+    assert!(rows.iter().all(|r| r[5] == "0"), "no lag at the end: {out}");
+
+    // Shift back on one partition, clamped at the log start; --to-offset past the end is
+    // clamped to it.
+    let out = broker.ok(
+        "consumer-groups",
+        &[
+            "--reset-offsets",
+            "--group",
+            "g1",
+            "--topic",
+            "orders:0",
+            "--shift-by",
+            "-1000",
+            "--execute",
+        ],
+        b"",
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().eq(["g1", "orders", "0", "0"])),
+        "{out}"
+    );
+    let out = broker.ok(
+        "consumer-groups",
+        &[
+            "--reset-offsets",
+            "--group",
+            "g1",
+            "--all-topics",
+            "--to-offset",
+            "1000000",
+            "--dry-run",
+        ],
+        b"",
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("g1")).count(),
+        3,
+        "{out}"
+    );
+    let rows = describe_rows(&broker.ok("consumer-groups", &["--describe", "--group", "g1"], b""));
+    let lag: i64 = rows.iter().map(|r| r[5].parse::<i64>().unwrap()).sum();
+    let p0_end: i64 = rows.iter().find(|r| r[2] == "0").unwrap()[4]
+        .parse()
+        .unwrap();
+    assert_eq!(lag, p0_end, "only partition 0 lags, by all of it");
+
+    // An active member: the group is Stable, described with its member, and refuses
+    // resets and deletion.
+    let member = Member::start(&broker, "orders", "g1");
+    let out = describe_until(&broker, &["--describe", "--group", "g1"], |out| {
+        let rows = describe_rows(out);
+        rows.len() == 3 && rows.iter().all(|r| r[6] != "-" && r[5] == "0")
+    });
+    let rows = describe_rows(&out);
+    assert!(rows.iter().all(|r| r[7].contains("127.0.0.1")), "{out}");
+    let members = broker.ok(
+        "consumer-groups",
+        &["--describe", "--group", "g1", "--members", "--verbose"],
+        b"",
+    );
+    let member_row: Vec<&str> = members.lines().last().unwrap().split_whitespace().collect();
+    assert_eq!(member_row[0], "g1");
+    assert_eq!(member_row[5], "3", "{members}");
+    assert_eq!(member_row[6], "orders(0,1,2)", "{members}");
+    let state = broker.ok(
+        "consumer-groups",
+        &["--describe", "--group", "g1", "--state"],
+        b"",
+    );
+    let state_row: Vec<&str> = state.lines().last().unwrap().split_whitespace().collect();
+    assert_eq!(state_row[0], "g1");
+    assert_eq!(
+        &state_row[state_row.len() - 3..],
+        ["range", "Stable", "1"],
+        "{state}"
+    );
+
+    let err = broker.fails(
+        "consumer-groups",
+        &[
+            "--reset-offsets",
+            "--group",
+            "g1",
+            "--topic",
+            "orders",
+            "--to-earliest",
+            "--execute",
+        ],
+    );
+    assert_eq!(
+        err.trim_end(),
+        "Error: Assignments can only be reset if the group 'g1' is inactive, but the current state is Stable."
+    );
+    let out = broker.tool("consumer-groups", &["--delete", "--group", "g1"], b"");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NON_EMPTY_GROUP"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let printed = member.stop();
+    assert_eq!(
+        printed.lines().count(),
+        10,
+        "partition 0 from offset 0: {printed}"
+    );
+    assert!(
+        printed.lines().all(|l| l.starts_with("Partition:0\t")),
+        "{printed}"
+    );
+
+    // It committed before leaving: Empty again, nothing to catch up on.
+    let out = broker.tool("consumer-groups", &["--describe", "--group", "g1"], b"");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no active members"));
+    let rows = describe_rows(&String::from_utf8_lossy(&out.stdout));
+    assert!(rows.iter().all(|r| r[5] == "0" && r[6] == "-"), "{rows:?}");
+
+    // Offsets of one partition, then the whole group.
+    let out = broker.ok(
+        "consumer-groups",
+        &["--delete-offsets", "--group", "g1", "--topic", "orders:0"],
+        b"",
+    );
+    assert!(
+        out.contains("Request succeed for deleting offsets with topic orders group g1"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().eq(["orders", "0", "Successful"])),
+        "{out}"
+    );
+    let rows = describe_rows(&broker.ok("consumer-groups", &["--describe", "--group", "g1"], b""));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let out = broker.ok("consumer-groups", &["--delete", "--group", "g1"], b"");
+    assert_eq!(
+        out.trim_end(),
+        "Deletion of requested consumer groups ('g1') was successful."
+    );
+    let err = broker.fails("consumer-groups", &["--describe", "--group", "g1"]);
+    assert_eq!(err.trim_end(), "Error: Consumer group 'g1' does not exist.");
+    let list = broker.ok("consumer-groups", &["--list"], b"");
+    assert!(!list.lines().any(|l| l == "g1"), "{list}");
+}
+
+/// Two console consumers in one group split a six-partition topic with the client-side
+/// range assignor: three partitions each, every record read exactly once between them.
+#[test]
+fn console_consumers_share_a_group() {
+    let broker = Broker::start_with(GROUP_OVERRIDES);
+    broker.ok(
+        "topics",
+        &["--create", "--topic", "shared", "--partitions", "6"],
+        b"",
+    );
+    let first = Member::start(&broker, "shared", "g2");
+    let second = Member::start(&broker, "shared", "g2");
+    let members = describe_until(
+        &broker,
+        &["--describe", "--group", "g2", "--members", "--verbose"],
+        |out| {
+            let rows: Vec<Vec<&str>> = out
+                .lines()
+                .filter(|l| l.starts_with("g2 "))
+                .map(|l| l.split_whitespace().collect())
+                .collect();
+            rows.len() == 2 && rows.iter().all(|r| r.get(5) == Some(&"3"))
+        },
+    );
+    let assigned: Vec<&str> = members
+        .lines()
+        .filter(|l| l.starts_with("g2 "))
+        .map(|l| l.split_whitespace().last().unwrap_or_default())
+        .collect();
+    let mut both = assigned.clone();
+    both.sort_unstable();
+    assert_eq!(both, ["shared(0,1,2)", "shared(3,4,5)"], "{members}");
+
+    let n = 600;
+    let input: String = (0..n).map(|i| format!("v{i}\n")).collect();
+    broker.ok(
+        "console-producer",
+        &["--topic", "shared", "--producer-property", "acks=all"],
+        input.as_bytes(),
+    );
+    // Wait until the group has committed everything, then stop both.
+    describe_until(&broker, &["--describe", "--group", "g2"], |out| {
+        let rows = describe_rows(out);
+        rows.len() == 6 && committed_total(&rows) == n
+    });
+    let outputs = [first.stop(), second.stop()];
+    let mut seen = std::collections::HashSet::new();
+    for (i, out) in outputs.iter().enumerate() {
+        let partitions: std::collections::BTreeSet<&str> =
+            out.lines().filter_map(|l| l.split('\t').next()).collect();
+        assert!(partitions.len() <= 3, "member {i} read {partitions:?}");
+        for line in out.lines() {
+            let value = line.split('\t').nth(1).expect("partition\tvalue");
+            assert!(seen.insert(value.to_string()), "{value} read twice");
+        }
+    }
+    assert_eq!(seen.len(), n as usize);
 }
