@@ -122,7 +122,12 @@ impl GroupConsumer {
                 "a group consumer needs at least one topic".into(),
             ));
         }
-        let cluster = Cluster::connect(client.clone()).await?;
+        let mut cluster = Cluster::connect(client.clone()).await?;
+        // The leader assigns only topics that exist, and nothing triggers a rebalance when
+        // one appears later: a typo should be an error, not a silent wait.
+        for t in &topics {
+            cluster.topic(t).await?;
+        }
         Ok(GroupConsumer {
             client,
             consumer_config,
