@@ -147,15 +147,22 @@ impl Partition {
         });
     }
 
-    /// The log cleaner's snapshot of the cleanable segments (quick, under the lock).
+    /// The log cleaner's snapshot of the cleanable segments below the high watermark
+    /// (quick, under the lock).
     pub fn cleanable(&self, now_ms: i64) -> Result<Option<CleanableLog>, PartitionError> {
-        self.with_log(|log| Ok(log.cleanable(now_ms)))
+        let hw = self.high_watermark();
+        self.with_log(|log| Ok(log.cleanable(now_ms, hw)))
     }
 
-    /// Swaps in segments the cleaner wrote outside the lock (renames and directory
-    /// fsyncs under it). Blocking.
-    pub fn swap_cleaned(&self, cleaned: CleanedLog) -> Result<SwapOutcome, PartitionError> {
-        self.with_log(|log| log.swap_cleaned(cleaned))
+    /// Swaps in segments the cleaner wrote outside the lock, one cleaned segment per lock
+    /// acquisition (a rename and two directory fsyncs each), so produce and fetch wait at
+    /// most for one. Blocking.
+    pub fn swap_cleaned(&self, mut cleaned: CleanedLog) -> Result<SwapOutcome, PartitionError> {
+        loop {
+            if let Some(outcome) = self.with_log(|log| log.swap_cleaned_group(&mut cleaned))? {
+                return Ok(outcome);
+            }
+        }
     }
 
     /// Periodic housekeeping: time-based roll and retention. Blocking.

@@ -175,7 +175,11 @@ impl Drop for CleanedGroup {
 /// Cleaned segments ready to be swapped in.
 pub struct CleanedLog {
     pub(crate) generation: u64,
-    pub(crate) groups: Vec<CleanedGroup>,
+    /// Not yet swapped in, in offset order (the next one first).
+    pub(crate) groups: std::collections::VecDeque<CleanedGroup>,
+    /// Old segments replaced and cleaned segments swapped in so far.
+    pub(crate) replaced: usize,
+    pub(crate) written: usize,
     /// The new cleaner checkpoint once swapped in.
     pub(crate) first_dirty_offset: i64,
     pub stats: CleanerStats,
@@ -192,6 +196,10 @@ impl std::fmt::Debug for CleanedLog {
 }
 
 impl CleanedLog {
+    pub(crate) fn next_group(&mut self) -> Option<CleanedGroup> {
+        self.groups.pop_front()
+    }
+
     /// Where the next round's dirty section starts.
     pub fn first_dirty_offset(&self) -> i64 {
         self.first_dirty_offset
@@ -232,15 +240,17 @@ impl Cleaner {
             .iter()
             .filter(|s| s.base_offset < end)
             .collect();
-        let mut groups = Vec::new();
+        let mut groups = std::collections::VecDeque::new();
         for group in group_by_size(&to_clean, log.config.effective_segment_bytes()) {
             if let Some(g) = self.clean_group(log, &group, now_ms, &mut stats)? {
-                groups.push(g);
+                groups.push_back(g);
             }
         }
         Ok(CleanedLog {
             generation: log.generation,
             groups,
+            replaced: 0,
+            written: 0,
             first_dirty_offset: end,
             stats,
         })

@@ -115,7 +115,7 @@ fn records(log: &Log) -> Vec<(i64, String, Option<String>)> {
 
 /// One full round: snapshot, clean, swap.
 fn clean_round(log: &mut Log, cleaner: &mut Cleaner, now: i64) -> Option<SwapOutcome> {
-    let snap = log.cleanable(now)?;
+    let snap = log.cleanable(now, i64::MAX)?;
     if !snap.is_due() {
         return None;
     }
@@ -172,7 +172,7 @@ fn keeps_the_latest_value_of_every_key_at_its_offset() {
         assert_eq!((offset, value.as_deref()), (o, Some(v.as_str())));
     }
     // The checkpoint advanced to the active segment: nothing dirty is left.
-    assert!(log.cleanable(NOW).is_none());
+    assert!(log.cleanable(NOW, i64::MAX).is_none());
 
     // Reopen (crash-style, no close) and after a clean close: same content.
     drop(log);
@@ -182,7 +182,7 @@ fn keeps_the_latest_value_of_every_key_at_its_offset() {
     let log = Log::open(dir.path(), config(), NOW).unwrap();
     assert_eq!(records(&log), got);
     assert!(
-        log.cleanable(NOW).is_none(),
+        log.cleanable(NOW, i64::MAX).is_none(),
         "the cleaner checkpoint persisted"
     );
 }
@@ -230,13 +230,13 @@ fn tombstones_stay_for_delete_retention_then_go() {
 
     // Before the horizon nothing is due; after it a round removes the tombstone without any
     // new dirt.
-    assert!(log.cleanable(NOW + RETENTION - 1).is_none());
+    assert!(log.cleanable(NOW + RETENTION - 1, i64::MAX).is_none());
     let outcome = clean_round(&mut log, &mut cleaner, NOW + RETENTION).expect("tombstones due");
     assert!(matches!(outcome, SwapOutcome::Swapped { .. }));
     let got = records(&log);
     assert!(!got.iter().any(|(_, k, _)| k == "k1"), "{got:?}");
     assert!(got.iter().any(|(_, k, _)| k == "k0"));
-    assert!(log.cleanable(NOW + 2 * RETENTION).is_none());
+    assert!(log.cleanable(NOW + 2 * RETENTION, i64::MAX).is_none());
 }
 
 #[test]
@@ -248,7 +248,7 @@ fn crash_before_commit_discards_and_after_commit_completes_the_swap() {
         seal(&mut log);
         let before = records(&log);
         let mut cleaner = Cleaner::new(CleanerConfig::default());
-        let snap = log.cleanable(NOW).unwrap();
+        let snap = log.cleanable(NOW, i64::MAX).unwrap();
         let cleaned = cleaner.clean(&snap, NOW).unwrap();
         assert!(!leftovers(dir.path()).is_empty());
         if committed {
@@ -290,7 +290,7 @@ fn a_round_aborts_when_the_log_changed_underneath() {
         updates(&mut log, 4, 50);
         seal(&mut log);
         let mut cleaner = Cleaner::new(CleanerConfig::default());
-        let snap = log.cleanable(NOW).unwrap();
+        let snap = log.cleanable(NOW, i64::MAX).unwrap();
         let cleaned = cleaner.clean(&snap, NOW).unwrap();
         match change {
             "truncate" => log.truncate_to(log.log_end_offset() - 1).unwrap(),
@@ -406,7 +406,7 @@ fn a_corrupt_batch_stops_cleaning_with_an_error() {
     data[at] ^= 0x55;
     fs::write(&first, &data).unwrap();
     let mut cleaner = Cleaner::new(CleanerConfig::default());
-    let snap = log.cleanable(NOW).unwrap();
+    let snap = log.cleanable(NOW, i64::MAX).unwrap();
     let err = cleaner.clean(&snap, NOW).unwrap_err();
     assert!(
         matches!(err, CleanerError::Corrupt { segment: 0, .. }),
@@ -501,4 +501,73 @@ proptest! {
         let log = Log::open(dir.path(), cfg, NOW).unwrap();
         prop_assert_eq!(records(&log).into_iter().filter(|r| r.1.starts_with('k')).map(|(o, k, v)| (k, (o, v))).collect::<BTreeMap<_, _>>(), model);
     }
+}
+
+#[test]
+fn nothing_past_the_high_watermark_or_younger_than_the_lag_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(), NOW).unwrap();
+    updates(&mut log, 4, 50);
+    seal(&mut log);
+    let full = log.cleanable(NOW, i64::MAX).unwrap();
+    let hw = full.first_uncleanable_offset() / 2;
+    let capped = log.cleanable(NOW, hw).unwrap();
+    assert!(capped.first_uncleanable_offset() <= hw);
+    assert!(capped.dirty_bytes() < full.dirty_bytes());
+    // Every record is younger than a one-hour lag: nothing may be cleaned yet.
+    log.update_config(LogConfig {
+        min_compaction_lag_ms: 3_600_000,
+        ..config()
+    });
+    assert!(log.cleanable(NOW + 1000, i64::MAX).is_none());
+    assert!(log.cleanable(NOW + 3_700_000, i64::MAX).is_some());
+    // A max lag makes an otherwise clean-enough log due.
+    log.update_config(LogConfig {
+        min_cleanable_dirty_ratio: 1.0,
+        max_compaction_lag_ms: 60_000,
+        ..config()
+    });
+    let mut cleaner = Cleaner::new(CleanerConfig::default());
+    clean_round(&mut log, &mut cleaner, NOW).expect("due");
+    updates(&mut log, 1, 1);
+    seal(&mut log);
+    let snap = log.cleanable(NOW, i64::MAX).unwrap();
+    assert!(snap.dirty_ratio() < 1.0 && !snap.is_due());
+    assert!(log.cleanable(NOW + 120_000, i64::MAX).unwrap().is_due());
+}
+
+#[test]
+fn a_round_aborted_between_groups_keeps_every_latest_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(), NOW).unwrap();
+    let latest = updates(&mut log, 4, 80);
+    seal(&mut log);
+    let mut cleaner = Cleaner::new(CleanerConfig::default());
+    let snap = log.cleanable(NOW, i64::MAX).unwrap();
+    let mut cleaned = cleaner.clean(&snap, NOW).unwrap();
+    assert!(cleaned.groups.len() > 2);
+    assert_eq!(log.swap_cleaned_group(&mut cleaned).unwrap(), None);
+    log.truncate_to(log.log_end_offset() - 1).unwrap();
+    assert!(matches!(
+        log.swap_cleaned_group(&mut cleaned).unwrap(),
+        Some(SwapOutcome::Aborted(_))
+    ));
+    drop(cleaned);
+    assert!(leftovers(dir.path()).is_empty());
+    let check = |log: &Log| {
+        let mut seen = BTreeMap::new();
+        for (o, k, v) in records(log) {
+            seen.insert(k, (o, v.unwrap()));
+        }
+        for (k, v) in &latest {
+            assert_eq!(&seen[k], v);
+        }
+    };
+    check(&log);
+    // The checkpoint did not move: the next round cleans the rest.
+    assert_eq!(log.first_dirty_offset(), 0);
+    clean_round(&mut log, &mut cleaner, NOW).expect("due");
+    check(&log);
+    drop(log);
+    check(&Log::open(dir.path(), config(), NOW).unwrap());
 }

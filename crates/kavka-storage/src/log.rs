@@ -793,8 +793,10 @@ impl Log {
     /// Snapshot of the cleanable part of a compacted log (cheap; call under the lock):
     /// the sealed segments below the first uncleanable offset, which is the active
     /// segment's base or, with `min.compaction.lag.ms`, the first dirty segment holding a
-    /// record younger than the lag. `None` when the log is not compacted or nothing is dirty.
-    pub fn cleanable(&self, now_ms: i64) -> Option<CleanableLog> {
+    /// record younger than the lag, and never past the segment holding `high_watermark` (a
+    /// follower may still truncate above it). `None` when the log is not compacted or
+    /// nothing is dirty.
+    pub fn cleanable(&self, now_ms: i64, high_watermark: i64) -> Option<CleanableLog> {
         if !self.config.compact || self.segments.len() < 2 {
             return None;
         }
@@ -806,6 +808,10 @@ impl Log {
         let mut max_lag_exceeded = false;
         let mut seen_dirty = false;
         for i in 0..sealed {
+            if self.segment_end(i) > high_watermark {
+                uncleanable = uncleanable.min(self.segments[i].base_offset());
+                break;
+            }
             if self.segment_end(i) <= first_dirty {
                 continue;
             }
@@ -869,30 +875,37 @@ impl Log {
         })
     }
 
-    /// Swaps cleaned segments in (briefly, under the lock: renames and directory fsyncs) and
-    /// advances the cleaner checkpoint. Aborts, removing the cleaned files, when any segment
-    /// the cleaner read was deleted, replaced or truncated meanwhile.
+    /// Swaps every cleaned segment in at once (see [`Log::swap_cleaned_group`], which lets
+    /// the caller release the lock between groups).
     pub fn swap_cleaned(&mut self, mut cleaned: CleanedLog) -> Result<SwapOutcome, StorageError> {
-        if cleaned.generation != self.generation {
-            return Ok(SwapOutcome::Aborted("the log was truncated"));
-        }
-        for g in &cleaned.groups {
-            if self.cleaned_group_position(g).is_none() {
-                return Ok(SwapOutcome::Aborted("a segment being cleaned changed"));
+        loop {
+            if let Some(outcome) = self.swap_cleaned_group(&mut cleaned)? {
+                return Ok(outcome);
             }
         }
+    }
+
+    /// Swaps the next cleaned segment in: a commit rename and two directory fsyncs under the
+    /// lock. Returns `None` while groups remain, then the outcome; the last call advances the
+    /// cleaner checkpoint. Aborts, removing the remaining cleaned files, when a segment the
+    /// cleaner read was deleted, replaced or truncated meanwhile. Groups go in offset order,
+    /// each committed on its own: a crash or an abort never leaves a later group swapped (its
+    /// tombstones gone) with an earlier group's older values still in place.
+    pub fn swap_cleaned_group(
+        &mut self,
+        cleaned: &mut CleanedLog,
+    ) -> Result<Option<SwapOutcome>, StorageError> {
         let dir = self.dir.clone();
-        let mut replaced = 0;
-        let mut swapped = Vec::new();
-        // In offset order, one commit each: a crash never leaves a later group swapped (its
-        // tombstones gone) with an earlier group's older values still in place.
-        for g in &mut cleaned.groups {
-            let Some(i) = self.cleaned_group_position(g) else {
-                debug_assert!(false, "checked above under the same lock");
-                continue;
-            };
-            let Some(seg) = g.segment.take() else {
-                continue;
+        if cleaned.generation != self.generation {
+            cleaned.groups.clear();
+            return Ok(Some(SwapOutcome::Aborted("the log was truncated")));
+        }
+        if let Some(mut g) = cleaned.next_group() {
+            let (Some(i), Some(seg)) = (self.cleaned_group_position(&g), g.segment.take()) else {
+                cleaned.groups.clear();
+                return Ok(Some(SwapOutcome::Aborted(
+                    "a segment being cleaned changed",
+                )));
             };
             segment_swap::commit(&dir, g.base_offset, g.end_offset)?;
             g.files_pending = false;
@@ -904,14 +917,14 @@ impl Log {
             }
             self.size_bytes += seg.size();
             self.segments.insert(i, seg);
-            replaced += n;
-            swapped.push((g.base_offset, g.end_offset));
-        }
-        if !swapped.is_empty() {
-            // The old files' renames are durable before any final name appears.
+            // The old files' renames are durable before the final names appear; those need
+            // no fsync of their own (a lost one is redone by recovery from the swap file).
             checkpoint::sync_dir(&dir)?;
-            for (base, end) in &swapped {
-                segment_swap::finish(&dir, *base, *end)?;
+            segment_swap::finish(&dir, g.base_offset, g.end_offset)?;
+            cleaned.replaced += n;
+            cleaned.written += 1;
+            if !cleaned.groups.is_empty() {
+                return Ok(None);
             }
             checkpoint::sync_dir(&dir)?;
         }
@@ -921,11 +934,11 @@ impl Log {
             self.first_dirty_offset = next;
             cleaner_checkpoint::write(&dir, next)?;
         }
-        info!(dir = %dir.display(), segments_replaced = replaced, segments_written = swapped.len(), first_dirty_offset = next, "swapped in cleaned segments");
-        Ok(SwapOutcome::Swapped {
-            segments_replaced: replaced,
-            segments_written: swapped.len(),
-        })
+        info!(dir = %dir.display(), segments_replaced = cleaned.replaced, segments_written = cleaned.written, first_dirty_offset = next, "swapped in cleaned segments");
+        Ok(Some(SwapOutcome::Swapped {
+            segments_replaced: cleaned.replaced,
+            segments_written: cleaned.written,
+        }))
     }
 
     /// Index of the first segment a cleaned group replaces, if those segments are still

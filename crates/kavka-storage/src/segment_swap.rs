@@ -54,11 +54,20 @@ pub(crate) fn is_cleaned(name: &str) -> bool {
 
 /// Step 2: makes the swap durable. After this the old segments are as good as gone.
 pub(crate) fn commit(dir: &Path, base: i64, end: i64) -> io::Result<()> {
-    fs::rename(
+    let (cleaned, swap) = (
         cleaned_path(dir, base, LOG_SUFFIX),
         swap_path(dir, base, end),
-    )?;
-    sync_dir(dir)
+    );
+    fs::rename(&cleaned, &swap)?;
+    if let Err(e) = sync_dir(dir) {
+        // Not committed after all: a swap file left behind would be applied by recovery
+        // even if the log changes before the next start.
+        if let Err(back) = fs::rename(&swap, &cleaned) {
+            warn!(file = %swap.display(), error = %back, "cannot undo an unsynced swap");
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Step 3 (after the old segments' files were renamed away): final names. The directory is
