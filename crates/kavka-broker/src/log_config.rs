@@ -13,6 +13,24 @@ fn pick<T: std::str::FromStr>(overrides: &BTreeMap<String, String>, key: &str, d
         .unwrap_or(default)
 }
 
+/// Internal topics whose state is a key → latest value table: compacted unless their own
+/// config says otherwise (Kafka always creates them with `cleanup.policy=compact`).
+const COMPACTED_INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
+/// [`log_config_for`] for the topic `name`.
+pub fn log_config_for_topic(
+    broker: &BrokerConfig,
+    name: &str,
+    overrides: &BTreeMap<String, String>,
+) -> LogConfig {
+    if COMPACTED_INTERNAL_TOPICS.contains(&name) && !overrides.contains_key("cleanup.policy") {
+        let mut o = overrides.clone();
+        o.insert("cleanup.policy".into(), "compact".into());
+        return log_config_for(broker, &o);
+    }
+    log_config_for(broker, overrides)
+}
+
 pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
     let d = &broker.log;
     let log_append = match overrides.get("message.timestamp.type").map(String::as_str) {
@@ -105,6 +123,20 @@ mod tests {
         let o = BTreeMap::from([("cleanup.policy".to_string(), "compact,delete".to_string())]);
         assert_eq!(log_config_for(&b, &o).retention_ms, 3_600_000);
         assert!(log_config_for(&b, &o).compact);
+    }
+
+    #[test]
+    fn internal_state_topics_are_compacted() {
+        let b = broker();
+        let none = BTreeMap::new();
+        assert!(log_config_for_topic(&b, "__consumer_offsets", &none).compact);
+        assert_eq!(
+            log_config_for_topic(&b, "__consumer_offsets", &none).retention_ms,
+            -1
+        );
+        assert!(!log_config_for_topic(&b, "orders", &none).compact);
+        let o = BTreeMap::from([("cleanup.policy".to_string(), "delete".to_string())]);
+        assert!(!log_config_for_topic(&b, "__consumer_offsets", &o).compact);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! the controller call returns, so a client may produce right after CreateTopics.
 
 use crate::config::BrokerConfig;
-use crate::log_config::log_config_for;
+use crate::log_config::log_config_for_topic;
 use crate::partition::Partition;
 use kavka_metadata::{ImageListener, MetadataImage, TopicImage};
 use kavka_storage::Log;
@@ -80,7 +80,7 @@ impl ReplicaManager {
                 .map(|(idx, _)| *idx)
                 .collect()
         };
-        let log_config = log_config_for(&self.config, &topic.configs);
+        let log_config = log_config_for_topic(&self.config, &topic.name, &topic.configs);
         par_for_each(missing, |idx| {
             let dir = self.dir_for(&topic.name, idx);
             if let Err(e) = write_partition_metadata(&dir, topic.topic_id) {
@@ -135,7 +135,7 @@ impl ReplicaManager {
                 .map(|o| o.configs != t.configs)
                 .unwrap_or(false);
             if changed {
-                let cfg = log_config_for(&self.config, &t.configs);
+                let cfg = log_config_for_topic(&self.config, name, &t.configs);
                 for p in self.all().into_iter().filter(|p| &p.topic == name) {
                     p.update_config(cfg.clone());
                 }
