@@ -80,6 +80,8 @@ pub struct BrokerConfig {
     pub flush_scheduler_interval_ms: u64,
     pub rack: Option<String>,
     pub log: LogDefaults,
+    /// Group coordinator settings (group.*, offsets.*).
+    pub group: crate::group::GroupConfig,
     /// Every key as given (after overrides), for DescribeConfigs on the broker resource.
     pub props: BTreeMap<String, String>,
 }
@@ -137,7 +139,6 @@ const IGNORED_KEYS: &[&str] = &[
     "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "group.initial.rebalance.delay.ms",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
 ];
@@ -225,7 +226,9 @@ impl BrokerConfig {
         for k in props.keys() {
             if IGNORED_KEYS.contains(&k.as_str()) {
                 warnings.push(format!("config '{k}' has no effect in kavka"));
-            } else if !KNOWN_KEYS.contains(&k.as_str()) {
+            } else if !KNOWN_KEYS.contains(&k.as_str())
+                && !crate::group::config::GROUP_CONFIG_KEYS.contains(&k.as_str())
+            {
                 warnings.push(format!("unknown config '{k}' ignored"));
             }
         }
@@ -505,6 +508,7 @@ impl BrokerConfig {
             )?,
             rack: get("broker.rack").map(str::to_string),
             log,
+            group: crate::group::GroupConfig::from_props(&props)?,
             props,
         };
         Ok(cfg)
