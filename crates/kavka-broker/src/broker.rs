@@ -1,6 +1,7 @@
 //! The broker's shared state: what every handler gets as its context.
 
 use crate::config::BrokerConfig;
+use crate::group::GroupCoordinator;
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 use kavka_metadata::Controller;
@@ -14,6 +15,8 @@ pub struct Broker {
     pub advertised: (String, u16),
     /// Idempotent producers' ids (InitProducerId).
     pub producer_ids: ProducerIdManager,
+    /// Consumer groups and committed offsets.
+    pub groups: Arc<GroupCoordinator>,
 }
 
 impl Broker {

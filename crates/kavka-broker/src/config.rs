@@ -98,6 +98,8 @@ pub struct BrokerConfig {
     pub rack: Option<String>,
     pub log: LogDefaults,
     pub cleaner: CleanerSettings,
+    /// Group coordinator settings (group.*, offsets.*).
+    pub group: crate::group::GroupConfig,
     /// Every key as given (after overrides), for DescribeConfigs on the broker resource.
     pub props: BTreeMap<String, String>,
 }
@@ -161,7 +163,6 @@ const IGNORED_KEYS: &[&str] = &[
     "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "group.initial.rebalance.delay.ms",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
 ];
@@ -249,7 +250,9 @@ impl BrokerConfig {
         for k in props.keys() {
             if IGNORED_KEYS.contains(&k.as_str()) {
                 warnings.push(format!("config '{k}' has no effect in kavka"));
-            } else if !KNOWN_KEYS.contains(&k.as_str()) {
+            } else if !KNOWN_KEYS.contains(&k.as_str())
+                && !crate::group::config::GROUP_CONFIG_KEYS.contains(&k.as_str())
+            {
                 warnings.push(format!("unknown config '{k}' ignored"));
             }
         }
@@ -572,6 +575,7 @@ impl BrokerConfig {
                     1024,
                 )?,
             },
+            group: crate::group::GroupConfig::from_props(&props)?,
             props,
         };
         Ok(cfg)

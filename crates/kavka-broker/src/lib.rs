@@ -96,7 +96,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         .map_err(|e| StartError::Bind(bind.clone(), e))?;
     let advertised = config.advertised_endpoint(bound);
 
-    let (controller, replicas) = {
+    let (controller, replicas, groups) = {
         let config = config.clone();
         let advertised = advertised.clone();
         let runtime = tokio::runtime::Handle::current();
@@ -115,6 +115,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                 started.elapsed().as_millis()
             );
             controller.subscribe(replicas.clone());
+            let groups = Arc::new(group::GroupCoordinator::new(
+                config.group.clone(),
+                replicas.clone(),
+                controller.clone(),
+            ));
+            groups.load_existing();
             controller
                 .register_broker(
                     config.node_id,
@@ -123,7 +129,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                     config.rack.clone(),
                 )
                 .map_err(|e| StartError::Metadata(e.to_string()))?;
-            Ok((controller, replicas))
+            Ok((controller, replicas, groups))
         })
         .await
         .map_err(|e| StartError::Metadata(e.to_string()))??
@@ -134,6 +140,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         replicas: replicas.clone(),
         advertised,
         producer_ids: producer_ids::ProducerIdManager::new(config.node_id),
+        groups: groups.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
 
@@ -165,6 +172,30 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     if config.cleaner.enable {
         let stop = shutdown_rx.clone();
         tokio::spawn(log_cleaner::run(replicas.clone(), config.cleaner.clone(), stop));
+    }
+
+    // Group coordinator timers: member sessions and rebalance deadlines, offset expiry.
+    {
+        let mut stop = shutdown_rx.clone();
+        let expire_every = Duration::from_millis(config.group.offsets_retention_check_interval_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut expire = tokio::time::interval(expire_every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let g = groups.clone();
+                        let _ = tokio::task::spawn_blocking(move || g.tick()).await;
+                    }
+                    _ = expire.tick() => {
+                        let g = groups.clone();
+                        let _ = tokio::task::spawn_blocking(move || g.expire_offsets()).await;
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        });
     }
 
     let limits = network::Server {

@@ -16,6 +16,14 @@ pub struct Router {
     pub broker: Arc<Broker>,
 }
 
+/// Who sent a request, for handlers that record it (group members' client id and host).
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub client_id: String,
+    /// As Kafka prints it: `/` and the peer's IP address.
+    pub client_host: String,
+}
+
 /// Encodes `[length][response header][body]`.
 pub fn encode_response<R: Encodable>(
     api: ApiKey,
@@ -63,7 +71,7 @@ where
 }
 
 impl RequestHandler for Router {
-    fn dispatch(&self, frame: Bytes, _conn: &ConnectionInfo) -> Dispatch {
+    fn dispatch(&self, frame: Bytes, conn: &ConnectionInfo) -> Dispatch {
         let prefix = match peek_prefix(&frame) {
             Ok(p) => p,
             Err(e) => return Dispatch::Close(e.to_string()),
@@ -87,11 +95,32 @@ impl RequestHandler for Router {
         if let Some(d) = handlers::legacy::dispatch(&self.broker, api, version, cid, &frame) {
             return d;
         }
-        let (api, _header, mut body) = match decode_request_header(frame) {
+        let (api, header, mut body) = match decode_request_header(frame) {
             Ok(x) => x,
             Err(e) => return Dispatch::Close(e.to_string()),
         };
         let b = self.broker.clone();
+        let client = || ClientInfo {
+            client_id: header
+                .client_id
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            client_host: format!("/{}", conn.peer.ip()),
+        };
+        macro_rules! async_handler {
+            ($req:ty, $call:expr) => {{
+                let req: $req = match decode(&mut body, version) {
+                    Ok(r) => r,
+                    Err(e) => return Dispatch::Close(e),
+                };
+                #[allow(clippy::redundant_closure_call)]
+                let fut = ($call)(b, req);
+                Dispatch::Respond(
+                    async move { encode_response(api, version, cid, &fut.await) }.boxed(),
+                )
+            }};
+        }
         macro_rules! blocking_handler {
             ($req:ty, $handler:path) => {{
                 let req: $req = match decode(&mut body, version) {
@@ -138,6 +167,44 @@ impl RequestHandler for Router {
             }
             ApiKey::DeleteRecords => {
                 blocking_handler!(DeleteRecordsRequest, handlers::delete_records::handle)
+            }
+            ApiKey::FindCoordinator => {
+                blocking_handler!(FindCoordinatorRequest, handlers::find_coordinator::handle)
+            }
+            ApiKey::JoinGroup => {
+                let client = client();
+                async_handler!(JoinGroupRequest, |b, req| handlers::join_group::handle(
+                    b, req, version, client
+                ))
+            }
+            ApiKey::SyncGroup => {
+                async_handler!(SyncGroupRequest, |b, req| handlers::sync_group::handle(
+                    b, req, version
+                ))
+            }
+            ApiKey::OffsetCommit => {
+                async_handler!(OffsetCommitRequest, |b, req| {
+                    handlers::offset_commit::handle(b, req, version)
+                })
+            }
+            ApiKey::Heartbeat => blocking_handler!(HeartbeatRequest, handlers::heartbeat::handle),
+            ApiKey::LeaveGroup => {
+                blocking_handler!(LeaveGroupRequest, handlers::leave_group::handle)
+            }
+            ApiKey::OffsetFetch => {
+                blocking_handler!(OffsetFetchRequest, handlers::offset_fetch::handle)
+            }
+            ApiKey::OffsetDelete => {
+                blocking_handler!(OffsetDeleteRequest, handlers::offset_delete::handle)
+            }
+            ApiKey::DescribeGroups => {
+                blocking_handler!(DescribeGroupsRequest, handlers::describe_groups::handle)
+            }
+            ApiKey::ListGroups => {
+                blocking_handler!(ListGroupsRequest, handlers::list_groups::handle)
+            }
+            ApiKey::DeleteGroups => {
+                blocking_handler!(DeleteGroupsRequest, handlers::delete_groups::handle)
             }
             ApiKey::Produce => {
                 let req: ProduceRequest = match decode(&mut body, version) {

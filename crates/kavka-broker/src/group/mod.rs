@@ -1,7 +1,17 @@
 //! The group coordinator: consumer groups, their members and committed offsets, kept as
 //! records in the compacted internal topic `__consumer_offsets` and rebuilt from it at start.
 //!
-//! `consumer` holds the next-generation (KIP-848) consumer group state machine and its
-//! server-side assignors.
+//! - `classic`: the JoinGroup/SyncGroup state machine (pure, time passed in).
+//! - `consumer`: the next-generation (KIP-848) consumer group and its server-side assignors.
+//! - `offsets`: a group's committed offsets; `record`: the `__consumer_offsets` record layouts.
+//! - `coordinator`: ties them to the log, sharded by `__consumer_offsets` partition.
 
+pub mod classic;
+pub mod config;
 pub mod consumer;
+pub mod coordinator;
+pub mod offsets;
+pub mod record;
+
+pub use config::GroupConfig;
+pub use coordinator::{GroupCoordinator, OFFSETS_TOPIC};

@@ -94,6 +94,15 @@ fn append_all(b: &Broker, req: &ProduceRequest, version: i16, convert: ConvertFn
                 response: error_response(p.index, code, msg),
                 durable_wait: None,
             };
+            // Only the coordinator writes its internal topic (Kafka's "Cannot append to
+            // internal topic").
+            if topic.name.0.as_str() == crate::group::OFFSETS_TOPIC {
+                out.push(response(
+                    ErrorCode::InvalidTopicException,
+                    Some("cannot append to an internal topic".to_string()),
+                ));
+                continue;
+            }
             let Some(part) = b.replicas.get(&topic.name, p.index) else {
                 out.push(response(ErrorCode::UnknownTopicOrPartition, None));
                 continue;

@@ -1,0 +1,985 @@
+//! The group coordinator: owns every group whose `__consumer_offsets` partition this broker
+//! leads (on a single node: all of them).
+//!
+//! State is sharded by `__consumer_offsets` partition. A shard's lock is held while a change
+//! is validated, appended to its partition and applied in memory, so the log's order is the
+//! memory's order and a replay rebuilds exactly what clients were told. Appends are small
+//! page-cache writes; waiting for fsync (when the log asks for it) happens after the lock is
+//! released.
+
+use super::classic::{
+    ClassicGroup, ClassicLimits, ClassicState, JoinRequest, JoinResult, MemberSummary, Outcome,
+    SyncRequest, SyncResult,
+};
+use super::config::GroupConfig;
+use super::offsets::CommittedOffsets;
+use super::record::{self, GroupRecord, OffsetValue};
+use crate::partition::Partition;
+use crate::replica_manager::{now_ms, ReplicaManager};
+use bytes::Bytes;
+use kafka_protocol::records::{Record, TimestampType};
+use kavka_metadata::{Controller, CreateTopicSpec, TopicDefaults};
+use kavka_protocol::error::ErrorCode;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+/// The internal topic holding groups and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Kafka's group → partition mapping: `abs(groupId.hashCode) % partitions`, with Java's
+/// String.hashCode over UTF-16 code units, so a group lands where Kafka would put it.
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    debug_assert!(partitions > 0);
+    let mut h: i32 = 0;
+    for unit in group_id.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+/// The kind of group behind an id.
+pub enum GroupKind {
+    Classic(ClassicGroup),
+}
+
+pub struct Group {
+    pub kind: GroupKind,
+    pub offsets: CommittedOffsets,
+}
+
+impl Group {
+    fn classic(id: &str, now: i64) -> Self {
+        Group {
+            kind: GroupKind::Classic(ClassicGroup::new(id.to_string(), now)),
+            offsets: CommittedOffsets::default(),
+        }
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        match &self.kind {
+            GroupKind::Classic(g) => g.state().name(),
+        }
+    }
+
+    pub fn protocol_type(&self) -> &str {
+        match &self.kind {
+            GroupKind::Classic(g) => g.protocol_type().unwrap_or(""),
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            GroupKind::Classic(_) => "classic",
+        }
+    }
+
+    /// No members (offsets may remain).
+    pub fn is_empty(&self) -> bool {
+        match &self.kind {
+            GroupKind::Classic(g) => g.is_empty(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    loaded: bool,
+    groups: HashMap<String, Group>,
+}
+
+/// Waits for an append to be fsynced before the answer goes out (when the log says so).
+pub struct DurableWait {
+    partition: Arc<Partition>,
+    offset: i64,
+}
+
+impl DurableWait {
+    pub async fn wait(self) -> Result<(), ErrorCode> {
+        self.partition
+            .wait_durable(self.offset)
+            .await
+            .map_err(|_| ErrorCode::NotCoordinator)
+    }
+}
+
+/// One partition of an OffsetCommit.
+#[derive(Debug, Clone)]
+pub struct CommitPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// Who commits: a group member (generation or member epoch), or an admin/simple consumer
+/// (generation -1, no member id).
+#[derive(Debug, Clone)]
+pub struct Committer {
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    /// OffsetCommit v2-4: -1 means the broker's offsets.retention.minutes.
+    pub retention_time_ms: i64,
+}
+
+pub struct GroupDescription {
+    pub group_id: String,
+    pub error: Option<ErrorCode>,
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberSummary>,
+    /// False for an unknown group (reported as Dead, or GROUP_ID_NOT_FOUND from v6).
+    pub found: bool,
+}
+
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: String,
+    pub group_type: String,
+}
+
+/// Per topic, per partition: `None` for success or the error.
+pub type PartitionCodes = Vec<(String, Vec<(i32, Option<ErrorCode>)>)>;
+
+/// A fetched committed offset; `None` when the group has none for the partition.
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    replicas: Arc<ReplicaManager>,
+    controller: Arc<Controller>,
+    shards: OnceLock<Vec<Mutex<Shard>>>,
+    /// Serialises the lazy creation of `__consumer_offsets`.
+    creating: Mutex<()>,
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn valid_group_id(id: &str) -> bool {
+    !id.is_empty()
+}
+
+impl GroupCoordinator {
+    pub fn new(
+        config: GroupConfig,
+        replicas: Arc<ReplicaManager>,
+        controller: Arc<Controller>,
+    ) -> Self {
+        GroupCoordinator {
+            config,
+            replicas,
+            controller,
+            shards: OnceLock::new(),
+            creating: Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    fn limits(&self) -> ClassicLimits {
+        ClassicLimits {
+            initial_rebalance_delay_ms: self.config.initial_rebalance_delay_ms,
+            max_size: self.config.max_size,
+        }
+    }
+
+    /// At start: if `__consumer_offsets` exists, replays it. Blocking (reads the logs).
+    pub fn load_existing(&self) {
+        let partitions = match self.controller.image().topic(OFFSETS_TOPIC) {
+            Some(t) => t.partitions.len(),
+            None => return,
+        };
+        self.init_and_load(partitions);
+    }
+
+    fn init_and_load(&self, partitions: usize) {
+        let shards = self.shards.get_or_init(|| {
+            (0..partitions)
+                .map(|_| Mutex::new(Shard::default()))
+                .collect()
+        });
+        let started = std::time::Instant::now();
+        let mut groups = 0;
+        for (p, shard) in shards.iter().enumerate() {
+            if lock(shard).loaded {
+                continue;
+            }
+            let loaded = self.load_partition(p as i32);
+            groups += loaded.len();
+            let mut s = lock(shard);
+            s.groups = loaded;
+            s.loaded = true;
+        }
+        tracing::info!(
+            partitions,
+            groups,
+            "group coordinator loaded {OFFSETS_TOPIC} in {} ms",
+            started.elapsed().as_millis()
+        );
+    }
+
+    /// Replays one partition: the last record per key wins, tombstones delete.
+    fn load_partition(&self, p: i32) -> HashMap<String, Group> {
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let Some(part) = self.replicas.get(OFFSETS_TOPIC, p) else {
+            tracing::error!(
+                partition = p,
+                "{OFFSETS_TOPIC} partition is not hosted here"
+            );
+            return groups;
+        };
+        let now = now_ms();
+        let mut metadata: HashMap<String, Option<record::GroupValue>> = HashMap::new();
+        let mut offsets: HashMap<String, CommittedOffsets> = HashMap::new();
+        let mut pos = part.log_start_offset();
+        loop {
+            let bytes = match part
+                .read_plan(pos, 1 << 20, true)
+                .map(|plan| plan.execute())
+            {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    tracing::error!(partition = p, "cannot read {OFFSETS_TOPIC}: {e}");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(partition = p, "cannot read {OFFSETS_TOPIC}: {e}");
+                    break;
+                }
+            };
+            if bytes.is_empty() {
+                break;
+            }
+            let batches = match kavka_protocol::records::decode_batches_detailed(&bytes, 256 << 20)
+            {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(
+                        partition = p,
+                        offset = pos,
+                        "corrupt {OFFSETS_TOPIC} batch: {e}"
+                    );
+                    break;
+                }
+            };
+            for batch in batches {
+                pos = pos.max(batch.header.next_offset());
+                if batch.header.is_control() {
+                    continue;
+                }
+                for r in batch.records {
+                    let Some(key) = r.key else { continue };
+                    match record::decode(&key, r.value.as_deref()) {
+                        Ok(Some(GroupRecord::Offset(k, v))) => {
+                            let o = offsets.entry(k.group).or_default();
+                            match v {
+                                Some(v) => o.put(&k.topic, k.partition, v),
+                                None => {
+                                    o.remove(&k.topic, k.partition);
+                                }
+                            }
+                        }
+                        Ok(Some(GroupRecord::Group(g, v))) => {
+                            metadata.insert(g, v);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(
+                                partition = p,
+                                offset = r.offset,
+                                "skipping bad record: {e}"
+                            )
+                        }
+                    }
+                }
+            }
+        }
+        for (id, v) in metadata {
+            if let Some(v) = v {
+                groups.insert(
+                    id.clone(),
+                    Group {
+                        kind: GroupKind::Classic(ClassicGroup::from_stored(id, v, now)),
+                        offsets: CommittedOffsets::default(),
+                    },
+                );
+            }
+        }
+        for (id, o) in offsets {
+            if o.is_empty() {
+                continue;
+            }
+            groups
+                .entry(id.clone())
+                .or_insert_with(|| Group::classic(&id, now))
+                .offsets = o;
+        }
+        groups
+    }
+
+    /// FindCoordinator: makes sure `__consumer_offsets` exists (Kafka creates it on first
+    /// use) and is loaded. Blocking (the metadata log fsyncs).
+    pub fn ensure_ready(&self) -> Result<(), ErrorCode> {
+        if self.shards.get().is_some() {
+            return Ok(());
+        }
+        let _g = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        if self.shards.get().is_some() {
+            return Ok(());
+        }
+        if self.controller.image().topic(OFFSETS_TOPIC).is_none() {
+            let mut configs = BTreeMap::new();
+            configs.insert("cleanup.policy".to_string(), "compact".to_string());
+            configs.insert(
+                "segment.bytes".to_string(),
+                self.config.offsets_topic_segment_bytes.to_string(),
+            );
+            let spec = CreateTopicSpec {
+                name: OFFSETS_TOPIC.to_string(),
+                num_partitions: self.config.offsets_topic_num_partitions,
+                replication_factor: 1,
+                assignments: Vec::new(),
+                configs,
+            };
+            let defaults = TopicDefaults {
+                num_partitions: self.config.offsets_topic_num_partitions,
+                replication_factor: 1,
+            };
+            let result = self.controller.create_topics(vec![spec], false, &defaults);
+            if let Some(Err(e)) = result.into_iter().next() {
+                if self.controller.image().topic(OFFSETS_TOPIC).is_none() {
+                    tracing::error!("cannot create {OFFSETS_TOPIC}: {e}");
+                    return Err(ErrorCode::CoordinatorNotAvailable);
+                }
+            }
+            tracing::info!("created {OFFSETS_TOPIC}");
+        }
+        let partitions = self
+            .controller
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partitions.len())
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        self.init_and_load(partitions);
+        Ok(())
+    }
+
+    fn shard_of(&self, group_id: &str) -> Result<(i32, &Mutex<Shard>), ErrorCode> {
+        let shards = self
+            .shards
+            .get()
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        let p = partition_for(group_id, shards.len() as i32);
+        let shard = shards
+            .get(p as usize)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        Ok((p, shard))
+    }
+
+    /// Runs `f` on the shard holding `group_id`, once it is loaded.
+    fn with_shard<R>(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(i32, &mut Shard) -> R,
+    ) -> Result<R, ErrorCode> {
+        if !valid_group_id(group_id) {
+            return Err(ErrorCode::InvalidGroupId);
+        }
+        let (p, shard) = self.shard_of(group_id)?;
+        let mut s = lock(shard);
+        if !s.loaded {
+            return Err(ErrorCode::CoordinatorLoadInProgress);
+        }
+        Ok(f(p, &mut s))
+    }
+
+    /// Appends records to a `__consumer_offsets` partition. Called with the shard locked.
+    fn append(
+        &self,
+        partition: i32,
+        records: Vec<(Bytes, Option<Bytes>)>,
+        now: i64,
+    ) -> Result<Option<DurableWait>, ErrorCode> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let part = self
+            .replicas
+            .get(OFFSETS_TOPIC, partition)
+            .ok_or(ErrorCode::NotCoordinator)?;
+        let records: Vec<Record> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: now,
+                key: Some(key),
+                value,
+                headers: Default::default(),
+            })
+            .collect();
+        let encoded = kavka_protocol::records::encode_batch(
+            &records,
+            kafka_protocol::records::Compression::None,
+        )
+        .map_err(|e| {
+            tracing::error!("cannot encode group records: {e}");
+            ErrorCode::UnknownServerError
+        })?;
+        let mut buf = encoded.to_vec();
+        match part.append(&mut buf, now) {
+            Ok((info, must_wait)) => Ok(must_wait.then_some(DurableWait {
+                partition: part,
+                offset: info.last_offset,
+            })),
+            Err(e) => {
+                let code = crate::handlers::partition_error_code(&e, OFFSETS_TOPIC, partition);
+                tracing::warn!(partition, "cannot append to {OFFSETS_TOPIC}: {e}");
+                // Kafka's mapping of store failures for group requests.
+                Err(match code {
+                    ErrorCode::MessageTooLarge
+                    | ErrorCode::RecordListTooLarge
+                    | ErrorCode::InvalidFetchSize => ErrorCode::UnknownServerError,
+                    ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+                    _ => ErrorCode::CoordinatorNotAvailable,
+                })
+            }
+        }
+    }
+
+    /// After any change to a classic group: store its metadata if it changed, then release
+    /// or fail the SyncGroups parked on that store.
+    fn store_classic(&self, partition: i32, g: &mut ClassicGroup, now: i64) {
+        if !g.take_needs_store() {
+            return;
+        }
+        let value = record::group_value(&g.to_stored());
+        match self.append(
+            partition,
+            vec![(record::group_key(&g.group_id), Some(value))],
+            now,
+        ) {
+            Ok(_) => g.on_stored(),
+            Err(code) => g.on_store_failed(code, self.limits(), now),
+        }
+    }
+
+    fn new_member_id(prefix: &str) -> String {
+        format!("{prefix}-{}", uuid::Uuid::new_v4())
+    }
+
+    /// JoinGroup. Request-level checks (timeouts, sizes) come first, then the state machine.
+    pub fn join_group(&self, group_id: &str, req: JoinRequest) -> Outcome<JoinResult> {
+        let member_id = req.member_id.clone();
+        let fail = |e: ErrorCode| Outcome::Done(JoinResult::error(e, &member_id));
+        if !valid_group_id(group_id) {
+            return fail(ErrorCode::InvalidGroupId);
+        }
+        if req.session_timeout_ms < self.config.min_session_timeout_ms
+            || req.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return fail(ErrorCode::InvalidSessionTimeout);
+        }
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            return fail(ErrorCode::InconsistentGroupProtocol);
+        }
+        if req
+            .protocols
+            .iter()
+            .any(|(_, m)| m.len() > self.config.member_metadata_max_bytes)
+        {
+            return fail(ErrorCode::InvalidRequest);
+        }
+        let now = now_ms();
+        let limits = self.limits();
+        let prefix = req
+            .group_instance_id
+            .clone()
+            .unwrap_or_else(|| req.client_id.clone());
+        let r = self.with_shard(group_id, |p, shard| {
+            if !shard.groups.contains_key(group_id) {
+                if !req.member_id.is_empty() {
+                    return Outcome::Done(JoinResult::error(
+                        ErrorCode::UnknownMemberId,
+                        &req.member_id,
+                    ));
+                }
+                shard
+                    .groups
+                    .insert(group_id.to_string(), Group::classic(group_id, now));
+            }
+            let Some(group) = shard.groups.get_mut(group_id) else {
+                return Outcome::Done(JoinResult::error(ErrorCode::UnknownServerError, ""));
+            };
+            let GroupKind::Classic(g) = &mut group.kind;
+            let out = g.join(req, Self::new_member_id(&prefix), limits, now);
+            self.store_classic(p, g, now);
+            out
+        });
+        r.unwrap_or_else(fail)
+    }
+
+    pub fn sync_group(&self, group_id: &str, req: SyncRequest) -> Outcome<SyncResult> {
+        let now = now_ms();
+        let r = self.with_shard(group_id, |p, shard| {
+            let Some(group) = shard.groups.get_mut(group_id) else {
+                return Outcome::Done(SyncResult::error(ErrorCode::UnknownMemberId));
+            };
+            let GroupKind::Classic(g) = &mut group.kind;
+            let out = g.sync(req, now);
+            self.store_classic(p, g, now);
+            out
+        });
+        r.unwrap_or_else(|e| Outcome::Done(SyncResult::error(e)))
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), ErrorCode> {
+        let now = now_ms();
+        self.with_shard(group_id, |_, shard| match shard.groups.get_mut(group_id) {
+            None => Err(ErrorCode::UnknownMemberId),
+            Some(group) => {
+                let GroupKind::Classic(g) = &mut group.kind;
+                g.heartbeat(member_id, instance_id, generation_id, now)
+            }
+        })?
+    }
+
+    /// LeaveGroup: one error per member, or a group-level error.
+    pub fn leave_group(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
+        let now = now_ms();
+        let limits = self.limits();
+        self.with_shard(group_id, |p, shard| match shard.groups.get_mut(group_id) {
+            None => vec![Err(ErrorCode::UnknownMemberId); members.len()],
+            Some(group) => {
+                let GroupKind::Classic(g) = &mut group.kind;
+                let codes = members
+                    .iter()
+                    .map(|(m, i)| g.leave(m, i.as_deref(), limits, now))
+                    .collect();
+                self.store_classic(p, g, now);
+                codes
+            }
+        })
+    }
+
+    /// OffsetCommit. Returns one code per partition (the group-level error, if any, applies
+    /// to all) and what to wait for before answering.
+    pub fn commit_offsets(
+        &self,
+        group_id: &str,
+        who: &Committer,
+        parts: &[CommitPartition],
+    ) -> (Vec<Option<ErrorCode>>, Option<DurableWait>) {
+        let now = now_ms();
+        let image = self.controller.image();
+        let all = |e: ErrorCode| (vec![Some(e); parts.len()], None);
+        let r = self.with_shard(group_id, |p, shard| {
+            let exists = shard.groups.contains_key(group_id);
+            if !exists {
+                if who.generation_id >= 0 {
+                    return all(ErrorCode::IllegalGeneration);
+                }
+                if !who.member_id.is_empty() {
+                    return all(ErrorCode::UnknownMemberId);
+                }
+            }
+            let group = shard
+                .groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::classic(group_id, now));
+            if let Err(e) = validate_commit(group, who) {
+                return all(e);
+            }
+            let mut codes = Vec::with_capacity(parts.len());
+            let mut records = Vec::new();
+            let mut accepted = Vec::new();
+            for c in parts {
+                let known = image
+                    .topic(&c.topic)
+                    .is_some_and(|t| t.partitions.contains_key(&c.partition));
+                let code = if !known {
+                    Some(ErrorCode::UnknownTopicOrPartition)
+                } else if c
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes)
+                {
+                    Some(ErrorCode::OffsetMetadataTooLarge)
+                } else {
+                    let value = OffsetValue {
+                        offset: c.offset,
+                        leader_epoch: c.leader_epoch,
+                        metadata: c.metadata.clone().unwrap_or_default(),
+                        commit_timestamp: now,
+                        expire_timestamp: (who.retention_time_ms >= 0)
+                            .then(|| now.saturating_add(who.retention_time_ms)),
+                    };
+                    records.push((
+                        record::offset_key(group_id, &c.topic, c.partition),
+                        Some(record::offset_value(&value)),
+                    ));
+                    accepted.push((codes.len(), c, value));
+                    None
+                };
+                codes.push(code);
+            }
+            match self.append(p, records, now) {
+                Ok(wait) => {
+                    for (_, c, v) in accepted {
+                        group.offsets.put(&c.topic, c.partition, v);
+                    }
+                    (codes, wait)
+                }
+                Err(e) => {
+                    for (i, _, _) in accepted {
+                        if let Some(c) = codes.get_mut(i) {
+                            *c = Some(e);
+                        }
+                    }
+                    (codes, None)
+                }
+            }
+        });
+        r.unwrap_or_else(all)
+    }
+
+    /// OffsetFetch for one group. `topics: None` means every committed offset.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<FetchedOffsets, ErrorCode> {
+        self.with_shard(group_id, |_, shard| {
+            let group = shard.groups.get(group_id);
+            match topics {
+                Some(topics) => topics
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        let got = parts
+                            .into_iter()
+                            .map(|p| (p, group.and_then(|g| g.offsets.get(&t, p)).cloned()))
+                            .collect();
+                        (t, got)
+                    })
+                    .collect(),
+                None => {
+                    let mut out: FetchedOffsets = Vec::new();
+                    if let Some(g) = group {
+                        for (t, p, v) in g.offsets.iter() {
+                            match out.last_mut() {
+                                Some((last, parts)) if last == t => {
+                                    parts.push((p, Some(v.clone())))
+                                }
+                                _ => out.push((t.to_string(), vec![(p, Some(v.clone()))])),
+                            }
+                        }
+                    }
+                    out
+                }
+            }
+        })
+    }
+
+    /// OffsetDelete: refused for topics the group's members are subscribed to.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        topics: &[(String, Vec<i32>)],
+    ) -> Result<PartitionCodes, ErrorCode> {
+        let now = now_ms();
+        self.with_shard(group_id, |p, shard| {
+            let Some(group) = shard.groups.get_mut(group_id) else {
+                return Err(ErrorCode::GroupIdNotFound);
+            };
+            let subscribed = match &group.kind {
+                GroupKind::Classic(g) => {
+                    if g.is_empty() {
+                        None
+                    } else if g.protocol_type() == Some("consumer") {
+                        g.subscribed_topics()
+                    } else {
+                        return Err(ErrorCode::NonEmptyGroup);
+                    }
+                }
+            };
+            let mut records = Vec::new();
+            let mut out = Vec::new();
+            for (t, parts) in topics {
+                let busy = subscribed.as_ref().is_some_and(|s| s.contains(t));
+                let mut codes = Vec::new();
+                for &part in parts {
+                    if busy {
+                        codes.push((part, Some(ErrorCode::GroupSubscribedToTopic)));
+                    } else {
+                        if group.offsets.get(t, part).is_some() {
+                            records.push((record::offset_key(group_id, t, part), None));
+                        }
+                        codes.push((part, None));
+                    }
+                }
+                out.push((t.clone(), codes));
+            }
+            self.append(p, records, now)?;
+            for (t, codes) in &out {
+                for (part, code) in codes {
+                    if code.is_none() {
+                        group.offsets.remove(t, *part);
+                    }
+                }
+            }
+            Ok(out)
+        })?
+    }
+
+    pub fn describe_group(&self, group_id: &str) -> GroupDescription {
+        let mut d = GroupDescription {
+            group_id: group_id.to_string(),
+            error: None,
+            state: "Dead".into(),
+            protocol_type: String::new(),
+            protocol: String::new(),
+            members: Vec::new(),
+            found: false,
+        };
+        let r = self.with_shard(group_id, |_, shard| {
+            if let Some(group) = shard.groups.get(group_id) {
+                d.found = true;
+                match &group.kind {
+                    GroupKind::Classic(g) => {
+                        let (protocol, members) = g.describe();
+                        d.state = g.state().name().into();
+                        d.protocol_type = g.protocol_type().unwrap_or("").into();
+                        d.protocol = protocol;
+                        d.members = members;
+                    }
+                }
+            }
+        });
+        if let Err(e) = r {
+            d.error = Some(e);
+        }
+        d
+    }
+
+    /// ListGroups over every loaded shard, filtered by state and type (case-insensitive).
+    pub fn list_groups(
+        &self,
+        states: &[String],
+        types: &[String],
+    ) -> Result<Vec<ListedGroup>, ErrorCode> {
+        let Some(shards) = self.shards.get() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for shard in shards {
+            let s = lock(shard);
+            if !s.loaded {
+                return Err(ErrorCode::CoordinatorLoadInProgress);
+            }
+            for (id, g) in &s.groups {
+                let state = g.state_name();
+                if !states.is_empty() && !states.iter().any(|x| x.eq_ignore_ascii_case(state)) {
+                    continue;
+                }
+                if !types.is_empty() && !types.iter().any(|x| x.eq_ignore_ascii_case(g.type_name()))
+                {
+                    continue;
+                }
+                out.push(ListedGroup {
+                    group_id: id.clone(),
+                    protocol_type: g.protocol_type().to_string(),
+                    state: state.to_string(),
+                    group_type: g.type_name().to_string(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(out)
+    }
+
+    /// DeleteGroups for one group: only an empty group can go; its offsets go with it.
+    pub fn delete_group(&self, group_id: &str) -> Result<(), ErrorCode> {
+        let now = now_ms();
+        self.with_shard(group_id, |p, shard| {
+            let Some(group) = shard.groups.get_mut(group_id) else {
+                return Err(ErrorCode::GroupIdNotFound);
+            };
+            if !group.is_empty() {
+                return Err(ErrorCode::NonEmptyGroup);
+            }
+            self.append(p, tombstones(group_id, group), now)?;
+            if let Some(mut g) = shard.groups.remove(group_id) {
+                let GroupKind::Classic(c) = &mut g.kind;
+                c.mark_dead(now);
+            }
+            Ok(())
+        })?
+    }
+
+    /// Timer: session and rebalance deadlines of every group.
+    pub fn tick(&self) {
+        let Some(shards) = self.shards.get() else {
+            return;
+        };
+        let now = now_ms();
+        let limits = self.limits();
+        for (p, shard) in shards.iter().enumerate() {
+            let mut s = lock(shard);
+            if !s.loaded {
+                continue;
+            }
+            for group in s.groups.values_mut() {
+                let GroupKind::Classic(g) = &mut group.kind;
+                if g.is_empty() && g.state() == ClassicState::Empty {
+                    continue;
+                }
+                g.tick(limits, now);
+                self.store_classic(p as i32, g, now);
+            }
+        }
+    }
+
+    /// offsets.retention.minutes: drops expired offsets of empty groups, then groups left
+    /// with neither members nor offsets.
+    pub fn expire_offsets(&self) -> usize {
+        let Some(shards) = self.shards.get() else {
+            return 0;
+        };
+        let now = now_ms();
+        let retention = self.config.offsets_retention_ms;
+        let mut expired_total = 0;
+        for (p, shard) in shards.iter().enumerate() {
+            let mut s = lock(shard);
+            if !s.loaded {
+                continue;
+            }
+            let mut dead = Vec::new();
+            let ids: Vec<String> = s.groups.keys().cloned().collect();
+            for id in ids {
+                let Some(group) = s.groups.get_mut(&id) else {
+                    continue;
+                };
+                let base = match &group.kind {
+                    GroupKind::Classic(g) if g.state() == ClassicState::Empty => {
+                        if g.protocol_type().is_some() {
+                            g.state_timestamp()
+                        } else {
+                            i64::MIN
+                        }
+                    }
+                    GroupKind::Classic(_) => continue,
+                };
+                let expired = group.offsets.expired(now, retention, base);
+                let mut records: Vec<(Bytes, Option<Bytes>)> = expired
+                    .iter()
+                    .map(|(t, part)| (record::offset_key(&id, t, *part), None))
+                    .collect();
+                let empties = group.offsets.len() == expired.len();
+                if empties {
+                    records.push((record::group_key(&id), None));
+                }
+                if self.append(p as i32, records, now).is_err() {
+                    continue;
+                }
+                for (t, part) in &expired {
+                    group.offsets.remove(t, *part);
+                }
+                expired_total += expired.len();
+                if empties {
+                    dead.push(id);
+                }
+            }
+            for id in dead {
+                tracing::info!(group = %id, "group removed: empty and no offsets left");
+                s.groups.remove(&id);
+            }
+        }
+        expired_total
+    }
+}
+
+/// Tombstones for a group's metadata and every offset it committed.
+fn tombstones(group_id: &str, group: &Group) -> Vec<(Bytes, Option<Bytes>)> {
+    let mut v: Vec<(Bytes, Option<Bytes>)> = group
+        .offsets
+        .iter()
+        .map(|(t, p, _)| (record::offset_key(group_id, t, p), None))
+        .collect();
+    v.push((record::group_key(group_id), None));
+    v
+}
+
+/// Kafka's OffsetCommit checks for a classic group.
+fn validate_commit(group: &Group, who: &Committer) -> Result<(), ErrorCode> {
+    match &group.kind {
+        GroupKind::Classic(g) => {
+            if who.generation_id < 0 && who.member_id.is_empty() {
+                // Admin tools and consumers without group management.
+                return if g.state() == ClassicState::Empty || g.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ErrorCode::UnknownMemberId)
+                };
+            }
+            match g.state() {
+                ClassicState::Dead => return Err(ErrorCode::CoordinatorNotAvailable),
+                ClassicState::Empty => return Err(ErrorCode::UnknownMemberId),
+                _ => {}
+            }
+            if !g.has_member(&who.member_id) {
+                return Err(ErrorCode::UnknownMemberId);
+            }
+            if who.generation_id != g.generation() {
+                return Err(ErrorCode::IllegalGeneration);
+            }
+            if g.state() == ClassicState::CompletingRebalance {
+                return Err(ErrorCode::RebalanceInProgress);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_partition_matches_kafka() {
+        // Java: "hello".hashCode() == 99162322; "polygenelubricants".hashCode() is
+        // Integer.MIN_VALUE, which Kafka's Utils.abs maps to 0.
+        assert_eq!(partition_for("hello", 50), 99162322 % 50);
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        assert_eq!(partition_for("", 50), 0);
+        for p in [1, 7, 50] {
+            assert!((0..p).contains(&partition_for("some group ☃", p)));
+        }
+    }
+}
