@@ -27,6 +27,7 @@ use super::assignor::{AssignmentSpec, MemberSpec, ServerAssignor};
 use super::error::ConsumerGroupError;
 use super::member::{ConsumerGroupMember, MemberState};
 use super::reconcile::{self, Target};
+use super::topic_regex::TopicRegex;
 use super::topics::{TopicInfo, TopicResolver};
 
 /// `member_epoch` of a heartbeat that leaves the group.
@@ -97,6 +98,13 @@ impl ConsumerGroupState {
     }
 }
 
+/// A member's regular expression and the topic names it matched at the last look.
+#[derive(Debug, Clone)]
+struct ResolvedRegex {
+    regex: TopicRegex,
+    topics: BTreeSet<String>,
+}
+
 /// Who the heartbeat speaks for, decided before anything changes.
 enum Joiner {
     Existing,
@@ -121,9 +129,11 @@ pub struct ConsumerGroup {
     /// Partition → member that holds it (assigned or pending revocation). Each partition has
     /// at most one holder: this map is what keeps two members from owning one partition.
     holders: HashMap<(Uuid, i32), String>,
-    /// How many members subscribe to each topic name.
-    subscribed_names: BTreeMap<String, usize>,
-    /// The existing topics among `subscribed_names`, as of the last look at the metadata.
+    /// The members' regular expressions, with the topic names each matched at the last look
+    /// at the metadata.
+    regexes: BTreeMap<String, ResolvedRegex>,
+    /// The existing topics the members subscribe to (by name or regex), as of the last look
+    /// at the metadata.
     subscribed_topics: BTreeMap<String, TopicInfo>,
     /// The assignor that computed `target`.
     assignor: ServerAssignor,
@@ -146,7 +156,7 @@ impl ConsumerGroup {
             static_members: BTreeMap::new(),
             target: BTreeMap::new(),
             holders: HashMap::new(),
-            subscribed_names: BTreeMap::new(),
+            regexes: BTreeMap::new(),
             subscribed_topics: BTreeMap::new(),
             assignor,
             metadata_refresh_deadline_ms: i64::MIN,
@@ -270,23 +280,30 @@ impl ConsumerGroup {
         if let Some(names) = &req.subscribed_topic_names {
             member.subscribed_topic_names = names.iter().map(|n| n.0.to_string()).collect();
         }
+        if let Some(regex) = req.subscribed_topic_regex.as_deref() {
+            // An empty regex means none (Kafka's convention).
+            member.subscribed_topic_regex = (!regex.is_empty()).then(|| regex.to_string());
+        }
         member.client_id = client_id.to_string();
         member.client_host = client_host.to_string();
         member.session_deadline_ms =
             now_ms.saturating_add(i64::from(self.config.session_timeout_ms));
 
-        let subscription_changed = before
-            .as_ref()
-            .is_none_or(|b| b.subscribed_topic_names != member.subscribed_topic_names);
-        if let Some(b) = &before {
-            self.unsubscribe(&b.subscribed_topic_names);
-        }
-        self.subscribe(&member.subscribed_topic_names);
+        let subscription_changed = before.as_ref().is_none_or(|b| {
+            b.subscribed_topic_names != member.subscribed_topic_names
+                || b.subscribed_topic_regex != member.subscribed_topic_regex
+        });
         self.members.insert(member_id.clone(), member);
+        if subscription_changed {
+            self.sync_regexes(topics);
+        }
 
         // Group epoch and target assignment.
         let mut bump = self.group_epoch == 0 || subscription_changed;
         if bump || now_ms >= self.metadata_refresh_deadline_ms {
+            if now_ms >= self.metadata_refresh_deadline_ms {
+                bump |= self.resolve_regexes(topics);
+            }
             bump |= self.refresh_subscribed_topics(topics);
             self.metadata_refresh_deadline_ms = now_ms.saturating_add(METADATA_REFRESH_INTERVAL_MS);
         }
@@ -343,6 +360,7 @@ impl ConsumerGroup {
             for member_id in &expired {
                 self.remove_member(member_id);
             }
+            self.sync_regexes(topics);
             self.refresh_subscribed_topics(topics);
             self.bump_and_assign();
         }
@@ -352,7 +370,8 @@ impl ConsumerGroup {
     /// The metadata changed (topics created or deleted, partitions added): moves the group
     /// epoch on and recomputes the target assignment if a subscribed topic is affected.
     pub fn on_metadata_change(&mut self, topics: &dyn TopicResolver) {
-        if self.refresh_subscribed_topics(topics) {
+        let regex_matches_changed = self.resolve_regexes(topics);
+        if self.refresh_subscribed_topics(topics) || regex_matches_changed {
             self.bump_and_assign();
         }
     }
@@ -515,12 +534,16 @@ impl ConsumerGroup {
                 return invalid("SubscribedTopicNames holds an invalid topic name.");
             }
         }
-        if req
+        if let Some(regex) = req
             .subscribed_topic_regex
             .as_deref()
-            .is_some_and(|re| !re.is_empty())
+            .filter(|re| !re.is_empty())
         {
-            return invalid("SubscribedTopicRegex is not supported.");
+            if let Err(e) = TopicRegex::new(regex) {
+                return Err(ConsumerGroupError::InvalidRegularExpression(format!(
+                    "SubscribedTopicRegex `{regex}` is not a valid regular expression: {e}."
+                )));
+            }
         }
         if let Some(name) = req.server_assignor.as_deref() {
             let supported =
@@ -676,6 +699,7 @@ impl ConsumerGroup {
             }
         } else {
             self.remove_member(&member_id);
+            self.sync_regexes(topics);
             self.refresh_subscribed_topics(topics);
             self.bump_and_assign();
         }
@@ -714,7 +738,6 @@ impl ConsumerGroup {
                 self.static_members.remove(instance_id);
             }
         }
-        self.unsubscribe(&member.subscribed_topic_names);
     }
 
     /// A static member rejoins as `new_id`: the old member's state, partitions and target
@@ -765,30 +788,84 @@ impl ConsumerGroup {
         }
     }
 
-    fn subscribe(&mut self, names: &BTreeSet<String>) {
-        for name in names {
-            *self.subscribed_names.entry(name.clone()).or_default() += 1;
-        }
-    }
+    // ---- assignment -------------------------------------------------------------------
 
-    fn unsubscribe(&mut self, names: &BTreeSet<String>) {
-        for name in names {
-            if let Some(count) = self.subscribed_names.get_mut(name) {
-                *count -= 1;
-                if *count == 0 {
-                    self.subscribed_names.remove(name);
-                }
+    /// Keeps `regexes` to the patterns members use, resolving new ones.
+    fn sync_regexes(&mut self, topics: &dyn TopicResolver) {
+        let used: BTreeSet<&String> = self
+            .members
+            .values()
+            .filter_map(|m| m.subscribed_topic_regex.as_ref())
+            .collect();
+        self.regexes.retain(|pattern, _| used.contains(pattern));
+        let new: Vec<String> = used
+            .into_iter()
+            .filter(|p| !self.regexes.contains_key(*p))
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let names = topics.names();
+        for pattern in new {
+            // Validated when the member sent it.
+            if let Ok(regex) = TopicRegex::new(&pattern) {
+                let matched = names.iter().filter(|n| regex.matches(n)).cloned().collect();
+                self.regexes.insert(
+                    pattern,
+                    ResolvedRegex {
+                        regex,
+                        topics: matched,
+                    },
+                );
             }
         }
     }
 
-    // ---- assignment -------------------------------------------------------------------
+    /// Matches every regex against the current topic names; true if any result changed.
+    fn resolve_regexes(&mut self, topics: &dyn TopicResolver) -> bool {
+        if self.regexes.is_empty() {
+            return false;
+        }
+        let names = topics.names();
+        let mut changed = false;
+        for resolved in self.regexes.values_mut() {
+            let matched: BTreeSet<String> = names
+                .iter()
+                .filter(|n| resolved.regex.matches(n))
+                .cloned()
+                .collect();
+            if matched != resolved.topics {
+                resolved.topics = matched;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Topic names `member` subscribes to: by name and through its regex.
+    fn member_topic_names<'a>(
+        &'a self,
+        member: &'a ConsumerGroupMember,
+    ) -> impl Iterator<Item = &'a String> + 'a {
+        let by_regex = member
+            .subscribed_topic_regex
+            .as_ref()
+            .and_then(|p| self.regexes.get(p))
+            .into_iter()
+            .flat_map(|r| r.topics.iter());
+        member.subscribed_topic_names.iter().chain(by_regex)
+    }
 
     /// Re-reads the metadata of the subscribed topics; true if it changed.
     fn refresh_subscribed_topics(&mut self, topics: &dyn TopicResolver) -> bool {
-        let fresh: BTreeMap<String, TopicInfo> = self
-            .subscribed_names
-            .keys()
+        let names: BTreeSet<&String> = self
+            .members
+            .values()
+            .flat_map(|m| self.member_topic_names(m))
+            .collect();
+        let fresh: BTreeMap<String, TopicInfo> = names
+            .into_iter()
             .filter_map(|name| topics.by_name(name).map(|info| (name.clone(), info)))
             .filter(|(name, info)| info.name == *name)
             .collect();
@@ -853,9 +930,7 @@ impl ConsumerGroup {
 
     /// Ids of the existing topics `member` subscribes to.
     fn subscribed_ids(&self, member: &ConsumerGroupMember) -> BTreeSet<Uuid> {
-        member
-            .subscribed_topic_names
-            .iter()
+        self.member_topic_names(member)
             .filter_map(|name| self.subscribed_topics.get(name).map(|t| t.id))
             .collect()
     }

@@ -226,15 +226,51 @@ fn invalid_requests() {
 }
 
 #[test]
-fn regex_subscriptions_are_refused_but_empty_regex_is_none() {
-    let topics = Topics::new(&[("t", 2)]);
+fn regex_subscriptions() {
+    let mut topics = Topics::new(&[("orders-eu", 2), ("orders-us", 1), ("payments", 1)]);
     let mut g = group();
+    let bad = join("a", &[])
+        .with_subscribed_topic_names(None)
+        .with_subscribed_topic_regex(Some(s("orders-(")));
+    assert_eq!(err(&mut g, &bad, &topics), 128);
+
     let req = join("a", &[])
         .with_subscribed_topic_names(None)
-        .with_subscribed_topic_regex(Some(s("t.*")));
-    assert_eq!(err(&mut g, &req, &topics), 42);
-    let req = join("a", &["t"]).with_subscribed_topic_regex(Some(s("")));
-    assert_eq!(hb(&mut g, &req, &topics).member_epoch, 1);
+        .with_subscribed_topic_regex(Some(s("orders-.*")));
+    let r = hb(&mut g, &req, &topics);
+    let got = response_assignment(&r).unwrap();
+    assert_eq!(parts(&got, &topics, "orders-eu"), vec![0, 1]);
+    assert_eq!(parts(&got, &topics, "orders-us"), vec![0]);
+    assert!(parts(&got, &topics, "payments").is_empty());
+    assert_eq!(
+        g.describe(&topics).members[0]
+            .subscribed_topic_regex
+            .as_deref(),
+        Some("orders-.*")
+    );
+
+    // A new matching topic joins the subscription; a non-matching one does not.
+    let epoch = g.group_epoch();
+    topics.create("orders-apac", 1);
+    g.on_metadata_change(&topics);
+    assert_eq!(g.group_epoch(), epoch + 1);
+    topics.create("refunds", 1);
+    g.on_metadata_change(&topics);
+    assert_eq!(g.group_epoch(), epoch + 1);
+    let r = hb(&mut g, &beat("a", epoch, Some(&got)), &topics);
+    assert_eq!(
+        parts(&response_assignment(&r).unwrap(), &topics, "orders-apac"),
+        vec![0]
+    );
+
+    // Names and regex together; then the regex cleared with "".
+    let req = beat("a", epoch + 1, None)
+        .with_subscribed_topic_names(Some(vec![TopicName(s("payments"))]))
+        .with_subscribed_topic_regex(Some(s("")));
+    hb(&mut g, &req, &topics);
+    assert_eq!(g.member("a").unwrap().subscribed_topic_regex, None);
+    let only: Vec<_> = g.target_assignment("a").unwrap().keys().copied().collect();
+    assert_eq!(only, vec![topics.id("payments")]);
 }
 
 #[test]

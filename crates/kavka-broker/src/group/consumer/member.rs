@@ -40,7 +40,7 @@ pub struct ConsumerGroupMember {
     /// How long the member may take to revoke partitions before it is removed.
     pub rebalance_timeout_ms: i32,
     pub subscribed_topic_names: BTreeSet<String>,
-    /// Always `None` for now: regular-expression subscriptions are refused at validation.
+    /// A regular expression (RE2 syntax, whole-name match) adding the topics it matches.
     pub subscribed_topic_regex: Option<String>,
     pub server_assignor: Option<ServerAssignor>,
     pub state: MemberState,

@@ -19,6 +19,7 @@ mod reconcile;
 mod simulation;
 #[cfg(test)]
 mod test_support;
+mod topic_regex;
 mod topics;
 
 pub use assignment::Assignment;

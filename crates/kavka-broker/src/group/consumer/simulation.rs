@@ -14,6 +14,9 @@ use super::assignment::{self, Assignment};
 use super::test_support::{beat, join, response_assignment, s, Topics};
 use super::*;
 
+/// Topic names, and a regex matching exactly those (existing or future) names, or none.
+type Subscription = (Vec<String>, Option<String>);
+
 struct Rng(u64);
 
 impl Rng {
@@ -38,7 +41,10 @@ impl Rng {
 struct Client {
     member_id: String,
     instance_id: Option<String>,
+    /// The topics the client means to consume ...
     topics: Vec<String>,
+    /// ... named by this regex instead of by name when set.
+    regex: Option<String>,
     /// `None` until joined.
     epoch: Option<i32>,
     /// What the client consumes right now.
@@ -56,11 +62,12 @@ struct Client {
 }
 
 impl Client {
-    fn new(member_id: String, instance_id: Option<String>, topics: Vec<String>) -> Self {
+    fn new(member_id: String, instance_id: Option<String>, (topics, regex): Subscription) -> Self {
         Self {
             member_id,
             instance_id,
             topics,
+            regex,
             epoch: None,
             owned: Assignment::new(),
             assigned: Assignment::new(),
@@ -99,6 +106,13 @@ impl Client {
         };
         if self.epoch.is_none() || self.full {
             req = req.with_instance_id(self.instance_id.as_deref().map(s));
+            if let Some(regex) = &self.regex {
+                req = req
+                    .with_subscribed_topic_names(Some(vec![]))
+                    .with_subscribed_topic_regex(Some(s(regex)));
+            } else if self.epoch.is_some() {
+                req = req.with_subscribed_topic_regex(Some(s("")));
+            }
         }
         if req.topic_partitions.is_some() {
             self.last_sent_owned = Some(self.owned.clone());
@@ -189,8 +203,19 @@ fn run(seed: u64, steps: usize) {
     let mut clients: Vec<Client> = Vec::new();
     let mut now: i64 = 1_000;
     let heterogeneous = seed % 2 == 1;
-    let subscription = |rng: &mut Rng| -> Vec<String> {
+    let subscription = |rng: &mut Rng| -> Subscription {
         if heterogeneous {
+            if rng.chance(30) {
+                let (topics, regex) = if rng.chance(50) {
+                    (vec!["a", "b"], "[ab]")
+                } else {
+                    (vec!["c", "d"], "c|d")
+                };
+                return (
+                    topics.into_iter().map(String::from).collect(),
+                    Some(regex.to_string()),
+                );
+            }
             let mut t: Vec<String> = names
                 .iter()
                 .filter(|_| rng.chance(50))
@@ -199,9 +224,9 @@ fn run(seed: u64, steps: usize) {
             if t.is_empty() {
                 t.push("a".into());
             }
-            t
+            (t, None)
         } else {
-            vec!["a".into(), "c".into()]
+            (vec!["a".into(), "c".into()], None)
         }
     };
 
@@ -234,7 +259,7 @@ fn run(seed: u64, steps: usize) {
                     let mut back = Client::new(
                         format!("{}r", c.member_id),
                         c.instance_id.clone(),
-                        c.topics.clone(),
+                        (c.topics.clone(), c.regex.clone()),
                     );
                     back.last_beat_ms = now;
                     clients.push(back);
@@ -257,10 +282,11 @@ fn run(seed: u64, steps: usize) {
             group.on_metadata_change(&topics);
         } else if roll < 13 && !clients.is_empty() {
             let i = rng.below(clients.len() as u64) as usize;
-            let subs = subscription(&mut rng);
+            let (topics, regex) = subscription(&mut rng);
             let c = &mut clients[i];
             if c.alive && c.epoch.is_some() {
-                c.topics = subs;
+                c.topics = topics;
+                c.regex = regex;
                 c.full = true;
             }
         } else if !clients.is_empty() {
@@ -433,7 +459,7 @@ fn uniform_is_sticky_when_a_member_joins() {
     let mut group = ConsumerGroup::new("g".into(), ConsumerGroupConfig::default());
     let mut rng = Rng(7);
     let mut clients: Vec<Client> = (0..4)
-        .map(|i| Client::new(format!("m{i}"), None, vec!["t".into()]))
+        .map(|i| Client::new(format!("m{i}"), None, (vec!["t".into()], None)))
         .collect();
     for _ in 0..6 {
         for c in clients.iter_mut() {
@@ -447,7 +473,7 @@ fn uniform_is_sticky_when_a_member_joins() {
     }
     assert_eq!(group.state(), ConsumerGroupState::Stable);
     let before: Vec<Assignment> = clients.iter().map(|c| c.owned.clone()).collect();
-    clients.push(Client::new("m4".into(), None, vec!["t".into()]));
+    clients.push(Client::new("m4".into(), None, (vec!["t".into()], None)));
     for _ in 0..6 {
         for c in clients.iter_mut() {
             let req = c.request(&mut rng);
