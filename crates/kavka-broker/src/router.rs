@@ -203,6 +203,24 @@ impl RequestHandler for Router {
             ApiKey::ListGroups => {
                 blocking_handler!(ListGroupsRequest, handlers::list_groups::handle)
             }
+            ApiKey::ConsumerGroupHeartbeat => {
+                let client = client();
+                let req: ConsumerGroupHeartbeatRequest = match decode(&mut body, version) {
+                    Ok(r) => r,
+                    Err(e) => return Dispatch::Close(e),
+                };
+                blocking(move || {
+                    let resp =
+                        handlers::consumer_group_heartbeat::handle(&b, req, version, &client);
+                    encode_response(api, version, cid, &resp)
+                })
+            }
+            ApiKey::ConsumerGroupDescribe => {
+                blocking_handler!(
+                    ConsumerGroupDescribeRequest,
+                    handlers::consumer_group_describe::handle
+                )
+            }
             ApiKey::DeleteGroups => {
                 blocking_handler!(DeleteGroupsRequest, handlers::delete_groups::handle)
             }

@@ -12,11 +12,14 @@ use super::classic::{
     SyncRequest, SyncResult,
 };
 use super::config::GroupConfig;
+use super::consumer::{ConsumerGroup, ConsumerGroupConfig, TopicInfo, TopicResolver};
 use super::offsets::CommittedOffsets;
 use super::record::{self, GroupRecord, OffsetValue};
 use crate::partition::Partition;
 use crate::replica_manager::{now_ms, ReplicaManager};
 use bytes::Bytes;
+use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as DescribedConsumerGroup;
+use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use kafka_protocol::records::{Record, TimestampType};
 use kavka_metadata::{Controller, CreateTopicSpec, TopicDefaults};
 use kavka_protocol::error::ErrorCode;
@@ -38,9 +41,12 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
     abs % partitions.max(1)
 }
 
-/// The kind of group behind an id.
+/// The kind of group behind an id: classic (JoinGroup/SyncGroup) or consumer (KIP-848).
+/// An empty group of one kind turns into the other when a member of the other protocol
+/// arrives, as in Kafka.
 pub enum GroupKind {
     Classic(ClassicGroup),
+    Consumer(Box<ConsumerGroup>),
 }
 
 pub struct Group {
@@ -59,18 +65,21 @@ impl Group {
     pub fn state_name(&self) -> &'static str {
         match &self.kind {
             GroupKind::Classic(g) => g.state().name(),
+            GroupKind::Consumer(g) => g.state().name(),
         }
     }
 
     pub fn protocol_type(&self) -> &str {
         match &self.kind {
             GroupKind::Classic(g) => g.protocol_type().unwrap_or(""),
+            GroupKind::Consumer(_) => "consumer",
         }
     }
 
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
             GroupKind::Classic(_) => "classic",
+            GroupKind::Consumer(_) => "consumer",
         }
     }
 
@@ -78,6 +87,7 @@ impl Group {
     pub fn is_empty(&self) -> bool {
         match &self.kind {
             GroupKind::Classic(g) => g.is_empty(),
+            GroupKind::Consumer(g) => g.is_empty(),
         }
     }
 }
@@ -155,6 +165,33 @@ pub struct GroupCoordinator {
     shards: OnceLock<Vec<Mutex<Shard>>>,
     /// Serialises the lazy creation of `__consumer_offsets`.
     creating: Mutex<()>,
+    /// The metadata image offset KIP-848 groups last saw (topic changes move targets).
+    seen_metadata_offset: std::sync::atomic::AtomicI64,
+}
+
+/// The metadata image as KIP-848 groups see topics.
+struct ImageTopics<'a>(&'a kavka_metadata::MetadataImage);
+
+impl TopicResolver for ImageTopics<'_> {
+    fn by_name(&self, name: &str) -> Option<TopicInfo> {
+        self.0.topic(name).map(|t| TopicInfo {
+            name: t.name.clone(),
+            id: t.topic_id,
+            partitions: t.partitions.len() as i32,
+        })
+    }
+
+    fn by_id(&self, id: uuid::Uuid) -> Option<TopicInfo> {
+        self.0.topic_by_id(&id).map(|t| TopicInfo {
+            name: t.name.clone(),
+            id: t.topic_id,
+            partitions: t.partitions.len() as i32,
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0.topics.keys().cloned().collect()
+    }
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -177,6 +214,7 @@ impl GroupCoordinator {
             controller,
             shards: OnceLock::new(),
             creating: Mutex::new(()),
+            seen_metadata_offset: std::sync::atomic::AtomicI64::new(-1),
         }
     }
 
@@ -528,7 +566,18 @@ impl GroupCoordinator {
             let Some(group) = shard.groups.get_mut(group_id) else {
                 return Outcome::Done(JoinResult::error(ErrorCode::UnknownServerError, ""));
             };
-            let GroupKind::Classic(g) = &mut group.kind;
+            if let GroupKind::Consumer(c) = &group.kind {
+                if !c.is_empty() {
+                    return Outcome::Done(JoinResult::error(
+                        ErrorCode::InconsistentGroupProtocol,
+                        &req.member_id,
+                    ));
+                }
+                group.kind = GroupKind::Classic(ClassicGroup::new(group_id.to_string(), now));
+            }
+            let GroupKind::Classic(g) = &mut group.kind else {
+                return Outcome::Done(JoinResult::error(ErrorCode::UnknownServerError, ""));
+            };
             let out = g.join(req, Self::new_member_id(&prefix), limits, now);
             self.store_classic(p, g, now);
             out
@@ -542,7 +591,9 @@ impl GroupCoordinator {
             let Some(group) = shard.groups.get_mut(group_id) else {
                 return Outcome::Done(SyncResult::error(ErrorCode::UnknownMemberId));
             };
-            let GroupKind::Classic(g) = &mut group.kind;
+            let GroupKind::Classic(g) = &mut group.kind else {
+                return Outcome::Done(SyncResult::error(ErrorCode::UnknownMemberId));
+            };
             let out = g.sync(req, now);
             self.store_classic(p, g, now);
             out
@@ -560,10 +611,10 @@ impl GroupCoordinator {
         let now = now_ms();
         self.with_shard(group_id, |_, shard| match shard.groups.get_mut(group_id) {
             None => Err(ErrorCode::UnknownMemberId),
-            Some(group) => {
-                let GroupKind::Classic(g) = &mut group.kind;
-                g.heartbeat(member_id, instance_id, generation_id, now)
-            }
+            Some(group) => match &mut group.kind {
+                GroupKind::Classic(g) => g.heartbeat(member_id, instance_id, generation_id, now),
+                GroupKind::Consumer(_) => Err(ErrorCode::UnknownMemberId),
+            },
         })?
     }
 
@@ -577,8 +628,14 @@ impl GroupCoordinator {
         let limits = self.limits();
         self.with_shard(group_id, |p, shard| match shard.groups.get_mut(group_id) {
             None => vec![Err(ErrorCode::UnknownMemberId); members.len()],
+            Some(Group {
+                kind: GroupKind::Consumer(_),
+                ..
+            }) => vec![Err(ErrorCode::UnknownMemberId); members.len()],
             Some(group) => {
-                let GroupKind::Classic(g) = &mut group.kind;
+                let GroupKind::Classic(g) = &mut group.kind else {
+                    return Vec::new();
+                };
                 let codes = members
                     .iter()
                     .map(|(m, i)| g.leave(m, i.as_deref(), limits, now))
@@ -671,14 +728,27 @@ impl GroupCoordinator {
     }
 
     /// OffsetFetch for one group. `topics: None` means every committed offset.
+    /// `member` is OffsetFetch v9's member id and epoch, checked against KIP-848 groups.
     pub fn fetch_offsets(
         &self,
         group_id: &str,
+        member: Option<(&str, i32)>,
         topics: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<FetchedOffsets, ErrorCode> {
         self.with_shard(group_id, |_, shard| {
             let group = shard.groups.get(group_id);
-            match topics {
+            if let (
+                Some((member_id, epoch)),
+                Some(Group {
+                    kind: GroupKind::Consumer(c),
+                    ..
+                }),
+            ) = (member, group)
+            {
+                c.validate_offset_fetch(member_id, epoch)
+                    .map_err(|e| e.code())?;
+            }
+            Ok(match topics {
                 Some(topics) => topics
                     .into_iter()
                     .map(|(t, parts)| {
@@ -703,8 +773,97 @@ impl GroupCoordinator {
                     }
                     out
                 }
+            })
+        })?
+    }
+
+    fn consumer_config(&self) -> ConsumerGroupConfig {
+        ConsumerGroupConfig {
+            session_timeout_ms: self.config.consumer_session_timeout_ms,
+            heartbeat_interval_ms: self.config.consumer_heartbeat_interval_ms,
+            max_size: self.config.consumer_max_size,
+            ..ConsumerGroupConfig::default()
+        }
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848). An empty classic group of the same id becomes a
+    /// consumer group (its offsets stay); a classic group with members is not ours to take.
+    pub fn consumer_group_heartbeat(
+        &self,
+        req: &ConsumerGroupHeartbeatRequest,
+        client: &crate::router::ClientInfo,
+    ) -> Result<ConsumerGroupHeartbeatResponse, (ErrorCode, String)> {
+        if !self.config.consumer_protocol_enabled {
+            return Err((
+                ErrorCode::UnsupportedVersion,
+                "the consumer group protocol is disabled (group.coordinator.rebalance.protocols)"
+                    .into(),
+            ));
+        }
+        let now = now_ms();
+        let image = self.controller.image();
+        let topics = ImageTopics(&image);
+        let group_id = req.group_id.as_str();
+        let r = self.with_shard(group_id, |_, shard| {
+            let created = !shard.groups.contains_key(group_id);
+            let group = shard
+                .groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group {
+                    kind: GroupKind::Consumer(Box::new(ConsumerGroup::new(
+                        group_id.to_string(),
+                        self.consumer_config(),
+                    ))),
+                    offsets: CommittedOffsets::default(),
+                });
+            if let GroupKind::Classic(c) = &group.kind {
+                if !c.is_empty() {
+                    return Err((
+                        ErrorCode::GroupIdNotFound,
+                        format!("group {group_id} is not a consumer group"),
+                    ));
+                }
+                group.kind = GroupKind::Consumer(Box::new(ConsumerGroup::new(
+                    group_id.to_string(),
+                    self.consumer_config(),
+                )));
             }
+            let GroupKind::Consumer(c) = &mut group.kind else {
+                return Err((ErrorCode::UnknownServerError, String::new()));
+            };
+            let r = c
+                .heartbeat(req, &client.client_id, &client.client_host, &topics, now)
+                .map_err(|e| (e.code(), e.message()));
+            if r.is_err() && created && c.is_empty() {
+                shard.groups.remove(group_id);
+            }
+            r
+        });
+        r.map_err(|e| (e, String::new()))?
+    }
+
+    /// ConsumerGroupDescribe for one group.
+    pub fn consumer_group_describe(
+        &self,
+        group_id: &str,
+    ) -> Result<DescribedConsumerGroup, (ErrorCode, String)> {
+        let image = self.controller.image();
+        let topics = ImageTopics(&image);
+        self.with_shard(group_id, |_, shard| match shard.groups.get(group_id) {
+            Some(Group {
+                kind: GroupKind::Consumer(c),
+                ..
+            }) => Ok(c.describe(&topics)),
+            Some(_) => Err((
+                ErrorCode::GroupIdNotFound,
+                format!("group {group_id} is not a consumer group"),
+            )),
+            None => Err((
+                ErrorCode::GroupIdNotFound,
+                format!("group {group_id} not found"),
+            )),
         })
+        .map_err(|e| (e, String::new()))?
     }
 
     /// OffsetDelete: refused for topics the group's members are subscribed to.
@@ -728,6 +887,8 @@ impl GroupCoordinator {
                         return Err(ErrorCode::NonEmptyGroup);
                     }
                 }
+                GroupKind::Consumer(c) if c.is_empty() => None,
+                GroupKind::Consumer(c) => Some(c.subscribed_topic_names()),
             };
             let mut records = Vec::new();
             let mut out = Vec::new();
@@ -772,6 +933,9 @@ impl GroupCoordinator {
             if let Some(group) = shard.groups.get(group_id) {
                 d.found = true;
                 match &group.kind {
+                    // DescribeGroups knows classic groups only (KIP-848 groups answer
+                    // ConsumerGroupDescribe).
+                    GroupKind::Consumer(_) => d.found = false,
                     GroupKind::Classic(g) => {
                         let (protocol, members) = g.describe();
                         d.state = g.state().name().into();
@@ -835,8 +999,11 @@ impl GroupCoordinator {
                 return Err(ErrorCode::NonEmptyGroup);
             }
             self.append(p, tombstones(group_id, group), now)?;
-            if let Some(mut g) = shard.groups.remove(group_id) {
-                let GroupKind::Classic(c) = &mut g.kind;
+            if let Some(Group {
+                kind: GroupKind::Classic(mut c),
+                ..
+            }) = shard.groups.remove(group_id)
+            {
                 c.mark_dead(now);
             }
             Ok(())
@@ -850,18 +1017,37 @@ impl GroupCoordinator {
         };
         let now = now_ms();
         let limits = self.limits();
+        let image = self.controller.image();
+        let topics = ImageTopics(&image);
+        let metadata_changed = self
+            .seen_metadata_offset
+            .swap(image.offset, std::sync::atomic::Ordering::Relaxed)
+            != image.offset;
         for (p, shard) in shards.iter().enumerate() {
             let mut s = lock(shard);
             if !s.loaded {
                 continue;
             }
             for group in s.groups.values_mut() {
-                let GroupKind::Classic(g) = &mut group.kind;
-                if g.is_empty() && g.state() == ClassicState::Empty {
-                    continue;
+                match &mut group.kind {
+                    GroupKind::Classic(g) => {
+                        if g.is_empty() && g.state() == ClassicState::Empty {
+                            continue;
+                        }
+                        g.tick(limits, now);
+                        self.store_classic(p as i32, g, now);
+                    }
+                    GroupKind::Consumer(g) => {
+                        if metadata_changed {
+                            g.on_metadata_change(&topics);
+                        }
+                        if g.next_deadline().is_some_and(|d| d <= now) {
+                            for id in g.expire(now, &topics) {
+                                tracing::info!(group = %g.group_id(), member = %id, "consumer group member expired");
+                            }
+                        }
+                    }
                 }
-                g.tick(limits, now);
-                self.store_classic(p as i32, g, now);
             }
         }
     }
@@ -895,6 +1081,8 @@ impl GroupCoordinator {
                         }
                     }
                     GroupKind::Classic(_) => continue,
+                    GroupKind::Consumer(c) if c.is_empty() => i64::MIN,
+                    GroupKind::Consumer(_) => continue,
                 };
                 let expired = group.offsets.expired(now, retention, base);
                 let mut records: Vec<(Bytes, Option<Bytes>)> = expired
@@ -964,6 +1152,9 @@ fn validate_commit(group: &Group, who: &Committer) -> Result<(), ErrorCode> {
             }
             Ok(())
         }
+        GroupKind::Consumer(c) => c
+            .validate_offset_commit(&who.member_id, who.generation_id)
+            .map_err(|e| e.code()),
     }
 }
 

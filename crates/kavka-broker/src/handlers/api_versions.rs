@@ -16,8 +16,17 @@ fn api_list() -> Vec<ApiVersion> {
         .collect()
 }
 
-pub fn handle(_b: &Broker, req: ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
-    let mut resp = ApiVersionsResponse::default().with_api_keys(api_list());
+pub fn handle(b: &Broker, req: ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
+    let mut apis = api_list();
+    if !b.config.group.consumer_protocol_enabled {
+        // Clients pick the KIP-848 protocol only when the broker advertises it.
+        let hidden = [
+            kafka_protocol::messages::ApiKey::ConsumerGroupHeartbeat as i16,
+            kafka_protocol::messages::ApiKey::ConsumerGroupDescribe as i16,
+        ];
+        apis.retain(|a| !hidden.contains(&a.api_key));
+    }
+    let mut resp = ApiVersionsResponse::default().with_api_keys(apis);
     if version >= 3 {
         // KIP-511: client software name and version must be non-empty and made of
         // [a-zA-Z0-9.-], else INVALID_REQUEST.

@@ -25,7 +25,12 @@ pub fn handle(b: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchR
                         .collect()
                 });
                 let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match b.groups.fetch_offsets(&g.group_id, wanted) {
+                let member = g
+                    .member_id
+                    .as_ref()
+                    .map(|m| (m.as_str(), g.member_epoch))
+                    .filter(|(m, e)| !m.is_empty() || *e >= 0);
+                match b.groups.fetch_offsets(&g.group_id, member, wanted) {
                     Err(e) => out.with_error_code(e.code()),
                     Ok(fetched) => out.with_topics(topics_v8(fetched)),
                 }
@@ -38,7 +43,7 @@ pub fn handle(b: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchR
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    match b.groups.fetch_offsets(&req.group_id, wanted.clone()) {
+    match b.groups.fetch_offsets(&req.group_id, None, wanted.clone()) {
         Ok(fetched) => {
             OffsetFetchResponse::default().with_topics(topics_v0(fetched, None, version))
         }
