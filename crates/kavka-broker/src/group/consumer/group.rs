@@ -183,6 +183,12 @@ impl ConsumerGroup {
         self.members.len()
     }
 
+    /// The existing topics the members subscribe to (OffsetDelete refuses to drop their
+    /// offsets while the group is active).
+    pub fn subscribed_topic_names(&self) -> std::collections::HashSet<String> {
+        self.subscribed_topics.keys().cloned().collect()
+    }
+
     /// The member with this id, for the coordinator's inspection and tests.
     pub fn member(&self, member_id: &str) -> Option<&ConsumerGroupMember> {
         self.members.get(member_id)
