@@ -239,7 +239,7 @@ mod tests {
         let mut previous = BTreeMap::new();
         for id in &ids {
             members.push((id.as_str(), &[1, 2]));
-            if members.len() % 50 != 0 {
+            if !members.len().is_multiple_of(50) {
                 continue;
             }
             let s = with_current(spec(&[(1, 500), (2, 101)], &members), &previous);
