@@ -501,3 +501,95 @@ fn uniform_is_sticky_when_a_member_joins() {
         "{counts:?}"
     );
 }
+
+#[test]
+fn arbitrary_requests_never_panic_or_double_assign() {
+    // Garbage in every field, from a few member and instance ids so that requests collide.
+    let mut rng = Rng(0x5EED);
+    let mut topics = Topics::new(&[("a", 4), ("b", 2)]);
+    let mut group = ConsumerGroup::new(
+        "g".into(),
+        ConsumerGroupConfig {
+            max_size: 4,
+            ..Default::default()
+        },
+    );
+    let ids = ["m0", "m1", "m2", "m3", "m4", ""];
+    // The last entry of each is invalid; it is picked one time in ten.
+    let instances = [None, Some("i0"), Some("i1"), Some("")];
+    let regexes = [None, Some(""), Some("a|b"), Some("(")];
+    let assignors = [None, Some("uniform"), Some("range"), Some("nope")];
+    let pick = |rng: &mut Rng| {
+        if rng.chance(10) {
+            3
+        } else {
+            rng.below(3) as usize
+        }
+    };
+    let mut now = 0;
+    let mut accepted = 0;
+    for step in 0..20_000 {
+        now += rng.below(3_000) as i64;
+        let owned = (rng.chance(70)).then(|| {
+            let mut a = Assignment::new();
+            for _ in 0..rng.below(4) {
+                let topic = if rng.chance(80) {
+                    topics.id("a")
+                } else {
+                    Uuid::from_u128(rng.next().into())
+                };
+                assignment::insert(&mut a, topic, rng.below(8) as i32 - 2);
+            }
+            a
+        });
+        let id = ids[rng.below(6) as usize];
+        let epoch = match group.member(id) {
+            Some(m) if rng.chance(60) => m.member_epoch,
+            None if rng.chance(40) => 0,
+            _ => rng.below(14) as i32 - 3,
+        };
+        let mut req = beat(id, epoch, owned.as_ref())
+            .with_instance_id(instances[pick(&mut rng)].map(s))
+            .with_subscribed_topic_regex(regexes[pick(&mut rng)].map(s))
+            .with_server_assignor(assignors[pick(&mut rng)].map(s));
+        if rng.chance(60) {
+            req = req.with_rebalance_timeout_ms(rng.below(60_000) as i32 - 1);
+        }
+        if rng.chance(50) {
+            let names = ["a", "b", "zz"].iter().filter(|_| rng.chance(50));
+            req = req.with_subscribed_topic_names(Some(
+                names
+                    .map(|n| kafka_protocol::messages::TopicName(s(n)))
+                    .collect(),
+            ));
+        }
+        if epoch == 0 && rng.chance(70) {
+            req = req.with_topic_partitions(Some(vec![]));
+        }
+        if group.heartbeat(&req, "fuzz", "h", &topics, now).is_ok() {
+            accepted += 1;
+        }
+        if rng.chance(2) {
+            topics.set_partitions("a", 1 + rng.below(6) as i32);
+            group.on_metadata_change(&topics);
+        }
+        if rng.chance(5) {
+            group.expire(now, &topics);
+        }
+        // Coordinator view: no partition in two members' assigned or pending sets.
+        let mut seen = BTreeSet::new();
+        for described in group.describe(&topics).members {
+            let m = group
+                .member(described.member_id.as_str())
+                .expect("described member exists");
+            for tp in assignment::iter(&m.assigned).chain(assignment::iter(&m.pending_revocation)) {
+                assert!(seen.insert(tp), "step {step}: {tp:?} held twice");
+            }
+        }
+        assert!(group.members_len() <= 4);
+    }
+    assert!(
+        accepted > 1_000,
+        "only {accepted} requests accepted: the test exercises little"
+    );
+}
