@@ -5,7 +5,10 @@
 //! `heartbeat` for each ConsumerGroupHeartbeat, `expire` when `next_deadline` passes,
 //! `on_metadata_change` when topics change, `describe` for ConsumerGroupDescribe, and
 //! `validate_offset_commit` / `validate_offset_fetch` for offset requests of its members.
-//! Topics are seen through `TopicResolver`. No I/O, no clock.
+//! Topics are seen through `TopicResolver`. No I/O, no clock. Subscriptions by name and by
+//! regular expression (`topic_regex`, an RE2 subset); server assignors `uniform` (default)
+//! and `range`. State lives in memory only: nothing is written to `__consumer_offsets`, so
+//! after a coordinator move members are unknown and rejoin with epoch 0.
 
 mod assignment;
 pub mod assignor;
