@@ -1028,6 +1028,9 @@ impl GroupCoordinator {
             if !s.loaded {
                 continue;
             }
+            if metadata_changed {
+                self.drop_offsets_of_deleted_topics(p as i32, &mut s, &image, now);
+            }
             for group in s.groups.values_mut() {
                 match &mut group.kind {
                     GroupKind::Classic(g) => {
@@ -1048,6 +1051,38 @@ impl GroupCoordinator {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A deleted topic's committed offsets go with it (as in Kafka), so a new topic of the
+    /// same name does not inherit them.
+    fn drop_offsets_of_deleted_topics(
+        &self,
+        partition: i32,
+        shard: &mut Shard,
+        image: &kavka_metadata::MetadataImage,
+        now: i64,
+    ) {
+        for (id, group) in shard.groups.iter_mut() {
+            let gone: Vec<(String, i32)> = group
+                .offsets
+                .iter()
+                .filter(|(t, _, _)| image.topic(t).is_none())
+                .map(|(t, p, _)| (t.to_string(), p))
+                .collect();
+            if gone.is_empty() {
+                continue;
+            }
+            let records = gone
+                .iter()
+                .map(|(t, p)| (record::offset_key(id, t, *p), None))
+                .collect();
+            if self.append(partition, records, now).is_ok() {
+                for (t, p) in &gone {
+                    group.offsets.remove(t, *p);
+                }
+                tracing::info!(group = %id, offsets = gone.len(), "dropped offsets of deleted topics");
             }
         }
     }
