@@ -110,7 +110,7 @@ fn second_member_rebalances_the_group() {
     let mut g = ClassicGroup::new("g".into(), 0);
     let (a, mut ja) = join_new(&mut g, 1, 0);
     answered(&mut ja);
-    let _ = parked(sync(&mut g, &a, 1, &[(&a, "A")]));
+    drop(parked(sync(&mut g, &a, 1, &[(&a, "A")])));
     g.on_stored();
 
     let (b, mut jb) = join_new(&mut g, 2, 10);
@@ -151,7 +151,7 @@ fn expired_member_is_removed_and_the_rest_rebalance() {
     let mut ja = parked(g.join(range(&a), "x".into(), NO_DELAY, 1));
     answered(&mut ja);
     answered(&mut jb);
-    let _ = parked(sync(&mut g, &a, 2, &[(&a, "A"), (&b, "B")]));
+    drop(parked(sync(&mut g, &a, 2, &[(&a, "A"), (&b, "B")])));
     g.take_needs_store();
     g.on_stored();
     // Only a heartbeats.
@@ -181,7 +181,7 @@ fn join_phase_ends_at_the_rebalance_timeout() {
     let mut g = ClassicGroup::new("g".into(), 0);
     let (a, mut ja) = join_new(&mut g, 1, 0);
     answered(&mut ja);
-    let _ = parked(sync(&mut g, &a, 1, &[]));
+    drop(parked(sync(&mut g, &a, 1, &[])));
     g.on_stored();
     let (b, mut jb) = join_new(&mut g, 2, 100);
     // a keeps heartbeating but never rejoins.
@@ -229,7 +229,12 @@ fn static_member_rejoins_without_rebalance() {
     let mut j = parked(g.join(r.clone(), "instance-1-a".into(), NO_DELAY, 0));
     let first = answered(&mut j);
     assert_eq!(first.member_id, "instance-1-a");
-    let _ = parked(sync(&mut g, "instance-1-a", 1, &[("instance-1-a", "A")]));
+    drop(parked(sync(
+        &mut g,
+        "instance-1-a",
+        1,
+        &[("instance-1-a", "A")],
+    )));
     g.take_needs_store();
     g.on_stored();
 
@@ -311,7 +316,7 @@ fn last_leave_empties_the_group() {
     let mut g = ClassicGroup::new("g".into(), 0);
     let (a, mut ja) = join_new(&mut g, 1, 0);
     answered(&mut ja);
-    let _ = parked(sync(&mut g, &a, 1, &[]));
+    drop(parked(sync(&mut g, &a, 1, &[])));
     g.take_needs_store();
     g.on_stored();
     assert_eq!(g.leave(&a, None, NO_DELAY, 50), Ok(()));
@@ -328,7 +333,7 @@ fn stored_group_round_trips() {
     let mut g = ClassicGroup::new("g".into(), 0);
     let (a, mut ja) = join_new(&mut g, 1, 0);
     answered(&mut ja);
-    let _ = parked(sync(&mut g, &a, 1, &[(&a, "A")]));
+    drop(parked(sync(&mut g, &a, 1, &[(&a, "A")])));
     g.on_stored();
     let back = ClassicGroup::from_stored("g".into(), g.to_stored(), 1_000);
     let mut back = back;

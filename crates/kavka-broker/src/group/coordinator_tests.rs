@@ -1,0 +1,236 @@
+//! The coordinator against real logs: what it acknowledged comes back after a restart.
+
+use super::*;
+use crate::config::BrokerConfig;
+use crate::group::classic::{JoinRequest, Outcome, SyncRequest};
+
+struct Node {
+    controller: Arc<Controller>,
+    replicas: Arc<ReplicaManager>,
+    groups: GroupCoordinator,
+}
+
+fn start(dir: &std::path::Path) -> Node {
+    let overrides = vec![
+        format!("log.dirs={}", dir.join("logs").display()),
+        format!("metadata.log.dir={}", dir.join("meta").display()),
+        "offsets.topic.num.partitions=3".to_string(),
+        "group.initial.rebalance.delay.ms=0".to_string(),
+        "group.min.session.timeout.ms=10".to_string(),
+    ];
+    let (config, _) = BrokerConfig::from_properties("", &overrides).expect("config");
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.metadata_log_dir).expect("meta dir");
+    let controller = Arc::new(
+        Controller::open(&config.metadata_log_dir, config.node_id, None).expect("controller"),
+    );
+    let replicas = ReplicaManager::new(config.clone(), tokio::runtime::Handle::current());
+    replicas.reconcile(None, &controller.image());
+    controller.subscribe(replicas.clone());
+    controller
+        .register_broker(config.node_id, "127.0.0.1", 9092, None)
+        .expect("register");
+    let groups = GroupCoordinator::new(config.group.clone(), replicas.clone(), controller.clone());
+    groups.load_existing();
+    Node {
+        controller,
+        replicas,
+        groups,
+    }
+}
+
+fn create_topic(n: &Node, name: &str, partitions: i32) {
+    let spec = CreateTopicSpec {
+        name: name.into(),
+        num_partitions: partitions,
+        replication_factor: 1,
+        ..Default::default()
+    };
+    let defaults = TopicDefaults {
+        num_partitions: 1,
+        replication_factor: 1,
+    };
+    for r in n.controller.create_topics(vec![spec], false, &defaults) {
+        r.expect("create topic");
+    }
+}
+
+fn admin() -> Committer {
+    Committer {
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        retention_time_ms: -1,
+    }
+}
+
+fn commit(topic: &str, partition: i32, offset: i64) -> CommitPartition {
+    CommitPartition {
+        topic: topic.into(),
+        partition,
+        offset,
+        leader_epoch: 3,
+        metadata: Some("m".into()),
+    }
+}
+
+fn join_one(n: &Node, group: &str) -> (String, i32) {
+    let req = |member: &str| JoinRequest {
+        member_id: member.into(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 60_000,
+        rebalance_timeout_ms: 60_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+        require_known_member_id: true,
+    };
+    let Outcome::Done(first) = n.groups.join_group(group, req("")) else {
+        panic!("MEMBER_ID_REQUIRED expected")
+    };
+    assert_eq!(first.error, Some(ErrorCode::MemberIdRequired));
+    let Outcome::Wait(mut rx) = n.groups.join_group(group, req(&first.member_id)) else {
+        panic!("join parks")
+    };
+    let joined = rx
+        .try_recv()
+        .expect("a lone member completes the join at once");
+    assert_eq!(joined.error, None);
+    let sync = SyncRequest {
+        member_id: joined.member_id.clone(),
+        group_instance_id: None,
+        generation_id: joined.generation_id,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![(joined.member_id.clone(), Bytes::from_static(b"assigned"))],
+    };
+    let Outcome::Wait(mut rx) = n.groups.sync_group(group, sync) else {
+        panic!("the leader's sync waits for the store")
+    };
+    let synced = rx.try_recv().expect("answered once stored");
+    assert_eq!(synced.error, None);
+    assert_eq!(synced.assignment, Bytes::from_static(b"assigned"));
+    (joined.member_id, joined.generation_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_and_groups_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (member, generation) = {
+        let n = start(dir.path());
+        assert_eq!(
+            n.groups.fetch_offsets("g", None, None),
+            Err(ErrorCode::CoordinatorNotAvailable),
+            "no __consumer_offsets before the first FindCoordinator"
+        );
+        n.groups.ensure_ready().expect("ready");
+        create_topic(&n, "t", 2);
+
+        let (codes, _) = n.groups.commit_offsets(
+            "simple",
+            &admin(),
+            &[
+                commit("t", 0, 10),
+                commit("t", 1, 20),
+                commit("nope", 0, 1),
+                commit("t", 9, 1),
+            ],
+        );
+        assert_eq!(
+            codes,
+            vec![
+                None,
+                None,
+                Some(ErrorCode::UnknownTopicOrPartition),
+                Some(ErrorCode::UnknownTopicOrPartition)
+            ]
+        );
+        let mut big = commit("t", 0, 11);
+        big.metadata = Some("x".repeat(5000));
+        let (codes, _) = n.groups.commit_offsets("simple", &admin(), &[big]);
+        assert_eq!(codes, vec![Some(ErrorCode::OffsetMetadataTooLarge)]);
+
+        let (member, generation) = join_one(&n, "g");
+        let who = Committer {
+            generation_id: generation,
+            member_id: member.clone(),
+            group_instance_id: None,
+            retention_time_ms: -1,
+        };
+        let (codes, _) = n.groups.commit_offsets("g", &who, &[commit("t", 1, 7)]);
+        assert_eq!(codes, vec![None]);
+        let stale = Committer {
+            generation_id: generation + 1,
+            ..who.clone()
+        };
+        let (codes, _) = n.groups.commit_offsets("g", &stale, &[commit("t", 1, 8)]);
+        assert_eq!(codes, vec![Some(ErrorCode::IllegalGeneration)]);
+        let (codes, _) = n.groups.commit_offsets("g", &admin(), &[commit("t", 1, 8)]);
+        assert_eq!(
+            codes,
+            vec![Some(ErrorCode::UnknownMemberId)],
+            "no admin commits into an active group"
+        );
+        assert_eq!(n.groups.delete_group("g"), Err(ErrorCode::NonEmptyGroup));
+        n.replicas.shutdown();
+        (member, generation)
+    };
+
+    let n = start(dir.path());
+    let fetched = n.groups.fetch_offsets("simple", None, None).expect("fetch");
+    assert_eq!(fetched.len(), 1);
+    let (topic, parts) = &fetched[0];
+    assert_eq!(topic, "t");
+    let got: Vec<(i32, i64, i32, String)> = parts
+        .iter()
+        .map(|(p, v)| {
+            let v = v.clone().expect("committed");
+            (*p, v.offset, v.leader_epoch, v.metadata)
+        })
+        .collect();
+    assert_eq!(got, vec![(0, 10, 3, "m".into()), (1, 20, 3, "m".into())]);
+
+    // The member is back in the same generation: no rebalance needed after a restart.
+    let d = n.groups.describe_group("g");
+    assert_eq!(d.state, "Stable");
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].assignment, Bytes::from_static(b"assigned"));
+    assert_eq!(n.groups.heartbeat("g", &member, None, generation), Ok(()));
+    let g_offsets = n
+        .groups
+        .fetch_offsets("g", None, Some(vec![("t".into(), vec![0, 1])]))
+        .expect("fetch");
+    assert_eq!(g_offsets[0].1[0].1, None);
+    assert_eq!(g_offsets[0].1[1].1.as_ref().map(|v| v.offset), Some(7));
+
+    // Leaving empties the group; deleting it removes its offsets for good.
+    assert_eq!(
+        n.groups.leave_group("g", &[(member.clone(), None)]),
+        Ok(vec![Ok(())])
+    );
+    assert_eq!(n.groups.describe_group("g").state, "Empty");
+    assert_eq!(n.groups.delete_group("g"), Ok(()));
+    assert_eq!(n.groups.delete_group("g"), Err(ErrorCode::GroupIdNotFound));
+    let listed: Vec<String> = n
+        .groups
+        .list_groups(&[], &[])
+        .expect("list")
+        .into_iter()
+        .map(|g| g.group_id)
+        .collect();
+    assert_eq!(listed, vec!["simple".to_string()]);
+    n.replicas.shutdown();
+    drop(n);
+
+    let n = start(dir.path());
+    assert!(!n.groups.describe_group("g").found, "deleted stays deleted");
+    assert_eq!(
+        n.groups
+            .fetch_offsets("g", None, None)
+            .expect("fetch")
+            .len(),
+        0
+    );
+    n.replicas.shutdown();
+}
