@@ -28,7 +28,9 @@ const EMPTY: Slot = Slot {
 };
 
 pub(crate) struct OffsetMap {
+    /// Allocated by the first `clear`, so an idle cleaner holds no buffer.
     slots: Vec<Slot>,
+    slot_count: usize,
     used: usize,
     max_entries: usize,
     hashers: [RandomState; 2],
@@ -39,16 +41,21 @@ impl OffsetMap {
     pub(crate) fn with_buffer_bytes(buffer_bytes: usize) -> Self {
         let slots = (buffer_bytes / SLOT_BYTES).max(MIN_SLOTS);
         OffsetMap {
-            slots: vec![EMPTY; slots],
+            slots: Vec::new(),
+            slot_count: slots,
             used: 0,
             max_entries: ((slots as f64 * LOAD_FACTOR) as usize).max(1),
             hashers: [RandomState::new(), RandomState::new()],
         }
     }
 
-    /// Empties the map and draws new hash keys.
+    /// Empties the map (allocating it the first time) and draws new hash keys.
     pub(crate) fn clear(&mut self) {
-        self.slots.fill(EMPTY);
+        if self.slots.len() == self.slot_count {
+            self.slots.fill(EMPTY);
+        } else {
+            self.slots = vec![EMPTY; self.slot_count];
+        }
         self.used = 0;
         self.hashers = [RandomState::new(), RandomState::new()];
     }
@@ -88,6 +95,9 @@ impl OffsetMap {
     /// Records `offset` as the latest for `key`. Returns false (and changes nothing) when the
     /// key is new and the map is full.
     pub(crate) fn put(&mut self, key: &[u8], offset: i64) -> bool {
+        if self.slots.is_empty() {
+            self.clear();
+        }
         let digest = self.digest(key);
         let i = self.probe(digest);
         if self.slots[i].offset < 0 {
@@ -102,6 +112,9 @@ impl OffsetMap {
 
     /// The latest offset recorded for `key`.
     pub(crate) fn get(&self, key: &[u8]) -> Option<i64> {
+        if self.slots.is_empty() {
+            return None;
+        }
         let s = self.slots[self.probe(self.digest(key))];
         (s.offset >= 0).then_some(s.offset)
     }
