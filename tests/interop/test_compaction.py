@@ -228,3 +228,53 @@ def test_compacted_log_survives_restart_and_kill(broker_proc, topic_name):
     assert "panicked" not in broker_proc.log_tail(400)
     a = admin(b)
     assert topic_name in a.list_topics(timeout=10).topics
+
+
+OFFSETS_BROKER = {
+    **CLEANER,
+    "offsets.topic.num.partitions": 1,
+    "offsets.topic.segment.bytes": 1024,
+    "group.initial.rebalance.delay.ms": 0,
+}
+
+
+@pytest.mark.broker_config(**OFFSETS_BROKER)
+def test_consumer_offsets_topic_is_compacted_and_replays(broker_proc, topic_name):
+    """Hundreds of commits of one partition's offset leave a handful of records in
+    __consumer_offsets, and the coordinator still replays the latest after kill -9."""
+    b = broker_proc.bootstrap
+    create_topic(b, topic_name, 1)
+    group = f"g-{topic_name}"
+    commits = 300
+    c = consumer(b, **{"group.id": group})
+    try:
+        for o in range(1, commits + 1):
+            done = c.commit(offsets=[TopicPartition(topic_name, 0, o)], asynchronous=False)
+            assert all(tp.error is None for tp in done), done
+    finally:
+        c.close()
+
+    def compacted():
+        recs = read_all(b, "__consumer_offsets")
+        return len(recs) < commits // 4, len(recs)
+
+    wait_until("__consumer_offsets to be compacted", compacted)
+    low, high = admin_watermarks(b, "__consumer_offsets")
+    assert high >= commits and low == 0
+
+    broker_proc.restart(hard=True)
+    deadline = time.monotonic() + WAIT_S
+    last = None
+    while time.monotonic() < deadline:
+        c = consumer(b, **{"group.id": group})
+        try:
+            got = c.committed([TopicPartition(topic_name, 0)], timeout=10)
+            last = got[0].offset
+            if last == commits:
+                break
+        except Exception as e:  # the coordinator may still be loading
+            last = e
+        finally:
+            c.close()
+        time.sleep(0.2)
+    assert last == commits, last
