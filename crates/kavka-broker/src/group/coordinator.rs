@@ -474,14 +474,22 @@ impl GroupCoordinator {
                 headers: Default::default(),
             })
             .collect();
-        let encoded = kavka_protocol::records::encode_batch(
-            &records,
-            kafka_protocol::records::Compression::None,
-        )
-        .map_err(|e| {
-            tracing::error!("cannot encode group records: {e}");
-            ErrorCode::UnknownServerError
-        })?;
+        // A big group's metadata (every member's subscription and assignment) is
+        // compressed so it stays under the topic's max.message.bytes for longer.
+        let raw_len: usize = records
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        let compression = if raw_len > 64 * 1024 {
+            kafka_protocol::records::Compression::Lz4
+        } else {
+            kafka_protocol::records::Compression::None
+        };
+        let encoded =
+            kavka_protocol::records::encode_batch(&records, compression).map_err(|e| {
+                tracing::error!("cannot encode group records: {e}");
+                ErrorCode::UnknownServerError
+            })?;
         let mut buf = encoded.to_vec();
         match part.append(&mut buf, now) {
             Ok((info, must_wait)) => Ok(must_wait.then_some(DurableWait {

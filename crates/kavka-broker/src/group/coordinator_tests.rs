@@ -17,6 +17,7 @@ fn start(dir: &std::path::Path) -> Node {
         "offsets.topic.num.partitions=3".to_string(),
         "group.initial.rebalance.delay.ms=0".to_string(),
         "group.min.session.timeout.ms=10".to_string(),
+        "group.member.metadata.max.bytes=4194304".to_string(),
     ];
     let (config, _) = BrokerConfig::from_properties("", &overrides).expect("config");
     let config = Arc::new(config);
@@ -75,6 +76,10 @@ fn commit(topic: &str, partition: i32, offset: i64) -> CommitPartition {
 }
 
 fn join_one(n: &Node, group: &str) -> (String, i32) {
+    join_with(n, group, Bytes::from_static(b"sub"))
+}
+
+fn join_with(n: &Node, group: &str, metadata: Bytes) -> (String, i32) {
     let req = |member: &str| JoinRequest {
         member_id: member.into(),
         group_instance_id: None,
@@ -83,7 +88,7 @@ fn join_one(n: &Node, group: &str) -> (String, i32) {
         session_timeout_ms: 60_000,
         rebalance_timeout_ms: 60_000,
         protocol_type: "consumer".into(),
-        protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+        protocols: vec![("range".into(), metadata.clone())],
         require_known_member_id: true,
     };
     let Outcome::Done(first) = n.groups.join_group(group, req("")) else {
@@ -232,5 +237,27 @@ async fn offsets_and_groups_survive_a_restart() {
             .len(),
         0
     );
+    n.replicas.shutdown();
+}
+
+/// A group whose stored metadata is bigger than the topic's max.message.bytes uncompressed
+/// (1 MiB): the record is compressed, stored, and read back after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_group_metadata_is_stored_compressed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metadata = Bytes::from("subscription ".repeat(100_000));
+    assert!(metadata.len() > 1 << 20);
+    let (member, generation) = {
+        let n = start(dir.path());
+        n.groups.ensure_ready().expect("ready");
+        let joined = join_with(&n, "big", metadata.clone());
+        n.replicas.shutdown();
+        joined
+    };
+    let n = start(dir.path());
+    let d = n.groups.describe_group("big");
+    assert_eq!(d.state, "Stable");
+    assert_eq!(d.members[0].metadata, metadata);
+    assert_eq!(n.groups.heartbeat("big", &member, None, generation), Ok(()));
     n.replicas.shutdown();
 }
