@@ -1,17 +1,18 @@
 //! The background log cleaner (Kafka's `LogCleaner` / `CleanerThread`): every so often it
-//! picks the compacted log with the highest dirty ratio that is due (`min.cleanable.dirty.ratio`,
-//! `max.compaction.lag.ms`, or tombstones past their delete horizon) and cleans it.
+//! picks the compacted log with the highest dirty ratio that is due
+//! (`min.cleanable.dirty.ratio`, `max.compaction.lag.ms`, or tombstones past their delete
+//! horizon) and cleans it.
 //!
 //! The partition lock is held only to take the snapshot and to swap the cleaned segments
 //! in; reading and writing segments happens on a blocking thread without it, so produce and
-//! fetch never wait for the cleaner. A log whose cleaning fails (corrupt data, a key map too
-//! small for one batch, an I/O error) is logged and left alone until the broker restarts;
-//! the broker itself keeps running.
+//! fetch never wait for the cleaner. A log whose cleaning fails on its data (a corrupt batch,
+//! a key map too small for one batch) is logged and left alone until the broker restarts;
+//! an I/O error is retried after the backoff. The broker itself keeps running.
 
 use crate::config::CleanerSettings;
 use crate::partition::Partition;
 use crate::replica_manager::{now_ms, ReplicaManager};
-use kavka_storage::{CleanableLog, Cleaner, CleanerConfig, SwapOutcome};
+use kavka_storage::{CleanableLog, Cleaner, CleanerConfig, CleanerError, SwapOutcome};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,6 +72,15 @@ impl LogCleaner {
         let started = Instant::now();
         let cleaned = match self.cleaner.clean(&snap, now) {
             Ok(c) => c,
+            Err(e) if p.changed_since(&snap) => {
+                // A truncation raced with the read: not bad data.
+                tracing::info!(topic = %p.topic, partition = p.index, "log cleaning aborted, the log was truncated: {e}");
+                return Round::NoProgress;
+            }
+            Err(CleanerError::Io(e)) => {
+                tracing::warn!(topic = %p.topic, partition = p.index, "log cleaning failed: {e}; retrying after the backoff");
+                return Round::NoProgress;
+            }
             Err(e) => {
                 tracing::error!(topic = %p.topic, partition = p.index, "log cleaning failed: {e}; this log is not cleaned again until restart");
                 self.uncleanable.insert((p.topic_id, p.index));

@@ -154,6 +154,12 @@ impl Partition {
         self.with_log(|log| Ok(log.cleanable(now_ms, hw)))
     }
 
+    /// The log was truncated (or is gone) since the cleaner took `snapshot`.
+    pub fn changed_since(&self, snapshot: &CleanableLog) -> bool {
+        self.with_log(|log| Ok(log.changed_since(snapshot)))
+            .unwrap_or(true)
+    }
+
     /// Swaps in segments the cleaner wrote outside the lock, one cleaned segment per lock
     /// acquisition (a rename and two directory fsyncs each), so produce and fetch wait at
     /// most for one. Blocking.

@@ -875,6 +875,12 @@ impl Log {
         })
     }
 
+    /// The log was truncated since `snapshot` was taken: a failure while reading it may be
+    /// that race rather than bad data.
+    pub fn changed_since(&self, snapshot: &CleanableLog) -> bool {
+        snapshot.generation != self.generation
+    }
+
     /// Swaps every cleaned segment in at once (see [`Log::swap_cleaned_group`], which lets
     /// the caller release the lock between groups).
     pub fn swap_cleaned(&mut self, mut cleaned: CleanedLog) -> Result<SwapOutcome, StorageError> {
