@@ -1048,6 +1048,17 @@ impl ClassicGroup {
             self.pending_members.remove(&id);
             self.maybe_complete_join(now_ms);
         }
+        // A parked request whose connection closed holds nobody: forget it, so the member's
+        // session can expire (a client killed mid-rebalance must not hold the group until
+        // the rebalance timeout).
+        for m in self.members.values_mut() {
+            if m.join_waiter.as_ref().is_some_and(|w| w.is_closed()) {
+                m.join_waiter = None;
+            }
+            if m.sync_waiter.as_ref().is_some_and(|w| w.is_closed()) {
+                m.sync_waiter = None;
+            }
+        }
         // Members parked in JoinGroup or SyncGroup are alive: the coordinator holds them.
         let expired: Vec<String> = self
             .members

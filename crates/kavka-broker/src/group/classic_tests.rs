@@ -425,3 +425,36 @@ fn random_membership_churn_keeps_invariants() {
     }
     assert!(last_generation > 5, "the churn produced rebalances");
 }
+
+/// A member whose parked JoinGroup was abandoned (client killed) no longer counts as
+/// joined: its session expires and the others complete the rebalance without it.
+#[test]
+fn abandoned_join_lets_the_session_expire() {
+    let mut g = ClassicGroup::new("g".into(), 0);
+    let (a, mut ja) = join_new(&mut g, 1, 0);
+    answered(&mut ja);
+    let (b, mut jb) = join_new(&mut g, 2, 0);
+    let mut ja = parked(g.join(range(&a), "x".into(), NO_DELAY, 0));
+    answered(&mut ja);
+    answered(&mut jb);
+    drop(parked(sync(&mut g, &a, 2, &[])));
+    g.on_stored();
+    assert_eq!(g.state(), ClassicState::Stable);
+
+    // c arrives; b rejoins and its client dies while parked; a goes silent.
+    let c = done(g.join(range(""), "m3".into(), NO_DELAY, 1_000)).member_id;
+    let mut jc = parked(g.join(range(&c), "x".into(), NO_DELAY, 1_000));
+    drop(parked(g.join(range(&b), "x".into(), NO_DELAY, 1_000)));
+    g.tick(NO_DELAY, 5_000);
+    assert!(jc.try_recv().is_err());
+    // Both sessions (10 s) are over long before the 30 s rebalance timeout: c is alone.
+    g.tick(NO_DELAY, 12_000);
+    assert!(!g.has_member(&a));
+    assert!(
+        !g.has_member(&b),
+        "an abandoned join does not keep a member alive"
+    );
+    let r = answered(&mut jc);
+    assert_eq!(r.members.len(), 1);
+    assert_eq!(r.leader, c);
+}
