@@ -114,25 +114,44 @@ pub fn decode_subscription(bytes: &[u8]) -> Result<Vec<String>> {
     Ok(s.topics.iter().map(|t| t.to_string()).collect())
 }
 
-/// Kafka's RangeAssignor: per topic, the members subscribed to it in member id order each
-/// get a contiguous range of partitions; the first `partitions % members` get one extra.
-/// `members` maps member id -> subscribed topics; `partition_counts` has the partition
-/// count of every topic that exists (topics missing from it are skipped). Every member
-/// gets an entry, possibly empty.
+/// A member as the assignor sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub topics: Vec<String>,
+}
+
+impl Subscriber {
+    /// Kafka's `MemberInfo` order: static members first by instance id (stable across
+    /// their restarts), then dynamic members by member id.
+    fn order_key(&self) -> (bool, &str, &str) {
+        match &self.group_instance_id {
+            Some(i) => (false, i.as_str(), self.member_id.as_str()),
+            None => (true, "", self.member_id.as_str()),
+        }
+    }
+}
+
+/// Kafka's RangeAssignor: per topic, the members subscribed to it (in Kafka's member
+/// order) each get a contiguous range of partitions; the first `partitions % members` get
+/// one extra. `partition_counts` has the partition count of every topic that exists
+/// (topics missing from it are skipped). Every member gets an entry, possibly empty.
 pub fn range_assign(
-    members: &BTreeMap<String, Vec<String>>,
+    members: &[Subscriber],
     partition_counts: &BTreeMap<String, i32>,
 ) -> BTreeMap<String, Assignment> {
+    let mut ordered: Vec<&Subscriber> = members.iter().collect();
+    ordered.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
     let mut out: BTreeMap<String, Assignment> = members
-        .keys()
-        .map(|m| (m.clone(), Assignment::new()))
+        .iter()
+        .map(|m| (m.member_id.clone(), Assignment::new()))
         .collect();
     for (topic, count) in partition_counts {
-        // BTreeMap iteration: member ids in order.
-        let subscribers: Vec<&String> = members
+        let subscribers: Vec<&String> = ordered
             .iter()
-            .filter(|(_, topics)| topics.contains(topic))
-            .map(|(m, _)| m)
+            .filter(|m| m.topics.contains(topic))
+            .map(|m| &m.member_id)
             .collect();
         if subscribers.is_empty() || *count <= 0 {
             continue;
@@ -162,9 +181,13 @@ pub fn range_assign(
 mod tests {
     use super::*;
 
-    fn members(spec: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    fn members(spec: &[(&str, &[&str])]) -> Vec<Subscriber> {
         spec.iter()
-            .map(|(m, ts)| (m.to_string(), ts.iter().map(|t| t.to_string()).collect()))
+            .map(|(m, ts)| Subscriber {
+                member_id: m.to_string(),
+                group_instance_id: None,
+                topics: ts.iter().map(|t| t.to_string()).collect(),
+            })
             .collect()
     }
 
@@ -204,13 +227,28 @@ mod tests {
     }
 
     #[test]
+    fn static_members_come_first_by_instance_id() {
+        let mut m = members(&[("a", &["t"]), ("b", &["t"]), ("c", &["t"])]);
+        m[1].group_instance_id = Some("z".into());
+        m[2].group_instance_id = Some("y".into());
+        let a = range_assign(&m, &counts(&[("t", 3)]));
+        assert_eq!(a["c"]["t"], [0], "instance y");
+        assert_eq!(a["b"]["t"], [1], "instance z");
+        assert_eq!(a["a"]["t"], [2], "dynamic members last");
+    }
+
+    #[test]
     fn every_partition_exactly_once() {
         for m in 1..8 {
             for n in 0..20 {
-                let spec: Vec<(String, Vec<String>)> = (0..m)
-                    .map(|i| (format!("m{i}"), vec!["t".to_string()]))
+                let spec: Vec<Subscriber> = (0..m)
+                    .map(|i| Subscriber {
+                        member_id: format!("m{i}"),
+                        group_instance_id: (i % 2 == 0).then(|| format!("i{i}")),
+                        topics: vec!["t".to_string()],
+                    })
                     .collect();
-                let a = range_assign(&spec.into_iter().collect(), &counts(&[("t", n)]));
+                let a = range_assign(&spec, &counts(&[("t", n)]));
                 let mut all: Vec<i32> = a
                     .values()
                     .flat_map(|x| x.get("t").cloned().unwrap_or_default())

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::cluster::{BrokerMetadata, ClientConfig, Cluster};
 use crate::connection::{Connection, ConnectionOptions};
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetSpec};
-use crate::consumer_protocol::{self, Assignment, PROTOCOL_TYPE, RANGE_ASSIGNOR};
+use crate::consumer_protocol::{self, Assignment, Subscriber, PROTOCOL_TYPE, RANGE_ASSIGNOR};
 use crate::coordinator::{self, group_codes::*, group_error};
 use crate::error::{codes, ClientError};
 use crate::group_admin::{self, OffsetAndMetadata, TopicPartition};
@@ -441,16 +441,20 @@ impl GroupConsumer {
                 join.protocol_name
             )));
         }
-        let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut members = Vec::with_capacity(join.members.len());
         for m in &join.members {
             let topics = consumer_protocol::decode_subscription(&m.metadata).unwrap_or_else(|e| {
                 tracing::warn!("member {}: unreadable subscription: {e}", m.member_id);
                 Vec::new()
             });
-            members.insert(m.member_id.to_string(), topics);
+            members.push(Subscriber {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.group_instance_id.as_ref().map(|i| i.to_string()),
+                topics,
+            });
         }
         let mut counts = BTreeMap::new();
-        let mut wanted: Vec<&String> = members.values().flatten().collect();
+        let mut wanted: Vec<&String> = members.iter().flat_map(|m| &m.topics).collect();
         wanted.sort();
         wanted.dedup();
         for topic in wanted {
