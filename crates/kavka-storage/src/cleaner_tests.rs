@@ -241,7 +241,10 @@ fn tombstones_stay_for_delete_retention_then_go() {
 
 #[test]
 fn crash_before_commit_discards_and_after_commit_completes_the_swap() {
-    for committed in [false, true] {
+    // 0: crash before the commit; 1: right after it; 2: after the old segments were renamed
+    // `.deleted` too, before the final renames.
+    for stage in 0..3 {
+        let committed = stage > 0;
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), config(), NOW).unwrap();
         let latest = updates(&mut log, 4, 50);
@@ -254,6 +257,14 @@ fn crash_before_commit_discards_and_after_commit_completes_the_swap() {
         if committed {
             let g = &cleaned.groups[0];
             crate::segment_swap::commit(dir.path(), g.base_offset, g.end_offset).unwrap();
+            if stage == 2 {
+                for (base, _) in &g.sources {
+                    for suffix in ["log", "index", "timeindex"] {
+                        let from = dir.path().join(format!("{base:020}.{suffix}"));
+                        let _ = fs::rename(&from, format!("{}.deleted", from.display()));
+                    }
+                }
+            }
         }
         // The crash: the process is gone, its files stay as they are.
         std::mem::forget(cleaned);
