@@ -189,6 +189,9 @@ impl Formatter {
 /// for a console consumer without a group). With a group this is only where partitions
 /// without a committed offset start.
 pub fn start_spec(args: &ConsoleConsumerArgs) -> Result<OffsetSpec> {
+    if args.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+        bail!("--group must not be empty");
+    }
     if args.group.is_some() && (args.partition.is_some() || args.offset.is_some()) {
         bail!("--group cannot be used with --partition or --offset");
     }
@@ -578,8 +581,9 @@ mod tests {
         assert_eq!(group.group_instance_id.as_deref(), Some("i1"));
         assert_eq!(group.auto_offset_reset, OffsetSpec::Latest);
 
-        let bad: [&[&str]; 4] = [
+        let bad: [&[&str]; 5] = [
             &["--topic", "t", "--group", "g", "--partition", "0"],
+            &["--topic", "t", "--group", ""],
             &[
                 "--topic",
                 "t",
