@@ -147,6 +147,23 @@ def test_latest_value_per_key_survives_at_its_offset(broker, topic_name):
     assert [r["offset"] for r in seen] == offsets
     assert {r["key"]: r["payload"] for r in seen}[KEYS[0]] == f"{KEYS[0]}-v{UPDATES - 1}"
 
+    # kafka-python (pure Python protocol stack) too: it must step over the gaps.
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTP
+
+    kc = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, consumer_timeout_ms=5000)
+    try:
+        kc.assign([KTP(topic_name, 0)])
+        kc.seek_to_beginning()
+        kp_offsets = []
+        deadline = time.monotonic() + 30
+        while len(kp_offsets) < len(offsets) and time.monotonic() < deadline:
+            for batch in kc.poll(timeout_ms=500).values():
+                kp_offsets += [r.offset for r in batch]
+        assert kp_offsets == offsets
+    finally:
+        kc.close()
+
 
 @pytest.mark.broker_config(**CLEANER)
 def test_fetch_from_a_compacted_away_offset_returns_the_next_record(broker, topic_name):
