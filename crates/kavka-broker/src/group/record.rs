@@ -3,7 +3,9 @@
 //! so Kafka's tools can read our topic and the format is one somebody already versioned.
 //!
 //! The key's leading int16 says what the record is: 0 and 1 are committed offsets, 2 is group
-//! metadata. A record with a null value is a tombstone: the offset or group was deleted.
+//! metadata. Kafka's own KIP-848 record types (3 and up) are not used: a consumer (KIP-848)
+//! group is stored whole, as one kavka snapshot record under key version 1000. A record with
+//! a null value is a tombstone: the offset or group was deleted.
 //! Everything read back is checked: a corrupt record is an error, never a panic.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -67,11 +69,22 @@ pub struct GroupValue {
 pub enum GroupRecord {
     Offset(OffsetKey, Option<OffsetValue>),
     Group(String, Option<GroupValue>),
+    /// A KIP-848 consumer group's snapshot (`ConsumerGroup::to_snapshot`).
+    ConsumerGroup(String, Option<Bytes>),
 }
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
 const GROUP_VALUE_VERSION: i16 = 3;
+/// kavka's own: far above Kafka's record types so the two never meet.
+const CONSUMER_GROUP_KEY_VERSION: i16 = 1000;
+
+pub fn consumer_group_key(group: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(4 + group.len());
+    b.put_i16(CONSUMER_GROUP_KEY_VERSION);
+    put_str(&mut b, group);
+    b.freeze()
+}
 
 pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
     let mut b = BytesMut::with_capacity(2 + 2 + group.len() + 2 + topic.len() + 4);
@@ -158,6 +171,13 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<GroupRecord>, R
             let group = k.string("group")?;
             let value = value.map(decode_group_value).transpose()?;
             Ok(Some(GroupRecord::Group(group, value)))
+        }
+        CONSUMER_GROUP_KEY_VERSION => {
+            let group = k.string("group")?;
+            Ok(Some(GroupRecord::ConsumerGroup(
+                group,
+                value.map(Bytes::copy_from_slice),
+            )))
         }
         _ => Ok(None),
     }
@@ -397,6 +417,13 @@ mod tests {
         assert_eq!(
             decode(&key, None).unwrap(),
             Some(GroupRecord::Group("grp".into(), None))
+        );
+        assert_eq!(
+            decode(&consumer_group_key("cg"), Some(b"snap")).unwrap(),
+            Some(GroupRecord::ConsumerGroup(
+                "cg".into(),
+                Some(Bytes::from_static(b"snap"))
+            ))
         );
     }
 
