@@ -463,7 +463,8 @@ def test_static_member_restart_causes_no_rebalance(group_broker, topic_name):
         assert a.owned == set(range(PARTITIONS)) - b_parts
         assert b2.events == [("assign", sorted(b_parts))], b2.events
 
-        desc = admin(group_broker).describe_consumer_groups([group])[group].result(timeout=20)
+        a_admin = admin(group_broker)  # held: a collected AdminClient never completes its futures
+        desc = a_admin.describe_consumer_groups([group])[group].result(timeout=20)
         assert desc.state == ConsumerGroupState.STABLE
         assert sorted(m.group_instance_id for m in desc.members) == ["static-a", "static-b"]
         assert not ledger.violations, ledger.violations
@@ -518,7 +519,7 @@ def kp_consumer(bootstrap: str, group: str, topic: str):
     c = KafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
         enable_auto_commit=False, session_timeout_ms=SESSION_MS, heartbeat_interval_ms=HEARTBEAT_MS,
-        request_timeout_ms=30000, api_version_auto_timeout_ms=10000,
+        request_timeout_ms=30000,
     )
     c.subscribe([topic])
     return c
@@ -528,7 +529,7 @@ def kp_take(c, n: int, timeout: float = SETTLE_S) -> list:
     out: list = []
     deadline = time.monotonic() + timeout
     while len(out) < n and time.monotonic() < deadline:
-        for recs in c.poll(timeout_ms=200, max_records=n - len(out)).values():
+        for recs in c.poll(timeout_ms=1000, max_records=n - len(out)).values():
             out.extend(recs)
     assert len(out) == n, f"kafka-python read {len(out)} of {n} records in {timeout}s"
     return out
@@ -565,30 +566,60 @@ def test_kafka_python_group_commit_and_resume(group_broker, topic_name):
         c.close()
 
 
+class KpMember(threading.Thread):
+    """A kafka-python member polling in its own thread (a KafkaConsumer is single-threaded, and
+    two members polled in turn from one thread would stall each other's rebalance)."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str):
+        super().__init__(daemon=True)
+        self.consumer = kp_consumer(bootstrap, group, topic)
+        self.owned: frozenset = frozenset()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self):
+        try:
+            deadline = time.monotonic() + 2 * SETTLE_S
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                # 1 s: kafka-python 3.0.12 can drop a join that outlives one poll() (its
+                # ensure_active_group never completes a finished JoinGroup/SyncGroup task when
+                # need_rejoin() has turned false meanwhile), so each poll leaves room for a join.
+                self.consumer.poll(timeout_ms=1000)
+                self.owned = frozenset(tp.partition for tp in self.consumer.assignment())
+        except BaseException as e:  # reported by the test
+            self.error = e
+        finally:
+            self.consumer.close()
+
+
 def test_kafka_python_two_members_split(group_broker, topic_name):
     create_topic(group_broker, topic_name, PARTITIONS)
     group = group_of(topic_name)
-    c1 = kp_consumer(group_broker, group, topic_name)
-    c2 = None
+    members = [KpMember(group_broker, group, topic_name)]
+    members[0].start()
     try:
-        deadline = time.monotonic() + SETTLE_S
-        while time.monotonic() < deadline and len(c1.assignment()) != PARTITIONS:
-            c1.poll(timeout_ms=100)
-        assert len(c1.assignment()) == PARTITIONS
-        c2 = kp_consumer(group_broker, group, topic_name)
-        deadline = time.monotonic() + SETTLE_S
-        while time.monotonic() < deadline:
-            c1.poll(timeout_ms=50)
-            c2.poll(timeout_ms=50)
-            s1 = {tp.partition for tp in c1.assignment()}
-            s2 = {tp.partition for tp in c2.assignment()}
-            if split_evenly([s1, s2]):
-                break
-        assert split_evenly([s1, s2]), (s1, s2)
+        wait_for(lambda: members[0].owned == frozenset(range(PARTITIONS)) or members[0].error,
+                 "the first kafka-python member owns all 6")
+        members.append(KpMember(group_broker, group, topic_name))
+        members[1].start()
+        wait_for(lambda: split_evenly([set(m.owned) for m in members]) or any(m.error for m in members),
+                 "two kafka-python members own 3 each")
+        assert not any(m.error for m in members), [m.error for m in members]
+        assert split_evenly([set(m.owned) for m in members]), [m.owned for m in members]
     finally:
-        c1.close()
-        if c2 is not None:
-            c2.close()
+        for m in members:
+            m.stop.set()
+        for m in members:
+            m.join(timeout=15)
+
+
+def wait_for(cond, what: str, timeout: float = SETTLE_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 # ----------------------------------------------------------------------------------------------
