@@ -1,6 +1,8 @@
 //! The cleaner checkpoint of one log (Kafka's `cleaner-offset-checkpoint`, kept per partition
-//! directory here): the first dirty offset, below which the log has been cleaned. Losing or
-//! damaging it only makes the next round clean the whole log again, never loses data.
+//! directory here): the first dirty offset, below which the log has been cleaned, and the
+//! earliest delete horizon of the tombstones kept, so a restart does not postpone their
+//! removal. Losing or damaging it only makes the next round clean the whole log again, never
+//! loses data.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -12,8 +14,14 @@ const FILE: &str = "cleaner-offset.checkpoint";
 const TMP: &str = "cleaner-offset.checkpoint.tmp";
 const HEADER: &str = "kavka-cleaner-checkpoint 1";
 
-/// The stored first dirty offset; `None` when absent or unreadable.
-pub(crate) fn read(dir: &Path) -> io::Result<Option<i64>> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CleanerCheckpoint {
+    pub first_dirty_offset: i64,
+    pub delete_horizon: Option<i64>,
+}
+
+/// The stored checkpoint; `None` when absent or unreadable.
+pub(crate) fn read(dir: &Path) -> io::Result<Option<CleanerCheckpoint>> {
     let text = match fs::read(dir.join(FILE)) {
         Ok(bytes) if bytes.len() <= 256 => String::from_utf8_lossy(&bytes).into_owned(),
         Ok(_) => String::new(),
@@ -27,26 +35,40 @@ pub(crate) fn read(dir: &Path) -> io::Result<Option<i64>> {
     Ok(parsed)
 }
 
-fn parse(text: &str) -> Option<i64> {
+fn parse(text: &str) -> Option<CleanerCheckpoint> {
     let mut lines = text.lines();
     if lines.next()? != HEADER {
         return None;
     }
-    let value: i64 = lines
+    let first_dirty_offset: i64 = lines
         .next()?
         .strip_prefix("first-dirty-offset ")?
         .trim()
         .parse()
         .ok()?;
-    (value >= 0).then_some(value)
+    let delete_horizon = match lines.next() {
+        None => None,
+        Some(l) => Some(l.strip_prefix("delete-horizon ")?.trim().parse().ok()?),
+    };
+    (first_dirty_offset >= 0).then_some(CleanerCheckpoint {
+        first_dirty_offset,
+        delete_horizon,
+    })
 }
 
 /// Writes the checkpoint atomically (temp file, fsync, rename, fsync the directory).
-pub(crate) fn write(dir: &Path, first_dirty_offset: i64) -> io::Result<()> {
+pub(crate) fn write(dir: &Path, cp: CleanerCheckpoint) -> io::Result<()> {
     let tmp = dir.join(TMP);
     {
         let mut f = File::create(&tmp)?;
-        write!(f, "{HEADER}\nfirst-dirty-offset {first_dirty_offset}\n")?;
+        write!(
+            f,
+            "{HEADER}\nfirst-dirty-offset {}\n",
+            cp.first_dirty_offset
+        )?;
+        if let Some(h) = cp.delete_horizon {
+            writeln!(f, "delete-horizon {h}")?;
+        }
         f.sync_all()?;
     }
     fs::rename(&tmp, dir.join(FILE))?;
@@ -66,8 +88,18 @@ mod tests {
     fn round_trip_and_damage() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
-        write(dir.path(), 42).unwrap();
-        assert_eq!(read(dir.path()).unwrap(), Some(42));
+        let cp = CleanerCheckpoint {
+            first_dirty_offset: 42,
+            delete_horizon: None,
+        };
+        write(dir.path(), cp).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(cp));
+        let cp = CleanerCheckpoint {
+            first_dirty_offset: 43,
+            delete_horizon: Some(-5),
+        };
+        write(dir.path(), cp).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(cp));
         fs::write(
             dir.path().join(FILE),
             b"kavka-cleaner-checkpoint 1\nfirst-dirty-offset x",

@@ -75,8 +75,7 @@ pub struct Log {
     first_dirty_offset: i64,
     /// Bumped by every truncation, so a cleaner round started before one is not swapped in.
     generation: u64,
-    /// Earliest delete horizon of the tombstones the cleaner kept (not persisted: after a
-    /// restart they go in the next round that dirt triggers).
+    /// Earliest delete horizon of the tombstones the cleaner kept (in the cleaner checkpoint).
     delete_horizon: Option<i64>,
 }
 
@@ -133,11 +132,15 @@ impl Log {
             delete_horizon: None,
         };
         let log_end = log.log_end_offset();
-        log.first_dirty_offset = match cleaner_checkpoint::read(dir)? {
+        let cleaner_cp = cleaner_checkpoint::read(dir)?;
+        log.first_dirty_offset = match cleaner_cp {
             // A checkpoint past the log end belongs to data that is gone: clean it all.
-            Some(o) if o <= log_end => o.max(log.log_start_offset),
+            Some(cp) if cp.first_dirty_offset <= log_end => {
+                cp.first_dirty_offset.max(log.log_start_offset)
+            }
             _ => log.log_start_offset,
         };
+        log.delete_horizon = cleaner_cp.and_then(|cp| cp.delete_horizon);
         if loaded.clean && producer_state::list_snapshots(dir)?.is_empty() {
             // Kafka's shortcut: a cleanly closed log without any snapshot predates producer
             // state (every clean close writes one), so it holds no idempotent batches worth
@@ -778,7 +781,7 @@ impl Log {
         let log_end = self.log_end_offset();
         if self.first_dirty_offset > log_end {
             self.first_dirty_offset = log_end;
-            cleaner_checkpoint::write(&self.dir, log_end)?;
+            self.write_cleaner_checkpoint()?;
         }
         // Producer state past the truncation point is void: rebuild it from what is left.
         self.load_producer_state()?;
@@ -934,17 +937,28 @@ impl Log {
             }
             checkpoint::sync_dir(&dir)?;
         }
-        self.delete_horizon = cleaned.stats.earliest_delete_horizon;
         let next = cleaned.first_dirty_offset.min(self.active().base_offset());
-        if next > self.first_dirty_offset {
-            self.first_dirty_offset = next;
-            cleaner_checkpoint::write(&dir, next)?;
+        let horizon = cleaned.stats.earliest_delete_horizon;
+        if next > self.first_dirty_offset || horizon != self.delete_horizon {
+            self.first_dirty_offset = self.first_dirty_offset.max(next);
+            self.delete_horizon = horizon;
+            self.write_cleaner_checkpoint()?;
         }
         info!(dir = %dir.display(), segments_replaced = cleaned.replaced, segments_written = cleaned.written, first_dirty_offset = next, "swapped in cleaned segments");
         Ok(Some(SwapOutcome::Swapped {
             segments_replaced: cleaned.replaced,
             segments_written: cleaned.written,
         }))
+    }
+
+    fn write_cleaner_checkpoint(&self) -> io::Result<()> {
+        cleaner_checkpoint::write(
+            &self.dir,
+            cleaner_checkpoint::CleanerCheckpoint {
+                first_dirty_offset: self.first_dirty_offset,
+                delete_horizon: self.delete_horizon,
+            },
+        )
     }
 
     /// Index of the first segment a cleaned group replaces, if those segments are still
