@@ -49,13 +49,20 @@ ILLEGAL_GENERATION = 22
 INCONSISTENT_GROUP_PROTOCOL = 23
 UNKNOWN_MEMBER_ID = 25
 REBALANCE_IN_PROGRESS = 27
+OFFSET_METADATA_TOO_LARGE = 12
+INVALID_SESSION_TIMEOUT = 26
+GROUP_MAX_SIZE_REACHED = 81
 NON_EMPTY_GROUP = 68
+GROUP_ID_NOT_FOUND = 69
 MEMBER_ID_REQUIRED = 79
+FENCED_INSTANCE_ID = 82
+GROUP_SUBSCRIBED_TO_TOPIC = 86
 
 # API keys.
 OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR = 8, 9, 10
 JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP = 11, 12, 13, 14
 API_VERSIONS = 18
+OFFSET_DELETE = 47
 CONSUMER_GROUP_HEARTBEAT = 68
 
 
@@ -414,6 +421,17 @@ def test_committed_offsets_survive_broker_kill9(group_broker_proc, topic_name):
         c.close()
     group_broker_proc.restart(hard=True)
 
+    # The group came back from __consumer_offsets too (Empty: it only ever held offsets).
+    a = admin(bootstrap)
+    deadline, seen = time.monotonic() + SETTLE_S, []
+    while time.monotonic() < deadline:
+        listed = a.list_consumer_groups(request_timeout=10).result(timeout=20)
+        seen = [(g.group_id, g.state) for g in listed.valid if g.group_id == group]
+        if seen:
+            break
+        time.sleep(0.2)
+    assert seen == [(group, ConsumerGroupState.EMPTY)], listed
+
     ledger = Ownership()
     m = Member("after", bootstrap, group, topic_name, ledger)
     try:
@@ -731,6 +749,9 @@ def test_admin_list_describe_offsets_alter_delete(group_broker, topic_name):
     assert desc.state == ConsumerGroupState.EMPTY and desc.members == []
 
     a.delete_consumer_groups([group], request_timeout=20)[group].result(timeout=30)
+    with pytest.raises(KafkaException) as e:
+        a.delete_consumer_groups([group], request_timeout=20)[group].result(timeout=30)
+    assert e.value.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND, e.value
     listed = a.list_consumer_groups(request_timeout=20).result(timeout=30)
     assert group not in {g.group_id for g in listed.valid}
     got = a.list_consumer_group_offsets(req)[group].result(timeout=30)
@@ -897,8 +918,8 @@ def join_group(c: RawConn, group: str, member_id: str = "", version: int = 5,
 
 
 def sync_group(c: RawConn, group: str, generation: int, member_id: str,
-               assignments: list[tuple[str, bytes]]) -> tuple[int, bytes | None] | None:
-    body = (Writer().s(group).i32(generation).s(member_id).s(None)
+               assignments: list[tuple[str, bytes]], instance_id: str | None = None) -> tuple[int, bytes | None] | None:
+    body = (Writer().s(group).i32(generation).s(member_id).s(instance_id)
             .array(assignments, lambda w, a: w.s(a[0]).bytes_(a[1])).done())
     r = call(c, SYNC_GROUP, 3, body)
     if r is None:
@@ -907,8 +928,8 @@ def sync_group(c: RawConn, group: str, generation: int, member_id: str,
     return r.i16(), r.bytes_()
 
 
-def heartbeat(c: RawConn, group: str, generation: int, member_id: str) -> int:
-    r = call(c, HEARTBEAT, 3, Writer().s(group).i32(generation).s(member_id).s(None).done())
+def heartbeat(c: RawConn, group: str, generation: int, member_id: str, instance_id: str | None = None) -> int:
+    r = call(c, HEARTBEAT, 3, Writer().s(group).i32(generation).s(member_id).s(instance_id).done())
     assert r is not None, "broker closed the connection on Heartbeat"
     r.i32()
     return r.i16()
@@ -924,11 +945,11 @@ def leave_group(c: RawConn, group: str, member_ids: list[str]) -> tuple[int, lis
 
 
 def offset_commit(c: RawConn, group: str, generation: int, member_id: str,
-                  offsets: dict[str, dict[int, int]]) -> dict[tuple[str, int], int]:
+                  offsets: dict[str, dict[int, int]], metadata: str | None = None) -> dict[tuple[str, int], int]:
     """OffsetCommit v7 -> {(topic, partition): error_code}."""
     def topic(w, item):
         name, parts = item
-        w.s(name).array(list(parts.items()), lambda w2, po: w2.i32(po[0]).i64(po[1]).i32(-1).s(None))
+        w.s(name).array(list(parts.items()), lambda w2, po: w2.i32(po[0]).i64(po[1]).i32(-1).s(metadata))
 
     body = Writer().s(group).i32(generation).s(member_id).s(None).array(list(offsets.items()), topic).done()
     r = call(c, OFFSET_COMMIT, 7, body)
@@ -952,6 +973,20 @@ def offset_fetch(c: RawConn, group: str, topics: dict[str, list[int]]) -> tuple[
         for p, off, _epoch, _meta, err in parts:
             out[(name, p)] = (off, err)
     return r.i16(), out
+
+
+def offset_delete(c: RawConn, group: str, topics: dict[str, list[int]]) -> tuple[int, dict[tuple[str, int], int]]:
+    """OffsetDelete v0 -> (group error, {(topic, partition): error})."""
+    body = Writer().s(group).array(list(topics.items()), lambda w, t: w.s(t[0]).array(t[1], lambda w2, p: w2.i32(p))).done()
+    r = call(c, OFFSET_DELETE, 0, body)
+    assert r is not None, "broker closed the connection on OffsetDelete"
+    err = r.i16()
+    r.i32()
+    out = {}
+    for name, parts in r.array(lambda rr: (rr.s(), rr.array(lambda r2: (r2.i32(), r2.i16())))):
+        for p, perr in parts:
+            out[(name, p)] = perr
+    return err, out
 
 
 def join_alone(c: RawConn, group: str, topic: str) -> tuple[str, int]:
@@ -1114,3 +1149,101 @@ def test_raw_oversized_member_metadata(group_broker, topic_name):
             assert offset_commit(fresh, group, gen, member, {topic_name: {0: 1}}) == {(topic_name, 0): NONE}
         assert heartbeat(bystander, group, gen, member) == NONE
 
+
+def test_raw_static_member_replaced_and_old_id_fenced(group_broker, topic_name):
+    create_topic(group_broker, topic_name, 2)
+    group = group_of(topic_name)
+    protocols = [("range", subscription([topic_name]))]
+    with RawConn(group_broker) as c1, RawConn(group_broker) as c2:
+        find_coordinator(c1, group)
+        # A static member joins without MEMBER_ID_REQUIRED and leads generation 1.
+        j1 = join_group(c1, group, "", protocols=protocols, instance_id="inst-1")
+        assert j1 is not None and j1["error"] == NONE and j1["leader"] == j1["member_id"], j1
+        old = j1["member_id"]
+        mine = assignment({topic_name: [0, 1]})
+        assert sync_group(c1, group, j1["generation"], old, [(old, mine)], instance_id="inst-1") == (NONE, mine)
+
+        # The same instance joins again (a restart): new member id, same generation, no rebalance.
+        j2 = join_group(c2, group, "", protocols=protocols, instance_id="inst-1")
+        assert j2 is not None and j2["error"] == NONE, j2
+        new = j2["member_id"]
+        assert new and new != old and j2["generation"] == j1["generation"], j2
+        s = sync_group(c2, group, j2["generation"], new, [], instance_id="inst-1")
+        assert s == (NONE, mine), s
+        assert heartbeat(c2, group, j2["generation"], new, instance_id="inst-1") == NONE
+
+        # The replaced incarnation is fenced.
+        assert heartbeat(c1, group, j1["generation"], old, instance_id="inst-1") == FENCED_INSTANCE_ID
+        errs = offset_commit_static(c1, group, j1["generation"], old, "inst-1", {topic_name: {0: 3}})
+        assert errs == {(topic_name, 0): FENCED_INSTANCE_ID}, errs
+        assert heartbeat(c2, group, j2["generation"], new, instance_id="inst-1") == NONE
+
+
+def offset_commit_static(c: RawConn, group: str, generation: int, member_id: str, instance_id: str,
+                         offsets: dict[str, dict[int, int]]) -> dict[tuple[str, int], int]:
+    """OffsetCommit v7 carrying a group instance id."""
+    def topic(w, item):
+        name, parts = item
+        w.s(name).array(list(parts.items()), lambda w2, po: w2.i32(po[0]).i64(po[1]).i32(-1).s(None))
+
+    body = Writer().s(group).i32(generation).s(member_id).s(instance_id).array(list(offsets.items()), topic).done()
+    r = call(c, OFFSET_COMMIT, 7, body)
+    assert r is not None, "broker closed the connection on OffsetCommit"
+    r.i32()
+    return {(name, p): err for name, parts in r.array(lambda rr: (rr.s(), rr.array(lambda r2: (r2.i32(), r2.i16()))))
+            for p, err in parts}
+
+
+@pytest.mark.broker_config(**{"group.max.size": 1})
+def test_raw_group_max_size_and_session_timeout_bounds(group_broker, topic_name):
+    create_topic(group_broker, topic_name, 1)
+    group = group_of(topic_name)
+    with RawConn(group_broker) as c, RawConn(group_broker) as c2:
+        find_coordinator(c, group)
+        for bad in (500, 120_000):  # outside group.min/max.session.timeout.ms (1 s .. 60 s)
+            j = join_group(c, group, "", session_ms=bad)
+            assert j is not None and j["error"] == INVALID_SESSION_TIMEOUT, (bad, j)
+        member, gen = join_alone(c, group, topic_name)
+        j = join_group(c2, group, "", protocols=[("range", subscription([topic_name]))])
+        assert j is not None and j["error"] == GROUP_MAX_SIZE_REACHED, j
+        assert heartbeat(c, group, gen, member) == NONE
+
+
+def test_raw_offset_metadata_too_large(group_broker, topic_name):
+    create_topic(group_broker, topic_name, 1)
+    group = group_of(topic_name)
+    with RawConn(group_broker) as c:
+        find_coordinator(c, group)
+        errs = offset_commit(c, group, -1, "", {topic_name: {0: 4}}, metadata="m" * 5000)
+        assert errs == {(topic_name, 0): OFFSET_METADATA_TOO_LARGE}, errs
+        err, got = offset_fetch(c, group, {topic_name: [0]})
+        assert err == NONE and got[(topic_name, 0)][0] == -1, got
+        assert offset_commit(c, group, -1, "", {topic_name: {0: 4}}, metadata="m" * 100) == {(topic_name, 0): NONE}
+        err, got = offset_fetch(c, group, {topic_name: [0]})
+        assert got == {(topic_name, 0): (4, NONE)}, got
+
+
+def test_raw_offset_delete(group_broker, topic_name):
+    other = f"{topic_name}-other"
+    create_topic(group_broker, topic_name, 2)
+    create_topic(group_broker, other, 1)
+    group = group_of(topic_name)
+    with RawConn(group_broker) as c:
+        find_coordinator(c, group)
+        err, _ = offset_delete(c, f"{group}-nope", {topic_name: [0]})
+        assert err == GROUP_ID_NOT_FOUND, err
+        assert offset_commit(c, group, -1, "", {topic_name: {0: 5, 1: 6}, other: {0: 7}}) == {
+            (topic_name, 0): NONE, (topic_name, 1): NONE, (other, 0): NONE}
+        # Empty group: offsets go.
+        err, parts = offset_delete(c, group, {topic_name: [0]})
+        assert err == NONE and parts == {(topic_name, 0): NONE}, (err, parts)
+        err, got = offset_fetch(c, group, {topic_name: [0, 1], other: [0]})
+        assert got == {(topic_name, 0): (-1, NONE), (topic_name, 1): (6, NONE), (other, 0): (7, NONE)}, got
+
+        # A member subscribed to the topic protects its offsets; others may still go.
+        member, gen = join_alone(c, group, topic_name)
+        err, parts = offset_delete(c, group, {topic_name: [1], other: [0]})
+        assert err == NONE and parts == {(topic_name, 1): GROUP_SUBSCRIBED_TO_TOPIC, (other, 0): NONE}, (err, parts)
+        err, got = offset_fetch(c, group, {topic_name: [1], other: [0]})
+        assert got == {(topic_name, 1): (6, NONE), (other, 0): (-1, NONE)}, got
+        assert heartbeat(c, group, gen, member) == NONE
