@@ -1097,3 +1097,124 @@ fn console_consumers_share_a_group() {
     }
     assert_eq!(seen.len(), n as usize);
 }
+
+/// A KIP-848 group (group.protocol=consumer) is described through ConsumerGroupDescribe:
+/// one member joined with raw ConsumerGroupHeartbeat requests.
+#[test]
+fn consumer_groups_describes_a_kip848_group() {
+    use kavka_client::connection::{Connection, ConnectionOptions};
+    use kavka_protocol::kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    use kavka_protocol::kafka_protocol::messages::{
+        ConsumerGroupHeartbeatRequest, GroupId, TopicName,
+    };
+    use kavka_protocol::kafka_protocol::protocol::StrBytes;
+
+    const MEMBER: &str = "kavka-cli-test-member";
+    let broker = Broker::start_with(GROUP_OVERRIDES);
+    broker.ok(
+        "topics",
+        &["--create", "--topic", "next", "--partitions", "3"],
+        b"",
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let request = |epoch: i32, owned: Vec<TopicPartitions>| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g848")))
+            .with_member_id(StrBytes::from_static_str(MEMBER))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(
+                (epoch == 0).then(|| vec![TopicName(StrBytes::from_static_str("next"))]),
+            )
+            .with_topic_partitions((epoch >= 0).then_some(owned))
+    };
+    // FindCoordinator first, as clients do: it is what creates __consumer_offsets.
+    let coordinator = runtime
+        .block_on(async {
+            let config = kavka_client::ClientConfig::new(&broker.bootstrap)?;
+            kavka_client::Admin::connect(config)
+                .await?
+                .find_coordinator("g848")
+                .await
+        })
+        .unwrap();
+    let mut conn = runtime
+        .block_on(Connection::connect(
+            &coordinator.addr(),
+            &ConnectionOptions::default(),
+        ))
+        .unwrap();
+    // Join, then acknowledge the assignment, as a client reconciles.
+    let (mut epoch, mut owned) = (0, Vec::new());
+    for _ in 0..50 {
+        let resp = runtime
+            .block_on(conn.send(&request(epoch, owned.clone())))
+            .unwrap();
+        match resp.error_code {
+            0 => {}
+            // The coordinator is still loading __consumer_offsets.
+            14..=16 => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            code => panic!("heartbeat error {code}: {:?}", resp.error_message),
+        }
+        epoch = resp.member_epoch;
+        match resp.assignment {
+            Some(a) => {
+                owned = a
+                    .topic_partitions
+                    .iter()
+                    .map(|t| {
+                        TopicPartitions::default()
+                            .with_topic_id(t.topic_id)
+                            .with_partitions(t.partitions.clone())
+                    })
+                    .collect()
+            }
+            None if owned.iter().map(|t| t.partitions.len()).sum::<usize>() == 3 => break,
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let members = describe_until(
+        &broker,
+        &["--describe", "--group", "g848", "--members", "--verbose"],
+        |out| out.lines().any(|l| l.starts_with("g848 ")),
+    );
+    let row: Vec<&str> = members
+        .lines()
+        .find(|l| l.starts_with("g848 "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[1], MEMBER, "{members}");
+    assert_eq!(&row[5..], ["3", "next(0,1,2)"], "{members}");
+    let out = broker.ok("consumer-groups", &["--describe", "--group", "g848"], b"");
+    let rows = describe_rows(&out);
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(rows.iter().all(|r| r[6] == MEMBER), "{out}");
+    let state = broker.ok(
+        "consumer-groups",
+        &["--describe", "--group", "g848", "--state"],
+        b"",
+    );
+    let row: Vec<&str> = state.lines().last().unwrap().split_whitespace().collect();
+    assert_eq!(&row[row.len() - 2..], ["Stable", "1"], "{state}");
+
+    // Leave (epoch -1): the group is empty.
+    let resp = runtime
+        .block_on(conn.send(&request(-1, Vec::new())))
+        .unwrap();
+    assert_eq!(resp.error_code, 0);
+    let out = broker.tool("consumer-groups", &["--describe", "--group", "g848"], b"");
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Consumer group 'g848' has no active members."),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
