@@ -705,8 +705,10 @@ def test_admin_list_describe_offsets_alter_delete(group_broker, topic_name):
         mine = [g for g in listed.valid if g.group_id == group]
         assert len(mine) == 1 and mine[0].state == ConsumerGroupState.STABLE, listed.valid
         assert not mine[0].is_simple_consumer_group
-        stable = a.list_consumer_groups(request_timeout=20, states={ConsumerGroupState.EMPTY}).result(timeout=30)
-        assert group not in {g.group_id for g in stable.valid}, "a stable group listed under the EMPTY filter"
+        empty = a.list_consumer_groups(request_timeout=20, states={ConsumerGroupState.EMPTY}).result(timeout=30)
+        assert group not in {g.group_id for g in empty.valid}, "a stable group listed under the EMPTY filter"
+        stable = a.list_consumer_groups(request_timeout=20, states={ConsumerGroupState.STABLE}).result(timeout=30)
+        assert group in {g.group_id for g in stable.valid}, "missing under the STABLE filter"
 
         desc = a.describe_consumer_groups([group])[group].result(timeout=30)
         assert desc.group_id == group and desc.state == ConsumerGroupState.STABLE
@@ -1247,3 +1249,37 @@ def test_raw_offset_delete(group_broker, topic_name):
         err, got = offset_fetch(c, group, {topic_name: [1], other: [0]})
         assert got == {(topic_name, 1): (6, NONE), (other, 0): (-1, NONE)}, got
         assert heartbeat(c, group, gen, member) == NONE
+
+
+def test_raw_member_that_does_not_rejoin_is_dropped_after_rebalance_timeout(group_broker, topic_name):
+    create_topic(group_broker, topic_name, 2)
+    group = group_of(topic_name)
+    protocols = [("range", subscription([topic_name]))]
+    with RawConn(group_broker) as ca, RawConn(group_broker) as cb:
+        find_coordinator(ca, group)
+        # A: long session, 2 s rebalance timeout; it keeps heartbeating but never rejoins.
+        first = join_group(ca, group, "", protocols=protocols, session_ms=30000, rebalance_ms=2000)
+        assert first is not None and first["error"] == MEMBER_ID_REQUIRED, first
+        ja = join_group(ca, group, first["member_id"], protocols=protocols, session_ms=30000, rebalance_ms=2000)
+        assert ja is not None and ja["error"] == NONE, ja
+        a = ja["member_id"]
+        assert sync_group(ca, group, ja["generation"], a, [(a, assignment({topic_name: [0, 1]}))])[0] == NONE
+
+        first = join_group(cb, group, "", protocols=protocols, session_ms=30000, rebalance_ms=2000)
+        assert first is not None and first["error"] == MEMBER_ID_REQUIRED, first
+        b = first["member_id"]
+        # B's join starts a rebalance and waits for A, which is told to rejoin and does not.
+        cid = cb.send_request(JOIN_GROUP, 5, Writer().s(group).i32(30000).i32(2000).s(b).s(None).s("consumer")
+                              .array(protocols, lambda w, p: w.s(p[0]).bytes_(p[1])).done())
+        assert heartbeat(ca, group, ja["generation"], a) == REBALANCE_IN_PROGRESS
+        resp = cb.closed_or_response(wait=20.0)
+        assert resp is not None and resp[0] == cid, resp
+        r = Reader(resp[1])
+        r.i32()
+        err, gen, proto, leader, mid = r.i16(), r.i32(), r.s(), r.s(), r.s()
+        members = r.array(lambda rr: (rr.s(), rr.s(), rr.bytes_()))
+        assert (err, mid, leader, proto) == (NONE, b, b, "range"), (err, mid, leader, proto)
+        assert gen == ja["generation"] + 1 and [m[0] for m in members] == [b], (gen, members)
+        assert heartbeat(ca, group, ja["generation"], a) == UNKNOWN_MEMBER_ID
+        assert sync_group(cb, group, gen, b, [(b, assignment({topic_name: [0, 1]}))])[0] == NONE
+        assert heartbeat(cb, group, gen, b) == NONE
