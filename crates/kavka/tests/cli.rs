@@ -872,6 +872,29 @@ fn consumer_groups_describe_reset_and_delete() {
             ["g1", "orders", "2", "0"]
         ]
     );
+    // Every record is younger than a day: a day back is the log start.
+    let by_duration = broker.ok(
+        "consumer-groups",
+        &[
+            "--reset-offsets",
+            "--group",
+            "g1",
+            "--all-topics",
+            "--by-duration",
+            "P1D",
+            "--dry-run",
+        ],
+        b"",
+    );
+    let rows: Vec<Vec<&str>> = by_duration
+        .lines()
+        .filter(|l| l.starts_with("g1"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r[3] == "0"),
+        "{by_duration}"
+    );
     let out = broker.ok("consumer-groups", &["--describe", "--group", "g1"], b"");
     assert_eq!(committed_total(&describe_rows(&out)), 10, "dry run: {out}");
 

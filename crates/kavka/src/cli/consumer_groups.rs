@@ -83,6 +83,10 @@ pub struct ConsumerGroupsArgs {
     /// in Z or an offset such as +01:00).
     #[arg(long, value_name = "DATETIME")]
     pub to_datetime: Option<String>,
+    /// Reset to the first offset at or after now minus this ISO-8601 duration
+    /// (PnDTnHnMnS, e.g. PT1H).
+    #[arg(long, value_name = "DURATION")]
+    pub by_duration: Option<String>,
     /// Move the committed offset by N (negative: back).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub shift_by: Option<i64>,
@@ -161,7 +165,7 @@ fn validate(args: &ConsumerGroupsArgs) -> Result<()> {
     let specs = reset_specs(args)?;
     if args.reset_offsets {
         if specs.len() != 1 {
-            bail!("--reset-offsets needs exactly one of --to-earliest, --to-latest, --to-offset, --to-datetime, --shift-by, --to-current");
+            bail!("--reset-offsets needs exactly one of --to-earliest, --to-latest, --to-offset, --to-datetime, --by-duration, --shift-by, --to-current");
         }
         if usize::from(!args.topic.is_empty()) + usize::from(args.all_topics) != 1 {
             bail!("--reset-offsets needs one scope: --topic or --all-topics");
@@ -197,6 +201,13 @@ fn reset_specs(args: &ConsumerGroupsArgs) -> Result<Vec<ResetSpec>> {
     }
     if let Some(d) = &args.to_datetime {
         specs.push(ResetSpec::Datetime(reset::parse_datetime(d)?));
+    }
+    if let Some(d) = &args.by_duration {
+        let back = reset::parse_duration(d)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        specs.push(ResetSpec::Datetime(now.saturating_sub(back).max(0)));
     }
     if let Some(n) = args.shift_by {
         specs.push(ResetSpec::ShiftBy(n));
@@ -623,6 +634,19 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(reset_specs(&a).unwrap(), [ResetSpec::Datetime(1000)]);
+        let a = parse(&[
+            "--reset-offsets",
+            "--group",
+            "g",
+            "--topic",
+            "t",
+            "--by-duration",
+            "PT1H",
+        ])
+        .unwrap();
+        assert!(
+            matches!(reset_specs(&a).unwrap()[..], [ResetSpec::Datetime(ts)] if ts > 1_600_000_000_000)
+        );
         assert!(parse(&["--delete", "--group", "a", "--group", "b"]).is_ok());
         assert!(parse(&["--delete-offsets", "--group", "g", "--topic", "t:1"]).is_ok());
     }

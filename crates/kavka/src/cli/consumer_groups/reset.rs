@@ -69,6 +69,67 @@ pub fn new_offset(
     })
 }
 
+/// Parses `--by-duration`'s ISO-8601 duration, `PnDTnHnMn.nS` (each part optional, at
+/// least one present), into milliseconds.
+pub fn parse_duration(s: &str) -> Result<i64> {
+    let bad = || anyhow::anyhow!("invalid --by-duration '{s}': expected PnDTnHnMnS, e.g. PT1H30M");
+    let rest = s
+        .strip_prefix('P')
+        .or_else(|| s.strip_prefix('p'))
+        .ok_or_else(bad)?;
+    let (date, time) = match rest.split_once(['T', 't']) {
+        Some((d, t)) if !t.is_empty() => (d, t),
+        Some(_) => return Err(bad()),
+        None => (rest, ""),
+    };
+    let mut total: i64 = 0;
+    let mut any = false;
+    let mut add = |amount: f64, unit_ms: f64| -> Result<()> {
+        let ms = amount * unit_ms;
+        if !ms.is_finite() || ms > 1e15 {
+            return Err(bad());
+        }
+        total = total.checked_add(ms.round() as i64).ok_or_else(bad)?;
+        any = true;
+        Ok(())
+    };
+    for (part, units) in [
+        (date, &[('D', 86_400_000.0)][..]),
+        (
+            time,
+            &[('H', 3_600_000.0), ('M', 60_000.0), ('S', 1000.0)][..],
+        ),
+    ] {
+        let mut number = String::new();
+        let mut next_unit = 0;
+        for c in part.chars() {
+            if c.is_ascii_digit() || (c == '.' && units.len() > 1) {
+                number.push(c);
+                continue;
+            }
+            let c = c.to_ascii_uppercase();
+            let Some(i) = units.iter().position(|(u, _)| *u == c) else {
+                return Err(bad());
+            };
+            // Units in order, each at most once, each with a number.
+            if i < next_unit || number.is_empty() || (number.contains('.') && c != 'S') {
+                return Err(bad());
+            }
+            let amount: f64 = number.parse().map_err(|_| bad())?;
+            add(amount, units[i].1)?;
+            number.clear();
+            next_unit = i + 1;
+        }
+        if !number.is_empty() {
+            return Err(bad());
+        }
+    }
+    if !any {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
 /// Parses `--topic T` or `--topic T:0,1,2`.
 pub fn parse_topic_spec(spec: &str) -> Result<(String, Option<Vec<i32>>)> {
     let (topic, partitions) = match spec.split_once(':') {
@@ -235,6 +296,19 @@ mod tests {
             warning.unwrap(),
             "New offset (5) is lower than earliest offset for topic partition t-0. Value will be set to 10"
         );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("PT1H30M").unwrap(), 5_400_000);
+        assert_eq!(parse_duration("P1DT1S").unwrap(), 86_401_000);
+        assert_eq!(parse_duration("P2D").unwrap(), 172_800_000);
+        assert_eq!(parse_duration("PT0.5S").unwrap(), 500);
+        for bad in [
+            "", "P", "PT", "1H", "PT1", "PT1M1H", "PT1H1H", "P1.5D", "PT1.5M", "PTH", "P1W",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
