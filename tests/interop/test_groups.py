@@ -20,7 +20,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupType, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import ConsumerGroupTopicPartitions
 from helpers import (
     RDKAFKA_LOGGER,
@@ -290,7 +290,7 @@ class ChildMember:
 
 
 # ----------------------------------------------------------------------------------------------
-# 1. membership changes split the partitions with no double ownership
+# membership changes split the partitions with no double ownership
 # ----------------------------------------------------------------------------------------------
 
 def test_two_then_three_members_split_six_partitions(group_broker, topic_name):
@@ -320,7 +320,7 @@ def test_two_then_three_members_split_six_partitions(group_broker, topic_name):
 
 
 # ----------------------------------------------------------------------------------------------
-# 2. a member killed without leaving is evicted after the session timeout
+# a member killed without leaving is evicted after the session timeout
 # ----------------------------------------------------------------------------------------------
 
 def test_killed_member_partitions_move_after_session_timeout(group_broker, topic_name):
@@ -348,7 +348,7 @@ def test_killed_member_partitions_move_after_session_timeout(group_broker, topic
 
 
 # ----------------------------------------------------------------------------------------------
-# 3. consume half, commit, close; the next member resumes exactly there
+# consume half, commit, close; the next member resumes exactly there
 # ----------------------------------------------------------------------------------------------
 
 def test_commit_then_new_member_resumes_without_gap_or_duplicate(group_broker, topic_name):
@@ -386,7 +386,7 @@ def test_commit_then_new_member_resumes_without_gap_or_duplicate(group_broker, t
 
 
 # ----------------------------------------------------------------------------------------------
-# 4. committed offsets survive kill -9 of the broker
+# committed offsets survive kill -9 of the broker
 # ----------------------------------------------------------------------------------------------
 
 def committed_with_retry(c: Consumer, tps: list[TopicPartition], timeout: float = SETTLE_S):
@@ -448,7 +448,7 @@ def test_committed_offsets_survive_broker_kill9(group_broker_proc, topic_name):
 
 
 # ----------------------------------------------------------------------------------------------
-# 5. static membership: a restart within the session timeout causes no rebalance
+# static membership: a restart within the session timeout causes no rebalance
 # ----------------------------------------------------------------------------------------------
 
 def test_static_member_restart_causes_no_rebalance(group_broker, topic_name):
@@ -491,7 +491,7 @@ def test_static_member_restart_causes_no_rebalance(group_broker, topic_name):
 
 
 # ----------------------------------------------------------------------------------------------
-# 6. cooperative-sticky: members give up only what moves
+# cooperative-sticky: members give up only what moves
 # ----------------------------------------------------------------------------------------------
 
 def test_cooperative_sticky_rebalances_incrementally(group_broker, topic_name):
@@ -529,7 +529,7 @@ def test_cooperative_sticky_rebalances_incrementally(group_broker, topic_name):
 
 
 # ----------------------------------------------------------------------------------------------
-# 8. kafka-python: subscribe, consume, commit, close; the next run resumes
+# kafka-python: subscribe, consume, commit, close; the next run resumes
 # ----------------------------------------------------------------------------------------------
 
 def kp_consumer(bootstrap: str, group: str, topic: str):
@@ -641,7 +641,7 @@ def wait_for(cond, what: str, timeout: float = SETTLE_S) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# 10. KIP-848: group.protocol=consumer
+# KIP-848: group.protocol=consumer
 # ----------------------------------------------------------------------------------------------
 
 def broker_api_versions(bootstrap: str) -> dict[int, tuple[int, int]]:
@@ -673,6 +673,11 @@ def test_kip848_consumer_protocol_split_and_leave(group_broker, topic_name):
         members.append(b)
         poll_until(members, lambda: split_evenly([a.owned, b.owned]), "a and b own 3 each")
         assert not ledger.violations, ledger.violations
+        # ConsumerGroupDescribe: a consumer-protocol group with both members and their targets.
+        ad = admin(group_broker)
+        desc = ad.describe_consumer_groups([group])[group].result(timeout=30)
+        assert desc.type == ConsumerGroupType.CONSUMER and desc.state == ConsumerGroupState.STABLE, desc
+        assert sorted(len(m.assignment.topic_partitions) for m in desc.members) == [3, 3], desc.members
         produce_spread(group_broker, topic_name, 2)
         poll_until(members, lambda: len(a.messages) + len(b.messages) >= 2 * PARTITIONS, "12 records consumed")
         assert {m.partition() for m in a.messages} <= a.owned and {m.partition() for m in b.messages} <= b.owned
@@ -685,7 +690,7 @@ def test_kip848_consumer_protocol_split_and_leave(group_broker, topic_name):
 
 
 # ----------------------------------------------------------------------------------------------
-# 11. the admin API on groups
+# the admin API on groups
 # ----------------------------------------------------------------------------------------------
 
 def test_admin_list_describe_offsets_alter_delete(group_broker, topic_name):
@@ -761,7 +766,7 @@ def test_admin_list_describe_offsets_alter_delete(group_broker, topic_name):
 
 
 # ----------------------------------------------------------------------------------------------
-# 7. bad input through hand-built requests (non-flexible versions, request header v1)
+# bad input through hand-built requests (non-flexible versions, request header v1)
 # ----------------------------------------------------------------------------------------------
 
 class Writer:
