@@ -100,9 +100,9 @@ impl ConsumerGroupState {
 
 /// A member's regular expression and the topic names it matched at the last look.
 #[derive(Debug, Clone)]
-struct ResolvedRegex {
-    regex: TopicRegex,
-    topics: BTreeSet<String>,
+pub(super) struct ResolvedRegex {
+    pub(super) regex: TopicRegex,
+    pub(super) topics: BTreeSet<String>,
 }
 
 /// Who the heartbeat speaks for, decided before anything changes.
@@ -113,31 +113,34 @@ enum Joiner {
     ReplacesStatic(String),
 }
 
-/// A consumer group using the consumer (KIP-848) protocol.
+/// A consumer group using the consumer (KIP-848) protocol. The fields are visible to the
+/// `consumer` module so that `snapshot` can write a group out and rebuild it.
 #[derive(Debug, Clone)]
 pub struct ConsumerGroup {
-    group_id: String,
-    config: ConsumerGroupConfig,
-    group_epoch: i32,
+    pub(super) group_id: String,
+    pub(super) config: ConsumerGroupConfig,
+    pub(super) group_epoch: i32,
     /// Epoch at which `target` was computed.
-    assignment_epoch: i32,
-    members: BTreeMap<String, ConsumerGroupMember>,
+    pub(super) assignment_epoch: i32,
+    pub(super) members: BTreeMap<String, ConsumerGroupMember>,
     /// Instance id → member id of static members.
-    static_members: BTreeMap<String, String>,
+    pub(super) static_members: BTreeMap<String, String>,
     /// Target assignment per member id.
-    target: BTreeMap<String, Assignment>,
+    pub(super) target: BTreeMap<String, Assignment>,
     /// Partition → member that holds it (assigned or pending revocation). Each partition has
     /// at most one holder: this map is what keeps two members from owning one partition.
-    holders: HashMap<(Uuid, i32), String>,
+    pub(super) holders: HashMap<(Uuid, i32), String>,
     /// The members' regular expressions, with the topic names each matched at the last look
     /// at the metadata.
-    regexes: BTreeMap<String, ResolvedRegex>,
+    pub(super) regexes: BTreeMap<String, ResolvedRegex>,
     /// The existing topics the members subscribe to (by name or regex), as of the last look
     /// at the metadata.
-    subscribed_topics: BTreeMap<String, TopicInfo>,
+    pub(super) subscribed_topics: BTreeMap<String, TopicInfo>,
     /// The assignor that computed `target`.
-    assignor: ServerAssignor,
-    metadata_refresh_deadline_ms: i64,
+    pub(super) assignor: ServerAssignor,
+    pub(super) metadata_refresh_deadline_ms: i64,
+    /// Something a snapshot holds changed since the last `take_dirty`.
+    pub(super) dirty: bool,
 }
 
 impl ConsumerGroup {
@@ -160,7 +163,16 @@ impl ConsumerGroup {
             subscribed_topics: BTreeMap::new(),
             assignor,
             metadata_refresh_deadline_ms: i64::MIN,
+            dirty: false,
         }
+    }
+
+    /// True when something a snapshot holds changed since the last call (membership, member
+    /// epochs and states, subscriptions, assignors, assigned and pending partitions, the target
+    /// assignment, the epochs). Session deadlines alone do not count: they restart at load.
+    /// Clears the flag, so the coordinator writes one snapshot per change.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
     }
 
     pub fn group_id(&self) -> &str {
@@ -341,6 +353,12 @@ impl ConsumerGroup {
                     .collect(),
             )
         });
+        if before
+            .as_ref()
+            .is_none_or(|b| !b.same_durable_state(&member))
+        {
+            self.dirty = true;
+        }
         debug_assert!(self.holders_are_consistent());
         Ok(ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(StrBytes::from_string(member.member_id.clone())))
@@ -690,6 +708,7 @@ impl ConsumerGroup {
         if req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH {
             // Away for now: keep the assignment for a whole session timeout so the same
             // instance id can take it back; what was being revoked is released.
+            let before = self.members.get(&member_id).cloned();
             self.release(&member_id, |m| std::mem::take(&mut m.pending_revocation));
             if let Some(m) = self.members.get_mut(&member_id) {
                 if m.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH {
@@ -701,6 +720,9 @@ impl ConsumerGroup {
                     now_ms.saturating_add(i64::from(self.config.session_timeout_ms));
                 if m.state == MemberState::UnrevokedPartitions {
                     m.state = MemberState::Stable;
+                }
+                if before.is_none_or(|b| !b.same_durable_state(m)) {
+                    self.dirty = true;
                 }
             }
         } else {
@@ -723,6 +745,7 @@ impl ConsumerGroup {
         let Some(member) = self.members.remove(member_id) else {
             return;
         };
+        self.dirty = true;
         for (topic, partition) in
             assignment::iter(&member.assigned).chain(assignment::iter(&member.pending_revocation))
         {
@@ -752,6 +775,7 @@ impl ConsumerGroup {
         let Some(mut member) = self.members.remove(old_id) else {
             return;
         };
+        self.dirty = true;
         for (topic, partition) in
             assignment::iter(&member.assigned).chain(assignment::iter(&member.pending_revocation))
         {
@@ -910,6 +934,7 @@ impl ConsumerGroup {
 
     /// Moves the group epoch on and computes the target assignment at it.
     fn bump_and_assign(&mut self) {
+        self.dirty = true;
         self.group_epoch = self.group_epoch.saturating_add(1);
         self.assignor = self.preferred_assignor();
         let spec = AssignmentSpec {
@@ -1005,7 +1030,7 @@ impl ConsumerGroup {
     }
 
     /// `holders` is exactly the union of the members' assigned and pending partitions.
-    fn holders_are_consistent(&self) -> bool {
+    pub(super) fn holders_are_consistent(&self) -> bool {
         let mut count = 0;
         for m in self.members.values() {
             for tp in assignment::iter(&m.assigned).chain(assignment::iter(&m.pending_revocation)) {

@@ -82,6 +82,17 @@ impl ConsumerGroupMember {
         }
     }
 
+    /// Whether the two differ only in their deadlines, which a snapshot does not keep (they
+    /// restart when the group is loaded).
+    pub fn same_durable_state(&self, other: &Self) -> bool {
+        let undated = |m: &Self| Self {
+            session_deadline_ms: 0,
+            revocation_deadline_ms: None,
+            ..m.clone()
+        };
+        undated(self) == undated(other)
+    }
+
     /// Whether the member has fully reached the target assignment of `epoch`.
     pub fn is_reconciled_to(&self, epoch: i32) -> bool {
         self.member_epoch == epoch && self.state == MemberState::Stable

@@ -7,8 +7,9 @@
 //! `validate_offset_commit` / `validate_offset_fetch` for offset requests of its members.
 //! Topics are seen through `TopicResolver`. No I/O, no clock. Subscriptions by name and by
 //! regular expression (`topic_regex`, an RE2 subset); server assignors `uniform` (default)
-//! and `range`. State lives in memory only: nothing is written to `__consumer_offsets`, so
-//! after a coordinator move members are unknown and rejoin with epoch 0.
+//! and `range`. `take_dirty` says when the group changed and `to_snapshot` / `from_snapshot`
+//! (`snapshot`) turn it into the value the coordinator keeps in `__consumer_offsets`, so
+//! members keep their ids, epochs and partitions across a coordinator restart.
 
 mod assignment;
 pub mod assignor;
@@ -20,6 +21,9 @@ mod member;
 mod reconcile;
 #[cfg(test)]
 mod simulation;
+mod snapshot;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod test_support;
 mod topic_regex;
@@ -33,4 +37,5 @@ pub use group::{
     LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
 pub use member::{ConsumerGroupMember, MemberState};
+pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 pub use topics::{TopicInfo, TopicResolver};
