@@ -407,9 +407,30 @@ impl GroupCoordinator {
     /// A consumer group from its snapshot record; a bad snapshot loses the membership (the
     /// members rejoin), never the offsets.
     fn consumer_from_snapshot(&self, id: &str, bytes: &[u8], now: i64) -> Option<ConsumerGroup> {
-        let _ = (bytes, now);
-        tracing::warn!(group = %id, "consumer group snapshots are not restored yet");
-        None
+        match ConsumerGroup::from_snapshot(id.to_string(), self.consumer_config(), bytes, now) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::error!(group = %id, "bad consumer group snapshot, members must rejoin: {e}");
+                None
+            }
+        }
+    }
+
+    /// After any change to a consumer group: store its snapshot if it changed.
+    fn store_consumer(
+        &self,
+        partition: i32,
+        g: &mut ConsumerGroup,
+        now: i64,
+    ) -> Result<(), ErrorCode> {
+        if !g.take_dirty() {
+            return Ok(());
+        }
+        let record = (
+            record::consumer_group_key(g.group_id()),
+            Some(g.to_snapshot()),
+        );
+        self.append(partition, vec![record], now).map(|_| ())
     }
 
     /// FindCoordinator: makes sure `__consumer_offsets` exists (Kafka creates it on first
@@ -860,7 +881,7 @@ impl GroupCoordinator {
         let image = self.controller.image();
         let topics = ImageTopics(&image);
         let group_id = req.group_id.as_str();
-        let r = self.with_shard(group_id, |_, shard| {
+        let r = self.with_shard(group_id, |p, shard| {
             let created = !shard.groups.contains_key(group_id);
             let group = shard
                 .groups
@@ -892,7 +913,11 @@ impl GroupCoordinator {
                 .map_err(|e| (e.code(), e.message()));
             if r.is_err() && created && c.is_empty() {
                 shard.groups.remove(group_id);
+                return r;
             }
+            // The answer goes out only once the group's new state is stored.
+            self.store_consumer(p, c, now)
+                .map_err(|e| (e, "cannot store the group's state".to_string()))?;
             r
         });
         r.map_err(|e| (e, String::new()))?
@@ -1105,6 +1130,10 @@ impl GroupCoordinator {
                                 tracing::info!(group = %g.group_id(), member = %id, "consumer group member expired");
                             }
                         }
+                        // A failed store is logged; the group's next change stores it whole.
+                        if let Err(e) = self.store_consumer(p as i32, g, now) {
+                            tracing::warn!(group = %g.group_id(), "cannot store consumer group: {e:?}");
+                        }
                     }
                 }
             }
@@ -1183,6 +1212,7 @@ impl GroupCoordinator {
                 let empties = group.offsets.len() == expired.len();
                 if empties {
                     records.push((record::group_key(&id), None));
+                    records.push((record::consumer_group_key(&id), None));
                 }
                 if self.append(p as i32, records, now).is_err() {
                     continue;
@@ -1212,6 +1242,7 @@ fn tombstones(group_id: &str, group: &Group) -> Vec<(Bytes, Option<Bytes>)> {
         .map(|(t, p, _)| (record::offset_key(group_id, t, p), None))
         .collect();
     v.push((record::group_key(group_id), None));
+    v.push((record::consumer_group_key(group_id), None));
     v
 }
 

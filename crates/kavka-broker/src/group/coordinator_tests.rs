@@ -261,3 +261,74 @@ async fn big_group_metadata_is_stored_compressed() {
     assert_eq!(n.groups.heartbeat("big", &member, None, generation), Ok(()));
     n.replicas.shutdown();
 }
+
+/// A KIP-848 member keeps its id, epoch and partitions across a restart: its next
+/// heartbeat is answered as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_groups_survive_a_restart() {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    use kafka_protocol::messages::{GroupId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let client = crate::router::ClientInfo {
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (member_id, epoch, owned) = {
+        let n = start(dir.path());
+        n.groups.ensure_ready().expect("ready");
+        create_topic(&n, "t", 4);
+        let join = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("cg")))
+            .with_member_id(s("m-1"))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
+            .with_topic_partitions(Some(vec![]));
+        let r = n
+            .groups
+            .consumer_group_heartbeat(&join, &client)
+            .expect("joined");
+        assert_eq!(r.error_code, 0);
+        let assigned = r.assignment.expect("an assignment").topic_partitions;
+        assert_eq!(
+            assigned.iter().map(|t| t.partitions.len()).sum::<usize>(),
+            4
+        );
+        let owned: Vec<TopicPartitions> = assigned
+            .into_iter()
+            .map(|t| {
+                TopicPartitions::default()
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(t.partitions)
+            })
+            .collect();
+        n.replicas.shutdown();
+        (
+            r.member_id.expect("member id").to_string(),
+            r.member_epoch,
+            owned,
+        )
+    };
+    let n = start(dir.path());
+    let listed = n.groups.list_groups(&[], &[]).expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].group_type.as_str(), listed[0].state.as_str()),
+        ("consumer", "Stable")
+    );
+    let beat = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("cg")))
+        .with_member_id(s(&member_id))
+        .with_member_epoch(epoch)
+        .with_rebalance_timeout_ms(-1)
+        .with_topic_partitions(Some(owned));
+    let r = n
+        .groups
+        .consumer_group_heartbeat(&beat, &client)
+        .expect("still a member");
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.member_epoch, epoch, "no new epoch: no rebalance");
+    n.replicas.shutdown();
+}
