@@ -815,7 +815,11 @@ impl ClassicGroup {
     }
 
     /// Validates a member id (and instance id) against the group.
-    fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ErrorCode> {
+    pub fn check_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ErrorCode> {
         if let Some(i) = instance_id {
             match self.static_members.get(i) {
                 Some(id) if id != member_id => return Err(ErrorCode::FencedInstanceId),

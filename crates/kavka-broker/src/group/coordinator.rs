@@ -1263,9 +1263,8 @@ fn validate_commit(group: &Group, who: &Committer) -> Result<(), ErrorCode> {
                 ClassicState::Empty => return Err(ErrorCode::UnknownMemberId),
                 _ => {}
             }
-            if !g.has_member(&who.member_id) {
-                return Err(ErrorCode::UnknownMemberId);
-            }
+            // A fenced static member hears FENCED_INSTANCE_ID, as on Heartbeat.
+            g.check_member(&who.member_id, who.group_instance_id.as_deref())?;
             if who.generation_id != g.generation() {
                 return Err(ErrorCode::IllegalGeneration);
             }
