@@ -246,6 +246,7 @@ class ChildMember:
             "heartbeat.interval.ms": HEARTBEAT_MS, "auto.offset.reset": "earliest",
             "enable.auto.commit": False, **conf,
         }
+        full = {k: v for k, v in full.items() if v is not None}  # None removes a default
         arg = json.dumps({"conf": full, "topic": topic, "lifetime_s": lifetime_s})
         self.proc = subprocess.Popen([sys.executable, "-c", CHILD_MEMBER, arg], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -445,6 +446,35 @@ def test_committed_offsets_survive_broker_kill9(group_broker_proc, topic_name):
         assert firsts == want
     finally:
         m.close()
+
+
+def test_active_group_survives_broker_kill9(group_broker_proc, topic_name):
+    bootstrap = group_broker_proc.bootstrap
+    create_topic(bootstrap, topic_name, PARTITIONS)
+    group, ledger = group_of(topic_name), Ownership()
+    a = Member("a", bootstrap, group, topic_name, ledger)
+    b = Member("b", bootstrap, group, topic_name, ledger)
+    members = [a, b]
+    try:
+        poll_until(members, lambda: split_evenly([a.owned, b.owned]), "a and b own 3 each")
+        produce_spread(bootstrap, topic_name, 3)
+        poll_until(members, lambda: len(a.messages) + len(b.messages) >= 3 * PARTITIONS, "18 records consumed")
+        for m in members:
+            done = m.consumer.commit(asynchronous=False)
+            assert all(tp.error is None for tp in done), done
+
+        # The coordinator dies under a live group and comes back from __consumer_offsets.
+        group_broker_proc.restart(hard=True)
+        produce_spread(bootstrap, topic_name, 2, tag="after")
+        poll_until(members, lambda: len(a.messages) + len(b.messages) >= 5 * PARTITIONS,
+                   "the 12 records produced after the restart consumed")
+        poll_until(members, lambda: split_evenly([a.owned, b.owned]), "a and b own 3 each again")
+        assert not ledger.violations, ledger.violations
+        seen = [(m.partition(), m.offset()) for x in members for m in x.messages]
+        assert len(seen) == len(set(seen)), "a committed record was delivered again after the restart"
+        assert sorted(seen) == sorted((p, o) for p in range(PARTITIONS) for o in range(5))
+    finally:
+        close_all(members)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -681,9 +711,32 @@ def test_kip848_consumer_protocol_split_and_leave(group_broker, topic_name):
         produce_spread(group_broker, topic_name, 2)
         poll_until(members, lambda: len(a.messages) + len(b.messages) >= 2 * PARTITIONS, "12 records consumed")
         assert {m.partition() for m in a.messages} <= a.owned and {m.partition() for m in b.messages} <= b.owned
+        # Commits carry the member epoch (OffsetCommit v9+) and land.
+        for m in (a, b):
+            last: dict[int, int] = {}
+            for msg in m.messages:
+                last[msg.partition()] = msg.offset() + 1
+            done = m.consumer.commit(offsets=[TopicPartition(topic_name, p, o) for p, o in last.items()],
+                                     asynchronous=False)
+            assert all(tp.error is None for tp in done), done
+        req = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic_name, p) for p in range(PARTITIONS)])]
+        got = ad.list_consumer_group_offsets(req)[group].result(timeout=30)
+        assert {tp.partition: tp.offset for tp in got.topic_partitions} == {p: 2 for p in range(PARTITIONS)}
+
         b.close()
         members.remove(b)
         poll_until(members, lambda: a.owned == set(range(PARTITIONS)), "b's partitions move to a after it leaves")
+        assert not ledger.violations, ledger.violations
+
+        # A member killed without leaving is fenced after group.consumer.session.timeout.ms (6 s).
+        child = ChildMember("child", group_broker, group, topic_name, ledger, **conf)
+        members.append(child)
+        poll_until(members, lambda: split_evenly([a.owned, child.owned]), "a and the child own 3 each")
+        lost = set(child.owned)
+        child.kill9()
+        members.remove(child)
+        poll_until(members, lambda: a.owned == set(range(PARTITIONS)),
+                   f"the killed member's partitions {sorted(lost)} move to a", timeout=6 + SETTLE_S)
         assert not ledger.violations, ledger.violations
     finally:
         close_all(members)
