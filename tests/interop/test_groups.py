@@ -742,6 +742,34 @@ def test_kip848_consumer_protocol_split_and_leave(group_broker, topic_name):
         close_all(members)
 
 
+def test_kip848_static_member_rejoin_keeps_its_partitions(group_broker, topic_name):
+    if CONSUMER_GROUP_HEARTBEAT not in broker_api_versions(group_broker):
+        pytest.skip("the broker does not advertise ConsumerGroupHeartbeat (KIP-848) in ApiVersions")
+    create_topic(group_broker, topic_name, PARTITIONS)
+    group, ledger = group_of(topic_name), Ownership()
+    conf = {"group.protocol": "consumer", "session.timeout.ms": None, "heartbeat.interval.ms": None}
+    a = Member("a", group_broker, group, topic_name, ledger, **conf)
+    members = [a]
+    try:
+        poll_until(members, lambda: a.owned == set(range(PARTITIONS)), "a alone owns all 6")
+        s1 = Member("s1", group_broker, group, topic_name, ledger, **{**conf, "group.instance.id": "inst"})
+        members.append(s1)
+        poll_until(members, lambda: split_evenly([a.owned, s1.owned]), "a and the static member own 3 each")
+        mark, parts = len(a.events), set(s1.owned)
+        # A static member's close is a temporary leave (epoch -2): its partitions wait for it.
+        s1.close()
+        members.remove(s1)
+        s2 = Member("s2", group_broker, group, topic_name, ledger, **{**conf, "group.instance.id": "inst"})
+        members.append(s2)
+        poll_until(members, lambda: s2.owned == parts, "the returning static member gets its partitions back")
+        poll_for(members, 2.0)
+        assert a.events[mark:] == [], f"the other member saw its assignment change: {a.events[mark:]}"
+        assert s2.events == [("assign", sorted(parts))], s2.events
+        assert not ledger.violations, ledger.violations
+    finally:
+        close_all(members)
+
+
 # ----------------------------------------------------------------------------------------------
 # the admin API on groups
 # ----------------------------------------------------------------------------------------------
