@@ -29,8 +29,10 @@ from helpers import (
     create_topic,
     flush,
     kstr,
+    frame,
     parse_api_versions_v0,
     producer,
+    uvarint,
 )
 
 PARTITIONS = 6
@@ -1369,3 +1371,124 @@ def test_raw_member_that_does_not_rejoin_is_dropped_after_rebalance_timeout(grou
         assert heartbeat(ca, group, ja["generation"], a) == UNKNOWN_MEMBER_ID
         assert sync_group(cb, group, gen, b, [(b, assignment({topic_name: [0, 1]}))])[0] == NONE
         assert heartbeat(cb, group, gen, b) == NONE
+
+
+# ----------------------------------------------------------------------------------------------
+# KIP-848 bad input: ConsumerGroupHeartbeat v0 (flexible: compact fields, request header v2)
+# ----------------------------------------------------------------------------------------------
+
+FENCED_MEMBER_EPOCH = 110
+UNSUPPORTED_ASSIGNOR = 112
+INVALID_REQUEST = 42
+
+
+def cstr(v: str | None) -> bytes:
+    if v is None:
+        return uvarint(0)
+    b = v.encode()
+    return uvarint(len(b) + 1) + b
+
+
+def cg_heartbeat(c: RawConn, group: str, member_id: str, epoch: int, topics: list[str] | None,
+                 rebalance_ms: int = 10000, instance_id: str | None = None, assignor: str | None = None,
+                 owned: list | None = None) -> dict | None:
+    """ConsumerGroupHeartbeat v0 -> {error, member_id, epoch, interval_ms, assigned: partitions or None}."""
+    body = (cstr(group) + cstr(member_id) + struct.pack(">i", epoch) + cstr(instance_id) + cstr(None)
+            + struct.pack(">i", rebalance_ms)
+            + (uvarint(0) if topics is None else uvarint(len(topics) + 1) + b"".join(cstr(t) for t in topics))
+            + cstr(assignor)
+            + (uvarint(0) if owned is None else uvarint(len(owned) + 1))  # only empty lists are sent
+            + b"\x00")
+    cid = c.next_id
+    c.next_id += 1
+    header = struct.pack(">hhi", CONSUMER_GROUP_HEARTBEAT, 0, cid) + kstr("raw") + b"\x00"
+    c.send_raw(frame(header + body))
+    resp = c.closed_or_response(wait=20.0)
+    if resp is None:
+        return None
+    got, payload = resp
+    assert got == cid, (got, cid)
+    r = CReader(payload)
+    r.uvarint()  # response header v1: tagged fields
+    r.i32()  # throttle
+    out = {"error": r.i16()}
+    r.cstr()  # error message
+    out["member_id"], out["epoch"], out["interval_ms"] = r.cstr(), r.i32(), r.i32()
+    out["assigned"] = None
+    if r.i8() >= 0:  # nullable struct: -1 absent
+        parts = []
+        for _ in range(r.uvarint() - 1):
+            r.take(16)  # topic id
+            parts += [r.i32() for _ in range(r.uvarint() - 1)]
+            r.uvarint()  # topic's tagged fields
+        r.uvarint()  # assignment's tagged fields
+        out["assigned"] = sorted(parts)
+    return out
+
+
+class CReader(Reader):
+    def uvarint(self) -> int:
+        shift = out = 0
+        while True:
+            b = self.d[self.o]
+            self.o += 1
+            out |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return out
+            shift += 7
+
+    def cstr(self):
+        n = self.uvarint()
+        if n == 0:
+            return None
+        v = self.d[self.o:self.o + n - 1].decode()
+        self.o += n - 1
+        return v
+
+    def take(self, n: int) -> bytes:
+        v = self.d[self.o:self.o + n]
+        self.o += n
+        return v
+
+
+def test_raw_kip848_heartbeat_errors(group_broker, topic_name):
+    if CONSUMER_GROUP_HEARTBEAT not in broker_api_versions(group_broker):
+        pytest.skip("the broker does not advertise ConsumerGroupHeartbeat (KIP-848) in ApiVersions")
+    create_topic(group_broker, topic_name, PARTITIONS)
+    group = group_of(topic_name)
+    with RawConn(group_broker) as c:
+        find_coordinator(c, group)
+        # Joining (epoch 0) needs a subscription, a rebalance timeout and an empty owned list.
+        bad = cg_heartbeat(c, group, "", 0, None, owned=[])
+        assert bad is not None and bad["error"] == INVALID_REQUEST, bad
+        bad = cg_heartbeat(c, group, "", 0, [topic_name], rebalance_ms=-1, owned=[])
+        assert bad is not None and bad["error"] == INVALID_REQUEST, bad
+        bad = cg_heartbeat(c, group, "", 0, [topic_name], assignor="no-such-assignor", owned=[])
+        assert bad is not None and bad["error"] == UNSUPPORTED_ASSIGNOR, bad
+        bad = cg_heartbeat(c, group, "", 7, [topic_name])  # epoch > 0 without a member id
+        assert bad is not None and bad["error"] == INVALID_REQUEST, bad
+
+        joined = cg_heartbeat(c, group, "", 0, [topic_name], owned=[])
+        assert joined is not None and joined["error"] == NONE, joined
+        member, epoch = joined["member_id"], joined["epoch"]
+        assert member and epoch >= 1 and joined["interval_ms"] == 500, joined
+        # The lone member is given every partition, now or on its next heartbeat.
+        assigned = joined["assigned"]
+        if assigned is None:
+            again = cg_heartbeat(c, group, member, epoch, None, owned=None)
+            assert again is not None and again["error"] == NONE, again
+            assigned, epoch = again["assigned"], again["epoch"]
+        assert assigned == list(range(PARTITIONS)), assigned
+
+        bad = cg_heartbeat(c, group, "no-such-member", epoch, None)
+        assert bad is not None and bad["error"] == UNKNOWN_MEMBER_ID, bad
+        bad = cg_heartbeat(c, group, member, epoch + 10, None)
+        assert bad is not None and bad["error"] == FENCED_MEMBER_EPOCH, bad
+        ok = cg_heartbeat(c, group, member, epoch, None)
+        assert ok is not None and ok["error"] == NONE and ok["epoch"] == epoch, ok
+
+        # Leaving (epoch -1) answers epoch -1; the member is gone afterwards.
+        left = cg_heartbeat(c, group, member, -1, None)
+        assert left is not None and left["error"] == NONE and left["epoch"] == -1, left
+        gone = cg_heartbeat(c, group, member, epoch, None)
+        assert gone is not None and gone["error"] == UNKNOWN_MEMBER_ID, gone
