@@ -230,6 +230,10 @@ wait_ready
 create group-bench "$GROUP_PARTITIONS"
 lg group_100m_200p group --topic group-bench --partitions "$GROUP_PARTITIONS" --members "$GROUP_MEMBERS" \
     --baseline-seconds "$GROUP_BASELINE_SECS" --commit-seconds "$GROUP_COMMIT_SECS"
+# The same with KIP-848 members (ConsumerGroupHeartbeat every 100 ms while the group forms).
+lg group_100m_200p_kip848 group --protocol consumer --group kavka-loadgen-kip848 --topic group-bench \
+    --partitions "$GROUP_PARTITIONS" --members "$GROUP_MEMBERS" \
+    --baseline-seconds "$GROUP_BASELINE_SECS" --commit-seconds "$GROUP_COMMIT_SECS"
 stop_broker
 
 # --- 6. the table -------------------------------------------------------------------------

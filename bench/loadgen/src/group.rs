@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as OwnedPartitions;
+use kafka_protocol::messages::consumer_group_heartbeat_response::TopicPartitions as TargetPartitions;
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -32,9 +34,9 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, FindCoordinatorRequest, GroupId,
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, SyncGroupRequest,
-    TopicName,
+    ConsumerGroupHeartbeatRequest, ConsumerProtocolAssignment, ConsumerProtocolSubscription,
+    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    OffsetCommitRequest, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use serde_json::{json, Map, Value};
@@ -51,6 +53,7 @@ const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const MEMBER_ID_REQUIRED: i16 = 79;
+const FENCED_MEMBER_EPOCH: i16 = 110;
 
 // Highest versions this scenario speaks (FindCoordinator v4+ is the batched form).
 const FIND_COORDINATOR_MAX: i16 = 3;
@@ -58,13 +61,29 @@ const JOIN_GROUP_MAX: i16 = 9;
 const SYNC_GROUP_MAX: i16 = 5;
 const HEARTBEAT_MAX: i16 = 4;
 const OFFSET_COMMIT_MAX: i16 = 8;
+/// OffsetCommit v9 carries the member epoch of a consumer-protocol (KIP-848) member.
+const OFFSET_COMMIT_CONSUMER_MAX: i16 = 9;
 const LEAVE_GROUP_MAX: i16 = 5;
+/// v0: the coordinator generates the member id (v1 expects the client to).
+const CONSUMER_GROUP_HEARTBEAT_MAX: i16 = 0;
+/// Member epoch that asks to leave the group.
+const LEAVE_GROUP_MEMBER_EPOCH: i32 = -1;
 
 /// Heartbeat interval once the group is stable (during the baseline and commit phases).
 const STEADY_HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// Which group protocol the members speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup/Heartbeat, client-side range assignment.
+    Classic,
+    /// KIP-848 ConsumerGroupHeartbeat, server-side assignment and reconciliation.
+    Consumer,
+}
+
 #[derive(Debug, Clone)]
 pub struct GroupArgs {
+    pub protocol: GroupProtocol,
     pub bootstrap: String,
     pub topic: String,
     pub partitions: i32,
@@ -108,6 +127,7 @@ struct MemberView {
     /// Number of members in the generation, known to the leader only.
     leader_of: Option<usize>,
     partitions: Vec<i32>,
+    /// When this member's (generation, partitions) last changed.
     synced_at: Option<Instant>,
 }
 
@@ -155,8 +175,11 @@ struct Member<'a> {
     args: &'a GroupArgs,
     wire: Wire,
     member_id: String,
+    /// Generation (classic) or member epoch (consumer protocol).
     generation: i32,
     partitions: Vec<i32>,
+    /// Consumer protocol: the partitions owned, by topic id, as the coordinator assigned them.
+    owned: Vec<TargetPartitions>,
     stats: MemberStats,
 }
 
@@ -263,7 +286,10 @@ pub fn run(args: &GroupArgs) -> Result<Value> {
     if let Some(first) = failures.first() {
         bail!("{} member(s) failed; first: {first}", failures.len());
     }
-    let leave_errors = leave_all(args, &stable.member_ids)?;
+    let leave_errors = match args.protocol {
+        GroupProtocol::Classic => leave_all(args, &stable.member_ids)?,
+        GroupProtocol::Consumer => 0, // each member left with epoch -1
+    };
 
     let baseline_rps = total.baseline_requests as f64 / base_secs.max(1e-9);
     let commits_per_s = total.commits as f64 / commit_secs.max(1e-9);
@@ -288,6 +314,7 @@ pub fn run(args: &GroupArgs) -> Result<Value> {
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
     Ok(json!({
+        "protocol": format!("{:?}", args.protocol).to_lowercase(),
         "group": args.group,
         "topic": args.topic,
         "members": args.members,
@@ -338,7 +365,8 @@ fn stable_generation(shared: &Shared, args: &GroupArgs) -> Result<Option<Stable>
     let complete = views
         .iter()
         .all(|v| v.synced_at.is_some() && v.generation == generation)
-        && views.iter().any(|v| v.leader_of == Some(args.members));
+        && (args.protocol == GroupProtocol::Consumer
+            || views.iter().any(|v| v.leader_of == Some(args.members)));
     if !complete {
         return Ok(None);
     }
@@ -354,11 +382,19 @@ fn stable_generation(shared: &Shared, args: &GroupArgs) -> Result<Option<Stable>
             }
         }
     }
-    if let Some(p) = owned.iter().position(|&n| n != 1) {
+    if let Some(p) = owned.iter().position(|&n| n > 1) {
         bail!(
             "partition {p} is assigned {} times in generation {generation}",
             owned[p]
         );
+    }
+    if let Some(p) = owned.iter().position(|&n| n == 0) {
+        // KIP-848: a member reaches the new epoch before partitions still owned by others are
+        // released to it, so a gap only means reconciliation is not over.
+        if args.protocol == GroupProtocol::Consumer {
+            return Ok(None);
+        }
+        bail!("partition {p} is not assigned in generation {generation}");
     }
     let joins: Vec<Instant> = views.iter().filter_map(|v| v.first_join_sent).collect();
     let (Some(&first_join), Some(&last_join)) = (joins.iter().min(), joins.iter().max()) else {
@@ -396,9 +432,13 @@ fn member_thread(
         member_id: String::new(),
         generation: -1,
         partitions: Vec::new(),
+        owned: Vec::new(),
         stats: MemberStats::default(),
     };
     m.run(shared)?;
+    if args.protocol == GroupProtocol::Consumer {
+        m.leave_consumer()?;
+    }
     Ok(m.stats)
 }
 
@@ -448,7 +488,7 @@ impl Member<'_> {
             };
             if Instant::now() >= next_heartbeat {
                 next_heartbeat = Instant::now() + interval;
-                if !self.heartbeat()? {
+                if !self.heartbeat(shared)? {
                     if phase != Phase::Join {
                         self.stats.rejoins_after_stable += 1;
                     }
@@ -491,9 +531,24 @@ impl Member<'_> {
         }
     }
 
+    fn join(&mut self, shared: &Shared, deadline: Instant) -> Result<()> {
+        match self.args.protocol {
+            GroupProtocol::Classic => self.join_classic(shared, deadline),
+            GroupProtocol::Consumer => self.join_consumer(shared, deadline),
+        }
+    }
+
+    /// False when the coordinator wants this member to rejoin.
+    fn heartbeat(&mut self, shared: &Shared) -> Result<bool> {
+        match self.args.protocol {
+            GroupProtocol::Classic => self.heartbeat_classic(),
+            GroupProtocol::Consumer => self.heartbeat_consumer(shared),
+        }
+    }
+
     /// JoinGroup (with the MEMBER_ID_REQUIRED round trip) and SyncGroup until this member holds
     /// an assignment; publishes it to the main thread.
-    fn join(&mut self, shared: &Shared, deadline: Instant) -> Result<()> {
+    fn join_classic(&mut self, shared: &Shared, deadline: Instant) -> Result<()> {
         loop {
             if Instant::now() >= deadline || shared.phase() == Phase::Done {
                 bail!(
@@ -575,8 +630,7 @@ impl Member<'_> {
         }
     }
 
-    /// False when the coordinator wants this member to rejoin.
-    fn heartbeat(&mut self) -> Result<bool> {
+    fn heartbeat_classic(&mut self) -> Result<bool> {
         let request = HeartbeatRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(self.args.group.clone())))
             .with_generation_id(self.generation)
@@ -592,6 +646,151 @@ impl Member<'_> {
             }
             code => bail!("Heartbeat of member {}: error {code}", self.idx),
         }
+    }
+
+    /// ConsumerGroupHeartbeat with epoch 0 until the coordinator accepts this member; the
+    /// partitions come with this or a later heartbeat (reconciliation).
+    fn join_consumer(&mut self, shared: &Shared, deadline: Instant) -> Result<()> {
+        self.member_id.clear();
+        self.generation = 0;
+        self.owned.clear();
+        loop {
+            if Instant::now() >= deadline || shared.phase() == Phase::Done {
+                bail!(
+                    "member {} could not join {} in time",
+                    self.idx,
+                    self.args.group
+                );
+            }
+            let request = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(self.args.group.clone())))
+                .with_member_id(StrBytes::from_string(self.member_id.clone()))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(self.args.rebalance_timeout_ms)
+                .with_subscribed_topic_names(Some(vec![TopicName(StrBytes::from_string(
+                    self.args.topic.clone(),
+                ))]))
+                .with_topic_partitions(Some(Vec::new()));
+            let sent = Instant::now();
+            shared.update(self.idx, |v| {
+                v.first_join_sent.get_or_insert(sent);
+            });
+            self.stats.joins_sent += 1;
+            let r = self.wire.send(&request, CONSUMER_GROUP_HEARTBEAT_MAX)?;
+            match r.error_code {
+                NONE => {}
+                COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE => {
+                    thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                code => bail!(
+                    "ConsumerGroupHeartbeat join of member {}: error {code}",
+                    self.idx
+                ),
+            }
+            self.member_id = r.member_id.map(|m| m.to_string()).unwrap_or_default();
+            if self.member_id.is_empty() {
+                bail!(
+                    "ConsumerGroupHeartbeat join of member {}: no member id",
+                    self.idx
+                );
+            }
+            self.apply_consumer_assignment(
+                shared,
+                r.member_epoch,
+                r.assignment.map(|a| a.topic_partitions),
+            );
+            return Ok(());
+        }
+    }
+
+    /// One ConsumerGroupHeartbeat reporting the owned partitions; takes any new assignment.
+    fn heartbeat_consumer(&mut self, shared: &Shared) -> Result<bool> {
+        let owned = self
+            .owned
+            .iter()
+            .map(|tp| {
+                OwnedPartitions::default()
+                    .with_topic_id(tp.topic_id)
+                    .with_partitions(tp.partitions.clone())
+            })
+            .collect();
+        let request = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(self.args.group.clone())))
+            .with_member_id(StrBytes::from_string(self.member_id.clone()))
+            .with_member_epoch(self.generation)
+            .with_rebalance_timeout_ms(-1)
+            .with_topic_partitions(Some(owned));
+        let r = self.wire.send(&request, CONSUMER_GROUP_HEARTBEAT_MAX)?;
+        self.stats.heartbeats += 1;
+        match r.error_code {
+            NONE => {
+                self.apply_consumer_assignment(
+                    shared,
+                    r.member_epoch,
+                    r.assignment.map(|a| a.topic_partitions),
+                );
+                Ok(true)
+            }
+            FENCED_MEMBER_EPOCH | UNKNOWN_MEMBER_ID => Ok(false),
+            code => bail!(
+                "ConsumerGroupHeartbeat of member {}: error {code}",
+                self.idx
+            ),
+        }
+    }
+
+    /// Takes the epoch (and the assignment, when the response carries one) and publishes a change.
+    fn apply_consumer_assignment(
+        &mut self,
+        shared: &Shared,
+        epoch: i32,
+        assignment: Option<Vec<TargetPartitions>>,
+    ) {
+        let changed_epoch = epoch != self.generation;
+        self.generation = epoch;
+        let mut changed_parts = false;
+        if let Some(tps) = assignment {
+            let mut parts: Vec<i32> = tps
+                .iter()
+                .flat_map(|tp| tp.partitions.iter().copied())
+                .collect();
+            parts.sort_unstable();
+            changed_parts = parts != self.partitions;
+            self.partitions = parts;
+            self.owned = tps;
+            self.stats.syncs += 1;
+        }
+        if changed_epoch || changed_parts {
+            let (gen, id, parts) = (
+                self.generation,
+                self.member_id.clone(),
+                self.partitions.clone(),
+            );
+            shared.update(self.idx, |v| {
+                v.generation = gen;
+                v.member_id = id;
+                v.partitions = parts;
+                v.synced_at = Some(Instant::now());
+            });
+        }
+    }
+
+    /// Leaves with member epoch -1 (consumer protocol: there is no batched leave).
+    fn leave_consumer(&mut self) -> Result<()> {
+        let request = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(self.args.group.clone())))
+            .with_member_id(StrBytes::from_string(self.member_id.clone()))
+            .with_member_epoch(LEAVE_GROUP_MEMBER_EPOCH);
+        let r = self.wire.send(&request, CONSUMER_GROUP_HEARTBEAT_MAX)?;
+        if r.error_code != NONE {
+            bail!(
+                "member {} could not leave: error {}",
+                self.idx,
+                r.error_code
+            );
+        }
+        Ok(())
     }
 
     /// One OffsetCommit of every partition this member owns; the first error code, or NONE.
@@ -612,7 +811,11 @@ impl Member<'_> {
             .with_topics(vec![OffsetCommitRequestTopic::default()
                 .with_name(TopicName(StrBytes::from_string(self.args.topic.clone())))
                 .with_partitions(partitions)]);
-        let r = self.wire.send(&request, OFFSET_COMMIT_MAX)?;
+        let cap = match self.args.protocol {
+            GroupProtocol::Classic => OFFSET_COMMIT_MAX,
+            GroupProtocol::Consumer => OFFSET_COMMIT_CONSUMER_MAX,
+        };
+        let r = self.wire.send(&request, cap)?;
         let first_error = r
             .topics
             .iter()

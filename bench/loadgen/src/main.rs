@@ -131,6 +131,9 @@ enum Cmd {
         /// Heartbeat interval while the group forms (how soon a member notices a rebalance).
         #[arg(long, default_value_t = 100)]
         join_heartbeat_ms: u64,
+        /// classic (JoinGroup/SyncGroup) or consumer (KIP-848 ConsumerGroupHeartbeat).
+        #[arg(long, value_enum, default_value_t = group::GroupProtocol::Classic)]
+        protocol: group::GroupProtocol,
     },
     /// Poll with Metadata requests until the broker answers; reports ms since --since-epoch-ns.
     WaitReady {
@@ -234,7 +237,9 @@ fn run(cli: &Cli) -> Result<Option<Value>> {
             session_timeout_ms,
             rebalance_timeout_ms,
             join_heartbeat_ms,
+            protocol,
         } => group::run(&group::GroupArgs {
+            protocol: *protocol,
             bootstrap: bs,
             topic: topic.clone(),
             partitions: *partitions,

@@ -253,6 +253,20 @@ pub const CHECKS: &[Check] = &[
         Goal::None,
     ),
     check(
+        "group_100m_200p_kip848",
+        "join_stable_ms",
+        "same, KIP-848 members: last join → reconciled",
+        Unit::Millis,
+        Goal::None,
+    ),
+    check(
+        "group_100m_200p_kip848",
+        "commits_per_s",
+        "  OffsetCommit/s (member epoch), 100 conns",
+        Unit::PerSecond,
+        Goal::None,
+    ),
+    check(
         "idle_rss_1000p",
         "rss_mib",
         "idle RSS, 1,000 partitions",
