@@ -171,7 +171,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
 
     if config.cleaner.enable {
         let stop = shutdown_rx.clone();
-        tokio::spawn(log_cleaner::run(replicas.clone(), config.cleaner.clone(), stop));
+        tokio::spawn(log_cleaner::run(
+            replicas.clone(),
+            config.cleaner.clone(),
+            stop,
+        ));
     }
 
     // Group coordinator timers: member sessions and rebalance deadlines, offset expiry.
