@@ -332,3 +332,44 @@ async fn consumer_groups_survive_a_restart() {
     assert_eq!(r.member_epoch, epoch, "no new epoch: no rebalance");
     n.replicas.shutdown();
 }
+
+/// Offsets past their retention go (tombstoned, so they stay gone after a restart); an
+/// empty group left with no offsets goes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_offsets_and_empty_groups_are_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let n = start(dir.path());
+        n.groups.ensure_ready().expect("ready");
+        create_topic(&n, "t", 1);
+        // OffsetCommit v2-4 may ask for a retention of its own: 1 ms here.
+        let short = Committer {
+            retention_time_ms: 1,
+            ..admin()
+        };
+        let (codes, _) = n
+            .groups
+            .commit_offsets("brief", &short, &[commit("t", 0, 5)]);
+        assert_eq!(codes, vec![None]);
+        let (codes, _) = n
+            .groups
+            .commit_offsets("kept", &admin(), &[commit("t", 0, 6)]);
+        assert_eq!(codes, vec![None]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(n.groups.expire_offsets(), 1);
+        let listed: Vec<String> = n
+            .groups
+            .list_groups(&[], &[])
+            .expect("list")
+            .into_iter()
+            .map(|g| g.group_id)
+            .collect();
+        assert_eq!(listed, vec!["kept".to_string()]);
+        n.replicas.shutdown();
+    }
+    let n = start(dir.path());
+    assert!(!n.groups.describe_group("brief").found);
+    let kept = n.groups.fetch_offsets("kept", None, None).expect("fetch");
+    assert_eq!(kept[0].1[0].1.as_ref().map(|v| v.offset), Some(6));
+    n.replicas.shutdown();
+}
