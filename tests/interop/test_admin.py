@@ -267,3 +267,29 @@ def test_kafka_python_describe_cluster_and_delete_records(broker, kadmin, topic_
     res = kadmin.delete_records({tp: 7}, timeout_ms=15000)
     assert res[tp]["low_watermark"] == 7, res
     assert consume_partition(broker, topic_name, 0, 7, 13)[0].value() == b"v7"
+
+
+def test_internal_topic_cannot_be_deleted_or_produced_to(broker):
+    """__consumer_offsets holds every group's state: DeleteTopics answers
+    INVALID_TOPIC_EXCEPTION and a client's produce to it is refused, as in Kafka."""
+    from confluent_kafka import Consumer
+
+    # The first FindCoordinator creates the topic.
+    c = Consumer({"bootstrap.servers": broker, "group.id": "internal-topic-check"})
+    try:
+        c.committed([TopicPartition("__consumer_offsets", 0)], timeout=10)
+    finally:
+        c.close()
+    wait_for_topic(broker, "__consumer_offsets", 50)
+    a = admin(broker)
+    fut = a.delete_topics(["__consumer_offsets"])["__consumer_offsets"]
+    with pytest.raises(KafkaException) as e:
+        fut.result(timeout=10)
+    assert error_code(e.value) == KafkaError.TOPIC_EXCEPTION
+    wait_for_topic(broker, "__consumer_offsets", 50)
+
+    dl = DeliveryLog()
+    p = producer(broker, acks="all", retries=0)
+    p.produce("__consumer_offsets", key=b"k", value=b"v", partition=0, on_delivery=dl)
+    flush(p)
+    assert len(dl.errors) == 1, (dl.acked, dl.errors)

@@ -5,6 +5,9 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use kavka_metadata::TopicRef;
 use kavka_protocol::error::ErrorCode;
 
+/// Topics only the broker writes.
+const INTERNAL_TOPICS: &[&str] = &[crate::group::OFFSETS_TOPIC, "__transaction_state"];
+
 pub fn handle(b: &Broker, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6+ in `topics`, by name or by id.
     let refs: Vec<TopicRef> = if version >= 6 {
@@ -35,10 +38,33 @@ pub fn handle(b: &Broker, req: DeleteTopicsRequest, version: i16) -> DeleteTopic
             .collect();
         return DeleteTopicsResponse::default().with_responses(responses);
     }
-    let outcomes = b.controller.delete_topics(refs.clone());
+    // Internal topics hold the coordinators' state: Kafka refuses to delete them.
+    let image = b.controller.image();
+    let is_internal = |r: &TopicRef| {
+        let name = match r {
+            TopicRef::Name(n) => Some(n.as_str()),
+            TopicRef::Id(id) => image.topic_ids.get(id).map(String::as_str),
+        };
+        name.is_some_and(|n| INTERNAL_TOPICS.contains(&n))
+    };
+    let deletable: Vec<TopicRef> = refs.iter().filter(|r| !is_internal(r)).cloned().collect();
+    let mut outcomes = b.controller.delete_topics(deletable).into_iter();
     let responses = refs
         .into_iter()
-        .zip(outcomes)
+        .map(|r| {
+            let outcome = if is_internal(&r) {
+                Err(kavka_metadata::ControllerError::InvalidTopic(
+                    "an internal topic cannot be deleted".to_string(),
+                ))
+            } else {
+                outcomes
+                    .next()
+                    .unwrap_or(Err(kavka_metadata::ControllerError::InvalidTopic(
+                        "the controller gave no answer".to_string(),
+                    )))
+            };
+            (r, outcome)
+        })
         .map(|(r, outcome)| {
             let mut res = DeletableTopicResult::default();
             match r {
