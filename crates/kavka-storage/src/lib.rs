@@ -18,6 +18,7 @@ mod config;
 mod error;
 mod flush;
 mod index_entries;
+mod leader_epoch;
 mod log;
 mod offset_index;
 mod offset_map;
@@ -34,6 +35,7 @@ pub use cleaner::{CleanableLog, CleanedLog, Cleaner, CleanerConfig, CleanerError
 pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use flush::FlushJob;
+pub use leader_epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use log::{AppendInfo, Log, SwapOutcome};
 pub use producer_state::{
     increment_sequence, BatchMetadata, ProducerEntry, ProducerStateError, ProducerStateManager,
@@ -43,6 +45,8 @@ pub use read_plan::{ReadChunk, ReadPlan};
 
 #[cfg(test)]
 mod cleaner_tests;
+#[cfg(test)]
+mod leader_epoch_tests;
 #[cfg(test)]
 mod producer_tests;
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::cleaner::{CleanableLog, CleanedLog, SourceSegment};
 use crate::cleaner_checkpoint;
 use crate::flush::FlushJob;
+use crate::leader_epoch::{self, LeaderEpochCache, StoredCheckpoint};
 use crate::producer_state::{self, Check, ProducerBatch, ProducerStateManager};
 use crate::read_plan::ReadPlan;
 use crate::recovery;
@@ -77,6 +78,8 @@ pub struct Log {
     generation: u64,
     /// Earliest delete horizon of the tombstones the cleaner kept (in the cleaner checkpoint).
     delete_horizon: Option<i64>,
+    /// First offset of each leader epoch (`leader-epoch-checkpoint`), derived from the log.
+    epoch_cache: LeaderEpochCache,
 }
 
 /// What [`Log::swap_cleaned`] did.
@@ -130,7 +133,9 @@ impl Log {
             first_dirty_offset: 0,
             generation: 0,
             delete_horizon: None,
+            epoch_cache: LeaderEpochCache::default(),
         };
+        log.load_epoch_cache(loaded.clean, loaded.recovery_point)?;
         let log_end = log.log_end_offset();
         let cleaner_cp = cleaner_checkpoint::read(dir)?;
         log.first_dirty_offset = match cleaner_cp {
@@ -217,7 +222,30 @@ impl Log {
     /// Appends producer batches (already validated by the caller; checked again here):
     /// assigns offsets from the log end offset, applies LogAppendTime, rolls when due and
     /// writes to the OS without fsync. Nothing is appended when any batch is rejected.
+    /// The batches keep the partition leader epoch they carry (negative ones are not
+    /// recorded in the leader-epoch cache); see [`Log::append_as_leader`].
     pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, StorageError> {
+        self.append_with_epoch(batches, None, now_ms)
+    }
+
+    /// [`Log::append`] as the partition leader: every batch's partition leader epoch is
+    /// overwritten with `leader_epoch` (outside the CRC), as Kafka's `appendAsLeader` does,
+    /// and a new epoch starts a leader-epoch cache entry.
+    pub fn append_as_leader(
+        &mut self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_with_epoch(batches, Some(leader_epoch), now_ms)
+    }
+
+    fn append_with_epoch(
+        &mut self,
+        batches: &mut [u8],
+        leader_epoch: Option<i32>,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
         self.note_time(now_ms);
         if batches.is_empty() {
             return Err(StorageError::EmptyAppend);
@@ -226,6 +254,7 @@ impl Log {
         let segment_bytes = self.config.effective_segment_bytes();
         let mut pending = Vec::new();
         let mut producer_batches = Vec::new();
+        let mut epochs = Vec::new();
         let mut pos = 0usize;
         let mut records = 0usize;
         while pos < batches.len() {
@@ -255,6 +284,7 @@ impl Log {
             }
             records += h.records_count as usize;
             producer_batches.push(ProducerBatch::of(&h));
+            epochs.push(leader_epoch.unwrap_or(h.partition_leader_epoch));
             pending.push(PendingBatch {
                 position: pos,
                 len,
@@ -320,6 +350,9 @@ impl Log {
                 }));
             };
             record_batch::set_base_offset(batch, p.base_offset);
+            if let Some(epoch) = leader_epoch {
+                record_batch::set_partition_leader_epoch(batch, epoch);
+            }
             if append_time >= 0 {
                 record_batch::set_log_append_time(batch, append_time);
                 p.max_timestamp = append_time;
@@ -333,6 +366,17 @@ impl Log {
             .append(batches, &pending, interval, now_ms)?;
         debug_assert_eq!(self.log_end_offset(), next);
         self.producer_state.commit(staged);
+        let mut new_epoch = false;
+        for (p, epoch) in pending.iter().zip(&epochs) {
+            new_epoch |= self.epoch_cache.assign(*epoch, p.base_offset);
+        }
+        if new_epoch {
+            // Rare (a leader change): checkpoint now. The batches are written; a failure
+            // leaves the cache dirty for the next checkpoint, and recovery rebuilds it.
+            if let Err(e) = self.epoch_cache.flush(&self.dir) {
+                warn!(dir = %self.dir.display(), error = %e, "cannot write leader epoch checkpoint");
+            }
+        }
 
         self.size_bytes += batches.len() as u64;
         self.unflushed_bytes += batches.len() as u64;
@@ -575,6 +619,7 @@ impl Log {
             checkpoint::write(&self.dir, cp)?;
             self.checkpointed = Some(cp);
         }
+        self.epoch_cache.flush(&self.dir)?;
         self.durable_bytes_since_checkpoint = 0;
         Ok(())
     }
@@ -702,6 +747,7 @@ impl Log {
         }
         self.producer_state
             .on_log_start_offset(self.log_start_offset);
+        self.epoch_cache.truncate_from_start(self.log_start_offset);
     }
 
     fn schedule_delete(&mut self, seg: &LogSegment) {
@@ -756,6 +802,7 @@ impl Log {
             self.log_start_offset = offset;
             let interval = self.config.index_interval_bytes;
             self.active_mut().truncate_to(offset, interval)?;
+            self.epoch_cache.clear();
         } else {
             while self.segments.len() > 1
                 && self
@@ -771,6 +818,8 @@ impl Log {
             self.active_mut().truncate_to(offset, interval)?;
         }
         self.size_bytes = self.segments.iter().map(|s| s.size()).sum();
+        let log_end = self.log_end_offset();
+        self.epoch_cache.truncate_from_end(log_end);
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
         self.unflushed_bytes = 0;
         self.first_unflushed_ms =
@@ -976,6 +1025,74 @@ impl Log {
                     .is_some_and(|s| s.base_offset() == *base && Arc::ptr_eq(s.log_file(), file))
             });
         (same && self.next_base(i + n - 1) == Some(g.end_offset)).then_some(i)
+    }
+
+    /// The leader-epoch cache (read-only).
+    pub fn leader_epoch_cache(&self) -> &LeaderEpochCache {
+        &self.epoch_cache
+    }
+
+    /// The newest leader epoch that wrote to this log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epoch_cache.latest_epoch()
+    }
+
+    /// OffsetForLeaderEpoch (Kafka's `UnifiedLog.endOffsetForEpoch`): the largest epoch at or
+    /// below `leader_epoch` and the offset where it ended, or `None` when that is undefined
+    /// (the epoch is newer than any in the log, or the log holds no epochs).
+    pub fn end_offset_for_epoch(&self, leader_epoch: i32) -> Option<(i32, i64)> {
+        let (epoch, offset) = self
+            .epoch_cache
+            .end_offset_for(leader_epoch, self.log_end_offset());
+        (offset != leader_epoch::UNDEFINED_EPOCH_OFFSET).then_some((epoch, offset))
+    }
+
+    /// Loads the leader-epoch checkpoint and brings it in line with the log: epochs of
+    /// batches past the recovery point (written after the checkpoint, if the shutdown was
+    /// not clean) are added from the batch headers, or every batch's when the checkpoint is
+    /// missing or damaged; entries past the log end or below the log start are cut.
+    fn load_epoch_cache(&mut self, clean: bool, recovery_point: i64) -> Result<(), StorageError> {
+        let scan_from = match leader_epoch::read_checkpoint(&self.dir)? {
+            StoredCheckpoint::Entries(entries) => {
+                self.epoch_cache = LeaderEpochCache::from_entries(entries);
+                (!clean).then_some(recovery_point.max(self.log_start_offset))
+            }
+            StoredCheckpoint::Missing => {
+                self.epoch_cache = LeaderEpochCache::default();
+                // Write it even if no batch has an epoch, so the next open need not scan.
+                if self.log_end_offset() > self.log_start_offset {
+                    self.epoch_cache.mark_dirty();
+                }
+                Some(self.log_start_offset)
+            }
+            StoredCheckpoint::Corrupt => {
+                self.epoch_cache = LeaderEpochCache::default();
+                self.epoch_cache.mark_dirty();
+                Some(self.log_start_offset)
+            }
+        };
+        if let Some(from) = scan_from {
+            let mut cache = std::mem::take(&mut self.epoch_cache);
+            for i in 0..self.segments.len() {
+                if self.segment_end(i) <= from {
+                    continue;
+                }
+                let upper = self.next_base(i);
+                self.segments[i].for_each_header(from, upper, |h| {
+                    cache.assign_if_newer(h.partition_leader_epoch, h.base_offset);
+                })?;
+            }
+            self.epoch_cache = cache;
+        }
+        // Unlike Kafka's loader, an epoch that began exactly at the log end is kept (it is
+        // how a log emptied by DeleteRecords or retention remembers its epoch), so a restart
+        // answers OffsetForLeaderEpoch as before it.
+        let log_end = self.log_end_offset();
+        self.epoch_cache
+            .truncate_from_end(log_end.saturating_add(1));
+        self.epoch_cache.truncate_from_start(self.log_start_offset);
+        // Written by the `write_checkpoint` that ends `open`, if anything changed.
+        Ok(())
     }
 
     /// The idempotent producer state (read-only; tests and diagnostics).

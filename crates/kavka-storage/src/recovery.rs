@@ -75,6 +75,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Loaded
             || checkpoint::is_temp_file(name)
             || crate::producer_state::is_temp_file(name)
             || crate::cleaner_checkpoint::is_temp_file(name)
+            || crate::leader_epoch::is_temp_file(name)
         {
             // Deletions and checkpoint writes interrupted by the shutdown: finish them.
             remove_if_exists(&entry.path())?;
