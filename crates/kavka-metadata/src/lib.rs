@@ -10,6 +10,7 @@ pub mod controller;
 pub mod error;
 pub mod image;
 pub mod log;
+pub mod raft;
 pub mod record;
 pub mod topic_config;
 mod topic_name;

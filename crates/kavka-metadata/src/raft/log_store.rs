@@ -1,0 +1,422 @@
+//! The Raft log and vote of one metadata quorum member, on disk.
+//!
+//! In `<dir>/`:
+//! - `raft.log`: frames (see `frame`), each one JSON [`LogFrame`]. An append writes all its
+//!   entries and fsyncs before openraft is told they are durable, so a torn tail belongs to an
+//!   append nobody was acknowledged for and is truncated on open. Truncation (a new leader
+//!   overwriting an uncommitted tail) shortens the file in place; a purge rewrites it, starting
+//!   with a [`LogFrame::Purged`] marker, through a temp file and a rename.
+//! - `vote`, `committed`: one frame each, replaced atomically. The vote must survive a crash (a
+//!   node must never vote twice in a term), so a corrupt vote file is an error, never ignored.
+//!
+//! The entries are also kept in memory: the metadata log is small and bounded by snapshots.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Seek, SeekFrom, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError,
+    Vote,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::frame::{self, FrameRead};
+use super::{MetadataRaftConfig, RaftNodeId};
+use crate::log::MAX_FRAME_BYTES;
+
+type C = MetadataRaftConfig;
+type StorageResult<T> = Result<T, StorageError<RaftNodeId>>;
+
+const LOG_FILE: &str = "raft.log";
+const VOTE_FILE: &str = "vote";
+const COMMITTED_FILE: &str = "committed";
+
+/// One frame of `raft.log`.
+#[derive(Serialize, Deserialize)]
+enum LogFrame {
+    /// Every entry up to this log id was purged (covered by a snapshot). Only first in a file.
+    Purged(LogId<RaftNodeId>),
+    Entry(Entry<C>),
+}
+
+/// Failures opening the Raft log store.
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("corrupt Raft metadata file {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// The on-disk Raft log. Cloning shares the same store (openraft's log reader is a clone).
+#[derive(Clone)]
+pub struct RaftLogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    file: File,
+    /// Length of the valid prefix of `raft.log`: where the next frame goes.
+    position: u64,
+    /// Entries by index, with the byte position of their frame (for truncation).
+    entries: BTreeMap<u64, (Entry<C>, u64)>,
+    last_purged: Option<LogId<RaftNodeId>>,
+    vote: Option<Vote<RaftNodeId>>,
+    committed: Option<LogId<RaftNodeId>>,
+    /// Set when a failed write could not be rolled back; all writes are refused after.
+    failed: bool,
+}
+
+impl RaftLogStore {
+    /// Opens (creating if needed) the store under `dir`. A torn tail of `raft.log` is truncated
+    /// with a warning; entries out of order or an unreadable vote are errors.
+    pub fn open(dir: &Path) -> Result<RaftLogStore, LogStoreError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LogStoreError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let _ = fs::remove_file(dir.join(LOG_FILE).with_extension("tmp"));
+        let vote = read_json_file(&dir.join(VOTE_FILE), true)?;
+        let committed = read_json_file(&dir.join(COMMITTED_FILE), false)?.flatten();
+
+        let path = dir.join(LOG_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        let (entries, last_purged, position) = scan_log(&mut file, &path)?;
+        let file_len = file.metadata().map_err(io(&path))?.len();
+        if file_len > position {
+            warn!(path = %path.display(), valid_bytes = position, dropped_bytes = file_len - position,
+                "raft log: truncating a torn or corrupt tail");
+            file.set_len(position).map_err(io(&path))?;
+            file.sync_all().map_err(io(&path))?;
+        }
+        frame::sync_dir(dir).map_err(io(dir))?;
+        file.seek(SeekFrom::Start(position)).map_err(io(&path))?;
+        info!(dir = %dir.display(), entries = entries.len(), ?last_purged, ?vote, ?committed, "raft log opened");
+        Ok(RaftLogStore {
+            inner: Arc::new(Mutex::new(Inner {
+                dir: dir.to_owned(),
+                file,
+                position,
+                entries,
+                last_purged,
+                vote,
+                committed,
+                failed: false,
+            })),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Reads a one-frame JSON file. A missing file is `None`; a damaged one is an error when
+/// `required` (the vote), else `None` with a warning (`committed` is only a hint).
+fn read_json_file<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    required: bool,
+) -> Result<Option<T>, LogStoreError> {
+    let payload = frame::read_file(path, MAX_FRAME_BYTES).map_err(|source| LogStoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let reason = match payload {
+        None => return Ok(None),
+        Some(Ok(bytes)) => match serde_json::from_slice(&bytes) {
+            Ok(v) => return Ok(Some(v)),
+            Err(_) => "undecodable payload",
+        },
+        Some(Err(reason)) => reason,
+    };
+    if required {
+        return Err(LogStoreError::Corrupt {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+    warn!(path = %path.display(), reason, "raft log: ignoring a damaged file");
+    Ok(None)
+}
+
+type Scanned = (
+    BTreeMap<u64, (Entry<C>, u64)>,
+    Option<LogId<RaftNodeId>>,
+    u64,
+);
+
+/// Reads every valid frame of `raft.log`; returns the entries, the purge point and the length
+/// of the valid prefix.
+fn scan_log(file: &mut File, path: &Path) -> Result<Scanned, LogStoreError> {
+    let io = |source| LogStoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let corrupt = |reason: &str| LogStoreError::Corrupt {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let len = file.metadata().map_err(io)?.len();
+    let mut reader = BufReader::new(&mut *file);
+    let mut entries: BTreeMap<u64, (Entry<C>, u64)> = BTreeMap::new();
+    let mut last_purged = None;
+    let mut position = 0u64;
+    loop {
+        let payload = match frame::read(&mut reader, len - position, MAX_FRAME_BYTES).map_err(io)? {
+            FrameRead::Frame(p) => p,
+            FrameRead::End => break,
+            FrameRead::Invalid(reason) => {
+                warn!(path = %path.display(), position, reason, "raft log: invalid frame");
+                break;
+            }
+        };
+        let Ok(decoded) = serde_json::from_slice::<LogFrame>(&payload) else {
+            warn!(path = %path.display(), position, "raft log: undecodable frame");
+            break;
+        };
+        match decoded {
+            LogFrame::Purged(log_id) if position == 0 => last_purged = Some(log_id),
+            LogFrame::Purged(_) => return Err(corrupt("purge marker after the first frame")),
+            LogFrame::Entry(entry) => {
+                let expected = entries
+                    .last_key_value()
+                    .map(|(i, _)| i + 1)
+                    .or(last_purged.map(|l: LogId<RaftNodeId>| l.index + 1));
+                if expected.is_some_and(|e| e != entry.log_id.index) {
+                    return Err(corrupt("raft log entries out of order"));
+                }
+                entries.insert(entry.log_id.index, (entry, position));
+            }
+        }
+        position += frame::framed_len(payload.len());
+    }
+    Ok((entries, last_purged, position))
+}
+
+fn write_err(e: &io::Error) -> StorageError<RaftNodeId> {
+    StorageIOError::write_logs(AnyError::new(e)).into()
+}
+
+fn failed_err() -> StorageError<RaftNodeId> {
+    StorageIOError::write_logs(AnyError::error(
+        "the raft log failed a write it could not roll back; restart to recover",
+    ))
+    .into()
+}
+
+impl Inner {
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(LOG_FILE)
+    }
+
+    fn encode(value: &impl Serialize) -> Result<Vec<u8>, io::Error> {
+        let payload = serde_json::to_vec(value).map_err(io::Error::other)?;
+        frame::encode(&payload, MAX_FRAME_BYTES)
+            .ok_or_else(|| io::Error::other("raft log entry over the frame limit"))
+    }
+
+    /// Writes `bytes` at the end and fsyncs; on failure cuts the file back to `position`.
+    fn write_durably(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let result = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = result {
+            let rollback = self
+                .file
+                .set_len(self.position)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.position)).map(|_| ()));
+            if rollback.is_err() {
+                self.failed = true;
+            }
+            return Err(e);
+        }
+        self.position += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn append(&mut self, entries: Vec<Entry<C>>) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other("raft log failed earlier"));
+        }
+        let mut bytes = Vec::new();
+        let mut positions = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            positions.push(self.position + bytes.len() as u64);
+            bytes.extend(Self::encode(&LogFrame::Entry(entry.clone()))?);
+        }
+        self.write_durably(&bytes)?;
+        for (entry, pos) in entries.into_iter().zip(positions) {
+            debug_assert!(
+                self.entries
+                    .last_key_value()
+                    .is_none_or(|(i, _)| *i + 1 == entry.log_id.index),
+                "raft log append is not contiguous"
+            );
+            self.entries.insert(entry.log_id.index, (entry, pos));
+        }
+        Ok(())
+    }
+
+    /// Drops every entry at or after `index`.
+    fn truncate(&mut self, index: u64) -> io::Result<()> {
+        let Some((_, pos)) = self.entries.get(&index) else {
+            return Ok(());
+        };
+        let pos = *pos;
+        self.file.set_len(pos)?;
+        self.file.sync_all()?;
+        self.file.seek(SeekFrom::Start(pos))?;
+        self.position = pos;
+        self.entries.split_off(&index);
+        Ok(())
+    }
+
+    /// Drops every entry up to `log_id` and rewrites the file without them.
+    fn purge(&mut self, log_id: LogId<RaftNodeId>) -> io::Result<()> {
+        let kept = self.entries.split_off(&(log_id.index + 1));
+        let mut bytes = Self::encode(&LogFrame::Purged(log_id))?;
+        let mut entries = BTreeMap::new();
+        for (index, (entry, _)) in kept {
+            let pos = bytes.len() as u64;
+            bytes.extend(Self::encode(&LogFrame::Entry(entry.clone()))?);
+            entries.insert(index, (entry, pos));
+        }
+        let path = self.log_path();
+        frame::write_atomically(&path, &bytes)?;
+        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+        file.seek(SeekFrom::End(0))?;
+        self.file = file;
+        self.position = bytes.len() as u64;
+        self.entries = entries;
+        self.last_purged = Some(log_id);
+        Ok(())
+    }
+
+    fn save_json(&self, name: &str, value: &impl Serialize) -> io::Result<()> {
+        frame::write_atomically(&self.dir.join(name), &Self::encode(value)?)
+    }
+}
+
+impl RaftLogReader<C> for RaftLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<C>>> {
+        Ok(self
+            .lock()
+            .entries
+            .range(range)
+            .map(|(_, (entry, _))| entry.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<C> for RaftLogStore {
+    type LogReader = RaftLogStore;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<C>> {
+        let inner = self.lock();
+        let last_log_id = inner
+            .entries
+            .last_key_value()
+            .map(|(_, (entry, _))| *entry.get_log_id())
+            .or(inner.last_purged);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<RaftNodeId>) -> StorageResult<()> {
+        let mut inner = self.lock();
+        inner
+            .save_json(VOTE_FILE, vote)
+            .map_err(|e| StorageError::from(StorageIOError::write_vote(AnyError::new(&e))))?;
+        inner.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<RaftNodeId>>> {
+        Ok(self.lock().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<RaftNodeId>>) -> StorageResult<()> {
+        let mut inner = self.lock();
+        inner
+            .save_json(COMMITTED_FILE, &committed)
+            .map_err(|e| write_err(&e))?;
+        inner.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<RaftNodeId>>> {
+        Ok(self.lock().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let result = {
+            let mut inner = self.lock();
+            if inner.failed {
+                return Err(failed_err());
+            }
+            inner.append(entries.into_iter().collect())
+        };
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = write_err(&e);
+                callback.log_io_completed(Err(e));
+                Err(err)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<RaftNodeId>) -> StorageResult<()> {
+        let mut inner = self.lock();
+        if inner.failed {
+            return Err(failed_err());
+        }
+        inner.truncate(log_id.index).map_err(|e| {
+            inner.failed = true;
+            write_err(&e)
+        })
+    }
+
+    async fn purge(&mut self, log_id: LogId<RaftNodeId>) -> StorageResult<()> {
+        let mut inner = self.lock();
+        if inner.failed {
+            return Err(failed_err());
+        }
+        inner.purge(log_id).map_err(|e| {
+            inner.failed = true;
+            write_err(&e)
+        })
+    }
+}

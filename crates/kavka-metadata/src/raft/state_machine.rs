@@ -1,0 +1,287 @@
+//! The replicated state machine: committed [`MetadataBatch`]es applied to a [`MetadataImage`].
+//!
+//! A snapshot is the image's records (what [`MetadataImage::to_records`] rebuilds it from) with
+//! its metadata offset and Raft position. The latest snapshot is kept in `<dir>/snapshot` (one
+//! frame, replaced atomically), so a restarted node starts from it and replays only the log
+//! after it. Every applied batch publishes the new image on a watch channel.
+
+use std::io::{self, Cursor};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::info;
+
+use super::frame;
+use super::log_store::LogStoreError;
+use super::{MetadataCommit, MetadataRaftConfig, RaftNodeId};
+use crate::image::MetadataImage;
+use crate::record::MetadataRecord;
+
+type C = MetadataRaftConfig;
+type StorageResult<T> = Result<T, StorageError<RaftNodeId>>;
+
+const SNAPSHOT_FILE: &str = "snapshot";
+/// Upper bound of a snapshot, checked before allocating when one is read or received.
+pub const MAX_SNAPSHOT_BYTES: u32 = 256 * 1024 * 1024;
+
+/// The bytes of a snapshot, as sent to a lagging follower.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    /// The image's offset (records are renumbered by `to_records`, offsets are not).
+    offset: i64,
+    records: Vec<MetadataRecord>,
+}
+
+/// The snapshot file: the data plus openraft's metadata.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<RaftNodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The metadata state machine of one node. Cloning shares it (the snapshot builder is a clone).
+#[derive(Clone)]
+pub struct MetadataStateMachine {
+    inner: Arc<Mutex<Inner>>,
+    image_tx: Arc<watch::Sender<Arc<MetadataImage>>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    last_applied: Option<LogId<RaftNodeId>>,
+    membership: StoredMembership<RaftNodeId, BasicNode>,
+    image: Arc<MetadataImage>,
+    snapshot: Option<StoredSnapshot>,
+    snapshot_seq: u64,
+}
+
+fn decode_data(bytes: &[u8]) -> Result<MetadataImage, &'static str> {
+    if bytes.len() > MAX_SNAPSHOT_BYTES as usize {
+        return Err("snapshot over the size limit");
+    }
+    let data: SnapshotData =
+        serde_json::from_slice(bytes).map_err(|_| "undecodable snapshot data")?;
+    let mut image = MetadataImage::empty().apply(&data.records);
+    image.offset = data.offset;
+    Ok(image)
+}
+
+impl MetadataStateMachine {
+    /// Opens the state machine under `dir`, restoring the image from the latest snapshot.
+    pub fn open(dir: &Path) -> Result<MetadataStateMachine, LogStoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| LogStoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(SNAPSHOT_FILE);
+        let corrupt = |reason: &str| LogStoreError::Corrupt {
+            path: path.clone(),
+            reason: reason.to_owned(),
+        };
+        let mut inner = Inner {
+            dir: dir.to_owned(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            image: Arc::new(MetadataImage::empty()),
+            snapshot: None,
+            snapshot_seq: 0,
+        };
+        let payload =
+            frame::read_file(&path, MAX_SNAPSHOT_BYTES).map_err(|source| LogStoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if let Some(payload) = payload {
+            // The snapshot may cover purged log entries: losing it would lose committed state.
+            let payload = payload.map_err(corrupt)?;
+            let stored: StoredSnapshot =
+                serde_json::from_slice(&payload).map_err(|_| corrupt("undecodable snapshot"))?;
+            inner.image = Arc::new(decode_data(&stored.data).map_err(corrupt)?);
+            inner.last_applied = stored.meta.last_log_id;
+            inner.membership = stored.meta.last_membership.clone();
+            info!(offset = inner.image.offset, last_log_id = ?inner.last_applied, "raft metadata snapshot loaded");
+            inner.snapshot = Some(stored);
+        }
+        let (image_tx, _) = watch::channel(Arc::clone(&inner.image));
+        Ok(MetadataStateMachine {
+            inner: Arc::new(Mutex::new(inner)),
+            image_tx: Arc::new(image_tx),
+        })
+    }
+
+    /// The committed image as applied so far.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        Arc::clone(&self.lock().image)
+    }
+
+    /// A receiver that sees every newly applied image.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.image_tx.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, image: Arc<MetadataImage>) {
+        self.image_tx.send_replace(image);
+    }
+}
+
+impl Inner {
+    /// Makes `stored` the current snapshot, durably.
+    fn store_snapshot(&mut self, stored: StoredSnapshot) -> io::Result<()> {
+        let bytes = serde_json::to_vec(&stored).map_err(io::Error::other)?;
+        let framed = frame::encode(&bytes, MAX_SNAPSHOT_BYTES)
+            .ok_or_else(|| io::Error::other("snapshot over the size limit"))?;
+        frame::write_atomically(&self.dir.join(SNAPSHOT_FILE), &framed)?;
+        self.snapshot = Some(stored);
+        Ok(())
+    }
+}
+
+fn snapshot_of(stored: &StoredSnapshot) -> Snapshot<C> {
+    Snapshot {
+        meta: stored.meta.clone(),
+        snapshot: Box::new(Cursor::new(stored.data.clone())),
+    }
+}
+
+impl RaftSnapshotBuilder<C> for MetadataStateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<C>> {
+        let mut inner = self.lock();
+        let data = SnapshotData {
+            offset: inner.image.offset,
+            records: inner.image.to_records(),
+        };
+        let data = serde_json::to_vec(&data).map_err(|e| {
+            StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e)))
+        })?;
+        inner.snapshot_seq += 1;
+        let snapshot_id = match inner.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshot_seq),
+            None => format!("none-{}", inner.snapshot_seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: inner.last_applied,
+            last_membership: inner.membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot { meta, data };
+        let snapshot = snapshot_of(&stored);
+        inner.store_snapshot(stored).map_err(|e| {
+            StorageError::from(StorageIOError::write_snapshot(
+                Some(snapshot.meta.signature()),
+                AnyError::new(&e),
+            ))
+        })?;
+        info!(offset = inner.image.offset, last_log_id = ?inner.last_applied, "raft metadata snapshot built");
+        Ok(snapshot)
+    }
+}
+
+impl RaftStateMachine<C> for MetadataStateMachine {
+    type SnapshotBuilder = MetadataStateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(
+        Option<LogId<RaftNodeId>>,
+        StoredMembership<RaftNodeId, BasicNode>,
+    )> {
+        let inner = self.lock();
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<MetadataCommit>>
+    where
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut inner = self.lock();
+        let mut image = Arc::clone(&inner.image);
+        let mut responses = Vec::new();
+        for entry in entries {
+            debug_assert!(
+                inner
+                    .last_applied
+                    .is_none_or(|l| l.index < entry.log_id.index),
+                "entries applied out of order"
+            );
+            inner.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(batch) => {
+                    if !batch.records.is_empty() {
+                        image = Arc::new(image.apply(&batch.records));
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    inner.membership = StoredMembership::new(Some(entry.log_id), m);
+                }
+            }
+            responses.push(MetadataCommit {
+                offset: image.offset,
+            });
+        }
+        if !Arc::ptr_eq(&image, &inner.image) {
+            inner.image = Arc::clone(&image);
+            drop(inner);
+            self.publish(image);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<RaftNodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let read_err = |reason: &'static str| {
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                AnyError::error(reason),
+            ))
+        };
+        let image = Arc::new(decode_data(&data).map_err(read_err)?);
+        let mut inner = self.lock();
+        inner
+            .store_snapshot(StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            })
+            .map_err(|e| {
+                StorageError::from(StorageIOError::write_snapshot(
+                    Some(meta.signature()),
+                    AnyError::new(&e),
+                ))
+            })?;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        inner.image = Arc::clone(&image);
+        info!(offset = image.offset, last_log_id = ?meta.last_log_id, "raft metadata snapshot installed");
+        drop(inner);
+        self.publish(image);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<C>>> {
+        Ok(self.lock().snapshot.as_ref().map(snapshot_of))
+    }
+}
