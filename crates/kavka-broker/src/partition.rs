@@ -8,6 +8,7 @@
 use kavka_storage::{
     AppendInfo, CleanableLog, CleanedLog, Log, LogConfig, ReadPlan, StorageError, SwapOutcome,
 };
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
@@ -22,6 +23,19 @@ pub enum PartitionError {
     NotHosted,
 }
 
+/// Why [`Partition::end_offset_for_leader_epoch`] gave no answer.
+#[derive(Debug, Error)]
+pub enum LeaderEpochError {
+    /// The requester's current leader epoch is older than ours: Kafka's FENCED_LEADER_EPOCH.
+    #[error("current leader epoch {requested} is older than the leader's {ours}")]
+    Fenced { requested: i32, ours: i32 },
+    /// The requester knows a newer leader epoch than ours: UNKNOWN_LEADER_EPOCH.
+    #[error("current leader epoch {requested} is newer than the leader's {ours}")]
+    Unknown { requested: i32, ours: i32 },
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+}
+
 pub struct Partition {
     pub topic: String,
     pub topic_id: Uuid,
@@ -32,6 +46,9 @@ pub struct Partition {
     /// Every offset below this is fsynced.
     durable: watch::Sender<i64>,
     flush_wanted: Notify,
+    /// The leader epoch this broker appends under (from the metadata image; a single node's
+    /// partitions stay at 0).
+    leader_epoch: AtomicI32,
 }
 
 impl Partition {
@@ -48,6 +65,7 @@ impl Partition {
             log_start_offset: watch::Sender::new(lso),
             durable: watch::Sender::new(leo),
             flush_wanted: Notify::new(),
+            leader_epoch: AtomicI32::new(0),
         })
     }
 
@@ -73,8 +91,9 @@ impl Partition {
         batches: &mut [u8],
         now_ms: i64,
     ) -> Result<(AppendInfo, bool), PartitionError> {
+        let epoch = self.leader_epoch();
         let (info, flush_due, lso, leo) = self.with_log(|log| {
-            let info = log.append(batches, now_ms)?;
+            let info = log.append_as_leader(batches, epoch, now_ms)?;
             Ok((
                 info,
                 log.flush_due(now_ms),
@@ -89,6 +108,44 @@ impl Partition {
             self.flush_wanted.notify_one();
         }
         Ok((info, flush_due))
+    }
+
+    /// The current leader epoch, written into every appended batch.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Adopts the leader epoch of a new metadata image (a leader change). Epochs only grow.
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// Kafka's `checkCurrentLeaderEpoch`: a request's current leader epoch must be ours;
+    /// -1 means the requester does not check.
+    pub fn check_current_leader_epoch(
+        &self,
+        current_leader_epoch: i32,
+    ) -> Result<(), LeaderEpochError> {
+        let ours = self.leader_epoch();
+        match current_leader_epoch {
+            -1 => Ok(()),
+            requested if requested > ours => Err(LeaderEpochError::Unknown { requested, ours }),
+            requested if requested < ours => Err(LeaderEpochError::Fenced { requested, ours }),
+            _ => Ok(()),
+        }
+    }
+
+    /// OffsetForLeaderEpoch for this partition (Kafka's `Partition.lastOffsetForLeaderEpoch`):
+    /// after [`Partition::check_current_leader_epoch`], the largest epoch at or below
+    /// `leader_epoch` and the offset where it ended, or `None` when undefined (answered as
+    /// -1, -1).
+    pub fn end_offset_for_leader_epoch(
+        &self,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<Option<(i32, i64)>, LeaderEpochError> {
+        self.check_current_leader_epoch(current_leader_epoch)?;
+        Ok(self.with_log(|log| Ok(log.end_offset_for_epoch(leader_epoch)))?)
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -258,5 +315,99 @@ impl Partition {
         if due {
             self.flush_wanted.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    use kavka_protocol::record_batch;
+
+    /// A producer's batch of two records (partition leader epoch -1).
+    fn batch() -> BytesMut {
+        let records: Vec<Record> = (0..2)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: i as i32,
+                timestamp: 1_000,
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+        buf
+    }
+
+    #[test]
+    fn appends_under_the_leader_epoch_and_answers_offset_for_leader_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default(), 1_000).unwrap();
+        let part = Partition::new("t".into(), Uuid::nil(), 0, log);
+        assert_eq!(part.leader_epoch(), 0);
+        part.append(&mut batch(), 1_000).unwrap();
+        part.set_leader_epoch(3);
+        part.set_leader_epoch(2); // never goes back
+        assert_eq!(part.leader_epoch(), 3);
+        part.append(&mut batch(), 1_000).unwrap();
+        let stored = part
+            .read_plan(0, usize::MAX, false)
+            .unwrap()
+            .execute()
+            .unwrap();
+        let epochs: Vec<i32> = record_batch::batches(&stored)
+            .map(|r| r.unwrap().1.partition_leader_epoch)
+            .collect();
+        assert_eq!(epochs, vec![0, 3]);
+
+        assert_eq!(
+            part.end_offset_for_leader_epoch(-1, 0).unwrap(),
+            Some((0, 2))
+        );
+        assert_eq!(
+            part.end_offset_for_leader_epoch(3, 2).unwrap(),
+            Some((0, 2))
+        );
+        assert_eq!(
+            part.end_offset_for_leader_epoch(3, 3).unwrap(),
+            Some((3, 4))
+        );
+        assert_eq!(part.end_offset_for_leader_epoch(3, 4).unwrap(), None);
+        assert!(matches!(
+            part.end_offset_for_leader_epoch(2, 0),
+            Err(LeaderEpochError::Fenced {
+                requested: 2,
+                ours: 3
+            })
+        ));
+        assert!(matches!(
+            part.end_offset_for_leader_epoch(4, 0),
+            Err(LeaderEpochError::Unknown {
+                requested: 4,
+                ours: 3
+            })
+        ));
+        let log = part.take_log().unwrap();
+        assert!(matches!(
+            part.end_offset_for_leader_epoch(3, 3),
+            Err(LeaderEpochError::Partition(PartitionError::NotHosted))
+        ));
+        log.close().unwrap();
     }
 }

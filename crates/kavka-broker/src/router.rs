@@ -168,6 +168,10 @@ impl RequestHandler for Router {
             ApiKey::DeleteRecords => {
                 blocking_handler!(DeleteRecordsRequest, handlers::delete_records::handle)
             }
+            ApiKey::OffsetForLeaderEpoch => blocking_handler!(
+                OffsetForLeaderEpochRequest,
+                handlers::offset_for_leader_epoch::handle
+            ),
             ApiKey::FindCoordinator => {
                 blocking_handler!(FindCoordinatorRequest, handlers::find_coordinator::handle)
             }
