@@ -16,6 +16,7 @@ pub mod offload;
 pub mod partition;
 pub mod producer_ids;
 pub mod replica_manager;
+pub mod replication;
 pub mod router;
 
 use broker::Broker;
