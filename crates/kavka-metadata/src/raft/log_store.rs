@@ -420,3 +420,131 @@ impl RaftLogStorage<C> for RaftLogStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::raft::MetadataBatch;
+    use crate::record::MetadataRecord;
+
+    fn entry(term: u64, index: u64) -> Entry<C> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(MetadataBatch {
+                records: vec![MetadataRecord::ClusterId {
+                    cluster_id: format!("c{index}"),
+                }],
+            }),
+        }
+    }
+
+    async fn indexes(store: &mut RaftLogStore) -> Vec<(u64, u64)> {
+        store
+            .try_get_log_entries(..)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn append_truncate_purge_and_vote_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = RaftLogStore::open(dir.path()).expect("open");
+        store
+            .lock()
+            .append((1..=6).map(|i| entry(1, i)).collect())
+            .expect("append");
+        store.lock().truncate(5).expect("truncate");
+        store
+            .lock()
+            .append(vec![entry(2, 5)])
+            .expect("append after truncate");
+        store
+            .lock()
+            .purge(LogId::new(CommittedLeaderId::new(1, 1), 2))
+            .expect("purge");
+        store.save_vote(&Vote::new(2, 3)).await.expect("save vote");
+        let committed = Some(LogId::new(CommittedLeaderId::new(2, 1), 5));
+        store
+            .save_committed(committed)
+            .await
+            .expect("save committed");
+        let expected = vec![(1, 3), (1, 4), (2, 5)];
+        assert_eq!(indexes(&mut store).await, expected);
+        drop(store);
+
+        let mut store = RaftLogStore::open(dir.path()).expect("reopen");
+        assert_eq!(indexes(&mut store).await, expected);
+        assert_eq!(
+            store.read_vote().await.expect("vote"),
+            Some(Vote::new(2, 3))
+        );
+        assert_eq!(store.read_committed().await.expect("committed"), committed);
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(2));
+        assert_eq!(
+            state.last_log_id.map(|l| (l.leader_id.term, l.index)),
+            Some((2, 5))
+        );
+        // Appends continue after a reopen, at the right place in the file.
+        store.lock().append(vec![entry(2, 6)]).expect("append");
+        drop(store);
+        let mut store = RaftLogStore::open(dir.path()).expect("reopen");
+        assert_eq!(indexes(&mut store).await.last(), Some(&(2, 6)));
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_dropped_and_a_damaged_vote_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RaftLogStore::open(dir.path()).expect("open");
+        store
+            .lock()
+            .append(vec![entry(1, 1), entry(1, 2)])
+            .expect("append");
+        drop(store);
+        let log = dir.path().join(LOG_FILE);
+        let len = fs::metadata(&log).expect("log").len();
+        // A torn frame: a header that promises more bytes than were written.
+        let mut file = OpenOptions::new().append(true).open(&log).expect("log");
+        file.write_all(&[0, 0, 1, 0, 1, 2, 3, 4, 5]).expect("write");
+        drop(file);
+        let mut store = RaftLogStore::open(dir.path()).expect("reopen");
+        assert_eq!(indexes(&mut store).await, vec![(1, 1), (1, 2)]);
+        assert_eq!(fs::metadata(&log).expect("log").len(), len);
+        drop(store);
+
+        // A flipped byte inside the last entry fails its CRC: that entry is dropped.
+        let mut bytes = fs::read(&log).expect("read");
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff;
+        fs::write(&log, &bytes).expect("write");
+        let mut store = RaftLogStore::open(dir.path()).expect("reopen");
+        assert_eq!(indexes(&mut store).await, vec![(1, 1)]);
+        drop(store);
+
+        fs::write(dir.path().join(VOTE_FILE), b"garbage").expect("write");
+        assert!(matches!(
+            RaftLogStore::open(dir.path()),
+            Err(LogStoreError::Corrupt { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn entries_out_of_order_are_corruption() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut bytes = Vec::new();
+        for index in [1, 3] {
+            let payload = serde_json::to_vec(&LogFrame::Entry(entry(1, index))).expect("json");
+            bytes.extend(frame::encode(&payload, MAX_FRAME_BYTES).expect("frame"));
+        }
+        fs::write(dir.path().join(LOG_FILE), bytes).expect("write");
+        assert!(matches!(
+            RaftLogStore::open(dir.path()),
+            Err(LogStoreError::Corrupt { .. })
+        ));
+    }
+}

@@ -285,3 +285,100 @@ impl RaftStateMachine<C> for MetadataStateMachine {
         Ok(self.lock().snapshot.as_ref().map(snapshot_of))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Membership};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::raft::MetadataBatch;
+
+    fn entry(index: u64, payload: EntryPayload<C>) -> Entry<C> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload,
+        }
+    }
+
+    fn topic(name: &str) -> EntryPayload<C> {
+        EntryPayload::Normal(MetadataBatch {
+            records: vec![MetadataRecord::Topic {
+                name: name.to_owned(),
+                topic_id: Uuid::new_v4(),
+            }],
+        })
+    }
+
+    #[tokio::test]
+    async fn applies_batches_and_restores_from_its_snapshot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sm = MetadataStateMachine::open(dir.path()).expect("open");
+        let mut rx = sm.subscribe();
+        let membership = Membership::new(vec![[1u64].into_iter().collect()], None);
+        let responses = sm
+            .apply(vec![
+                entry(1, EntryPayload::Membership(membership)),
+                entry(2, EntryPayload::Blank),
+                entry(3, topic("a")),
+                entry(4, topic("b")),
+            ])
+            .await
+            .expect("apply");
+        let offsets: Vec<i64> = responses.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![-1, -1, 0, 1]);
+        assert!(rx.has_changed().expect("open"));
+        assert_eq!(rx.borrow_and_update().offset, 1);
+
+        let snapshot = sm.build_snapshot().await.expect("snapshot");
+        assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(4));
+        let image = sm.image();
+        drop(sm);
+
+        let mut reopened = MetadataStateMachine::open(dir.path()).expect("reopen");
+        assert_eq!(*reopened.image(), *image);
+        let (applied, membership) = reopened.applied_state().await.expect("state");
+        assert_eq!(applied.map(|l| l.index), Some(4));
+        assert_eq!(membership.log_id().map(|l| l.index), Some(1));
+
+        // Installing it on a fresh member gives the same image, offset included.
+        let other = tempfile::tempdir().expect("temp dir");
+        let mut fresh = MetadataStateMachine::open(other.path()).expect("open");
+        fresh
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .expect("install");
+        assert_eq!(*fresh.image(), *image);
+        assert!(fresh
+            .get_current_snapshot()
+            .await
+            .expect("current")
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn hostile_snapshot_bytes_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sm = MetadataStateMachine::open(dir.path()).expect("open");
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 9)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "x".to_owned(),
+        };
+        let result = sm
+            .install_snapshot(&meta, Box::new(Cursor::new(b"{\"offset\":1,".to_vec())))
+            .await;
+        assert!(result.is_err());
+        assert_eq!(
+            sm.image().offset,
+            -1,
+            "a refused snapshot changed the image"
+        );
+
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), b"\0\0\0\x10junk").expect("write");
+        assert!(matches!(
+            MetadataStateMachine::open(dir.path()),
+            Err(LogStoreError::Corrupt { .. })
+        ));
+    }
+}
