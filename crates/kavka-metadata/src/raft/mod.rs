@@ -8,6 +8,7 @@
 //! - [`log_store`]: the Raft log and vote on disk (framed, checksummed, fsynced).
 //! - [`state_machine`]: committed batches → image; snapshots are the image's records.
 //! - [`network`]: the object-safe [`MetadataTransport`] and an in-process transport for tests.
+//! - [`tcp`]: [`TcpTransport`] and its server, the transport between processes.
 //! - [`node`]: [`RaftMetadataLog`], the handle the controller will propose through.
 //!
 //! Not yet wired into the broker: see DESIGN.md (issue 4).
@@ -17,6 +18,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod state_machine;
+pub mod tcp;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,7 @@ pub use log_store::RaftLogStore;
 pub use network::{InProcessNetwork, MetadataTransport};
 pub use node::{RaftMetadataError, RaftMetadataLog, RaftMetadataOptions};
 pub use state_machine::MetadataStateMachine;
+pub use tcp::TcpTransport;
 
 /// A Raft node id; the broker will use its `node.id` (non-negative `i32`).
 pub type RaftNodeId = u64;

@@ -1,0 +1,327 @@
+//! A TCP [`MetadataTransport`]: Raft RPCs between quorum members as checksummed frames
+//! (`[len u32 BE][crc32c u32 BE][JSON]`) on one connection per target, request then reply.
+//!
+//! Every request names the cluster and the target member; a server refuses a request meant for
+//! another cluster or member (a stale `controller.quorum.voters` entry must not reach the wrong
+//! quorum). Lengths are checked against [`MAX_RPC_BYTES`] before anything is allocated.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::frame;
+use super::network::{BoxFuture, MetadataTransport, RpcResult};
+use super::{MetadataRaft, MetadataRaftConfig, RaftNodeId};
+
+type C = MetadataRaftConfig;
+
+/// Upper bound of one RPC frame (an AppendEntries of many batches, or a snapshot chunk).
+pub const MAX_RPC_BYTES: u32 = 64 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    cluster: String,
+    from: RaftNodeId,
+    target: RaftNodeId,
+    body: Request,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Request {
+    AppendEntries(AppendEntriesRequest<C>),
+    InstallSnapshot(InstallSnapshotRequest<C>),
+    Vote(VoteRequest<RaftNodeId>),
+}
+
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    AppendEntries(Result<AppendEntriesResponse<RaftNodeId>, RaftError<RaftNodeId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<RaftNodeId>, RaftError<RaftNodeId, InstallSnapshotError>>,
+    ),
+    Vote(Result<VoteResponse<RaftNodeId>, RaftError<RaftNodeId>>),
+    /// The request was for another cluster or member.
+    Refused(String),
+}
+
+async fn write_message<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    value: &impl Serialize,
+) -> io::Result<()> {
+    let payload = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let framed = frame::encode(&payload, MAX_RPC_BYTES)
+        .ok_or_else(|| io::Error::other("raft RPC over the frame limit"))?;
+    writer.write_all(&framed).await?;
+    writer.flush().await
+}
+
+async fn read_message<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    reader: &mut R,
+) -> io::Result<T> {
+    let mut header = [0u8; 8];
+    reader.read_exact(&mut header).await?;
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RPC_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "raft RPC frame over the limit",
+        ));
+    }
+    let mut payload = vec![0u8; len as usize];
+    reader.read_exact(&mut payload).await?;
+    if crc32c::crc32c(&payload) != crc {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "raft RPC frame CRC mismatch",
+        ));
+    }
+    serde_json::from_slice(&payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Serves Raft RPCs for member `node_id` of `cluster` on `listener` until the task is aborted.
+pub fn serve(
+    listener: TcpListener,
+    cluster: String,
+    node_id: RaftNodeId,
+    raft: MetadataRaft,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "raft transport: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (raft, cluster) = (raft.clone(), cluster.clone());
+            tokio::spawn(async move {
+                if let Err(e) = serve_connection(stream, &cluster, node_id, &raft).await {
+                    debug!(%peer, error = %e, "raft transport: connection closed");
+                }
+            });
+        }
+    })
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    cluster: &str,
+    node_id: RaftNodeId,
+    raft: &MetadataRaft,
+) -> io::Result<()> {
+    loop {
+        let envelope: Envelope = match read_message(&mut stream).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let reply = if envelope.cluster != cluster || envelope.target != node_id {
+            Reply::Refused(format!(
+                "member {node_id} of cluster {cluster} got a request for member {} of cluster {}",
+                envelope.target, envelope.cluster
+            ))
+        } else {
+            match envelope.body {
+                Request::AppendEntries(rpc) => Reply::AppendEntries(raft.append_entries(rpc).await),
+                Request::InstallSnapshot(rpc) => {
+                    Reply::InstallSnapshot(raft.install_snapshot(rpc).await)
+                }
+                Request::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
+            }
+        };
+        write_message(&mut stream, &reply).await?;
+    }
+}
+
+type Connection = Arc<tokio::sync::Mutex<Option<TcpStream>>>;
+
+/// The client side: one lazily (re)connected stream per target member.
+pub struct TcpTransport {
+    cluster: String,
+    peers: Mutex<BTreeMap<RaftNodeId, SocketAddr>>,
+    connections: Mutex<BTreeMap<RaftNodeId, Connection>>,
+    request_timeout: Duration,
+}
+
+fn unreachable<E: std::error::Error>(
+    e: &io::Error,
+) -> RPCError<RaftNodeId, openraft::BasicNode, E> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+impl TcpTransport {
+    /// A transport to the members in `peers` (id → address, Kafka's `controller.quorum.voters`).
+    pub fn new(
+        cluster: &str,
+        peers: BTreeMap<RaftNodeId, SocketAddr>,
+        request_timeout: Duration,
+    ) -> Arc<TcpTransport> {
+        Arc::new(TcpTransport {
+            cluster: cluster.to_owned(),
+            peers: Mutex::new(peers),
+            connections: Mutex::new(BTreeMap::new()),
+            request_timeout,
+        })
+    }
+
+    /// Sets or changes the address of member `id`; its connection is re-established.
+    pub fn set_peer(&self, id: RaftNodeId, addr: SocketAddr) {
+        self.peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, addr);
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    fn connection(&self, target: RaftNodeId) -> (Option<SocketAddr>, Connection) {
+        let addr = self
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&target)
+            .copied();
+        let conn = Arc::clone(
+            self.connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(target)
+                .or_default(),
+        );
+        (addr, conn)
+    }
+
+    /// Sends one request and waits for its reply; any failure drops the connection.
+    fn call(
+        &self,
+        from: RaftNodeId,
+        target: RaftNodeId,
+        body: Request,
+    ) -> BoxFuture<io::Result<Reply>> {
+        let (addr, conn) = self.connection(target);
+        let envelope = Envelope {
+            cluster: self.cluster.clone(),
+            from,
+            target,
+            body,
+        };
+        let timeout = self.request_timeout;
+        Box::pin(async move {
+            let addr = addr.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no address for member {target}"),
+                )
+            })?;
+            let mut guard = conn.lock().await;
+            let exchange = async {
+                if guard.is_none() {
+                    let stream = TcpStream::connect(addr).await?;
+                    let _ = stream.set_nodelay(true);
+                    *guard = Some(stream);
+                }
+                let stream = guard
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("no connection"))?;
+                write_message(stream, &envelope).await?;
+                read_message::<_, Reply>(stream).await
+            };
+            let result = match tokio::time::timeout(timeout, exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "raft RPC timed out",
+                )),
+            };
+            if result.is_err() {
+                *guard = None;
+            }
+            result
+        })
+    }
+}
+
+fn unexpected(reply: &Reply) -> io::Error {
+    let what = match reply {
+        Reply::Refused(reason) => reason.clone(),
+        _ => "a reply of the wrong kind".to_owned(),
+    };
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl MetadataTransport for TcpTransport {
+    fn append_entries(
+        &self,
+        from: RaftNodeId,
+        target: RaftNodeId,
+        rpc: AppendEntriesRequest<C>,
+    ) -> BoxFuture<RpcResult<AppendEntriesResponse<RaftNodeId>>> {
+        let call = self.call(from, target, Request::AppendEntries(rpc));
+        Box::pin(async move {
+            match call.await {
+                Ok(Reply::AppendEntries(r)) => {
+                    r.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+                }
+                Ok(other) => Err(unreachable(&unexpected(&other))),
+                Err(e) => Err(unreachable(&e)),
+            }
+        })
+    }
+
+    fn install_snapshot(
+        &self,
+        from: RaftNodeId,
+        target: RaftNodeId,
+        rpc: InstallSnapshotRequest<C>,
+    ) -> BoxFuture<
+        RpcResult<InstallSnapshotResponse<RaftNodeId>, RaftError<RaftNodeId, InstallSnapshotError>>,
+    > {
+        let call = self.call(from, target, Request::InstallSnapshot(rpc));
+        Box::pin(async move {
+            match call.await {
+                Ok(Reply::InstallSnapshot(r)) => {
+                    r.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+                }
+                Ok(other) => Err(unreachable(&unexpected(&other))),
+                Err(e) => Err(unreachable(&e)),
+            }
+        })
+    }
+
+    fn vote(
+        &self,
+        from: RaftNodeId,
+        target: RaftNodeId,
+        rpc: VoteRequest<RaftNodeId>,
+    ) -> BoxFuture<RpcResult<VoteResponse<RaftNodeId>>> {
+        let call = self.call(from, target, Request::Vote(rpc));
+        Box::pin(async move {
+            match call.await {
+                Ok(Reply::Vote(r)) => {
+                    r.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+                }
+                Ok(other) => Err(unreachable(&unexpected(&other))),
+                Err(e) => Err(unreachable(&e)),
+            }
+        })
+    }
+}
