@@ -443,10 +443,15 @@ async fn run_seeded_schedule(seed: u64) {
         match rng.below(10) {
             0..=5 => {
                 let name = format!("s{seed}-{step}");
-                let leader = cluster.nodes.values().find(|n| n.is_leader());
+                // An isolated, deposed leader may still believe it leads: prefer the newest term.
+                let leader = cluster
+                    .nodes
+                    .values()
+                    .filter(|n| n.is_leader())
+                    .max_by_key(|n| n.raft().metrics().borrow().current_term);
                 if let Some(leader) = leader {
                     let proposal = leader.propose(topic(&name, u128::from(step) + 1));
-                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), proposal).await
+                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), proposal).await
                     {
                         acknowledged.push(name);
                     }

@@ -124,6 +124,29 @@ impl RaftLogStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Runs a write (it fsyncs) on the blocking pool rather than on a runtime worker. Refused
+    /// once a write could not be rolled back.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&mut Inner) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let inner = Arc::clone(&self.inner);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
+            if inner.failed {
+                return Err(io::Error::other(
+                    "the raft log failed a write it could not roll back; restart to recover",
+                ));
+            }
+            write(&mut inner)
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
 }
 
 /// Reads a one-frame JSON file. A missing file is `None`; a damaged one is an error when
@@ -210,13 +233,6 @@ fn scan_log(file: &mut File, path: &Path) -> Result<Scanned, LogStoreError> {
 
 fn write_err(e: &io::Error) -> StorageError<RaftNodeId> {
     StorageIOError::write_logs(AnyError::new(e)).into()
-}
-
-fn failed_err() -> StorageError<RaftNodeId> {
-    StorageIOError::write_logs(AnyError::error(
-        "the raft log failed a write it could not roll back; restart to recover",
-    ))
-    .into()
 }
 
 impl Inner {
@@ -348,12 +364,14 @@ impl RaftLogStorage<C> for RaftLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<RaftNodeId>) -> StorageResult<()> {
-        let mut inner = self.lock();
-        inner
-            .save_json(VOTE_FILE, vote)
-            .map_err(|e| StorageError::from(StorageIOError::write_vote(AnyError::new(&e))))?;
-        inner.vote = Some(*vote);
-        Ok(())
+        let vote = *vote;
+        self.blocking(move |inner| {
+            inner.save_json(VOTE_FILE, &vote)?;
+            inner.vote = Some(vote);
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::from(StorageIOError::write_vote(AnyError::new(&e))))
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<RaftNodeId>>> {
@@ -361,12 +379,13 @@ impl RaftLogStorage<C> for RaftLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<RaftNodeId>>) -> StorageResult<()> {
-        let mut inner = self.lock();
-        inner
-            .save_json(COMMITTED_FILE, &committed)
-            .map_err(|e| write_err(&e))?;
-        inner.committed = committed;
-        Ok(())
+        self.blocking(move |inner| {
+            inner.save_json(COMMITTED_FILE, &committed)?;
+            inner.committed = committed;
+            Ok(())
+        })
+        .await
+        .map_err(|e| write_err(&e))
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<RaftNodeId>>> {
@@ -378,14 +397,8 @@ impl RaftLogStorage<C> for RaftLogStore {
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let result = {
-            let mut inner = self.lock();
-            if inner.failed {
-                return Err(failed_err());
-            }
-            inner.append(entries.into_iter().collect())
-        };
-        match result {
+        let entries: Vec<Entry<C>> = entries.into_iter().collect();
+        match self.blocking(move |inner| inner.append(entries)).await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -399,25 +412,19 @@ impl RaftLogStorage<C> for RaftLogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<RaftNodeId>) -> StorageResult<()> {
-        let mut inner = self.lock();
-        if inner.failed {
-            return Err(failed_err());
-        }
-        inner.truncate(log_id.index).map_err(|e| {
-            inner.failed = true;
-            write_err(&e)
+        self.blocking(move |inner| {
+            inner
+                .truncate(log_id.index)
+                .inspect_err(|_| inner.failed = true)
         })
+        .await
+        .map_err(|e| write_err(&e))
     }
 
     async fn purge(&mut self, log_id: LogId<RaftNodeId>) -> StorageResult<()> {
-        let mut inner = self.lock();
-        if inner.failed {
-            return Err(failed_err());
-        }
-        inner.purge(log_id).map_err(|e| {
-            inner.failed = true;
-            write_err(&e)
-        })
+        self.blocking(move |inner| inner.purge(log_id).inspect_err(|_| inner.failed = true))
+            .await
+            .map_err(|e| write_err(&e))
     }
 }
 

@@ -5,6 +5,9 @@
 //! frame, replaced atomically), so a restarted node starts from it and replays only the log
 //! after it. Every applied batch publishes the new image on a watch channel.
 
+// openraft's trait methods return its own (large) StorageError; the helpers here share it.
+#![allow(clippy::result_large_err)]
+
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -154,8 +157,21 @@ fn snapshot_of(stored: &StoredSnapshot) -> Snapshot<C> {
     }
 }
 
-impl RaftSnapshotBuilder<C> for MetadataStateMachine {
-    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<C>> {
+impl MetadataStateMachine {
+    /// Runs a snapshot write (it fsyncs) on the blocking pool rather than on a runtime worker.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&MetadataStateMachine) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || op(&this)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(StorageIOError::write_snapshot(None, AnyError::new(&e)).into()),
+        }
+    }
+
+    fn build_snapshot_blocking(&self) -> StorageResult<Snapshot<C>> {
         let mut inner = self.lock();
         let data = SnapshotData {
             offset: inner.image.offset,
@@ -184,6 +200,45 @@ impl RaftSnapshotBuilder<C> for MetadataStateMachine {
         })?;
         info!(offset = inner.image.offset, last_log_id = ?inner.last_applied, "raft metadata snapshot built");
         Ok(snapshot)
+    }
+
+    fn install_snapshot_blocking(
+        &self,
+        meta: &SnapshotMeta<RaftNodeId, BasicNode>,
+        data: Vec<u8>,
+    ) -> StorageResult<()> {
+        let read_err = |reason: &'static str| {
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                AnyError::error(reason),
+            ))
+        };
+        let image = Arc::new(decode_data(&data).map_err(read_err)?);
+        let mut inner = self.lock();
+        inner
+            .store_snapshot(StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            })
+            .map_err(|e| {
+                StorageError::from(StorageIOError::write_snapshot(
+                    Some(meta.signature()),
+                    AnyError::new(&e),
+                ))
+            })?;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        inner.image = Arc::clone(&image);
+        info!(offset = image.offset, last_log_id = ?meta.last_log_id, "raft metadata snapshot installed");
+        drop(inner);
+        self.publish(image);
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<C> for MetadataStateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<C>> {
+        self.blocking(|sm| sm.build_snapshot_blocking()).await
     }
 }
 
@@ -252,33 +307,10 @@ impl RaftStateMachine<C> for MetadataStateMachine {
         meta: &SnapshotMeta<RaftNodeId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
+        let meta = meta.clone();
         let data = snapshot.into_inner();
-        let read_err = |reason: &'static str| {
-            StorageError::from(StorageIOError::read_snapshot(
-                Some(meta.signature()),
-                AnyError::error(reason),
-            ))
-        };
-        let image = Arc::new(decode_data(&data).map_err(read_err)?);
-        let mut inner = self.lock();
-        inner
-            .store_snapshot(StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            })
-            .map_err(|e| {
-                StorageError::from(StorageIOError::write_snapshot(
-                    Some(meta.signature()),
-                    AnyError::new(&e),
-                ))
-            })?;
-        inner.last_applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.image = Arc::clone(&image);
-        info!(offset = image.offset, last_log_id = ?meta.last_log_id, "raft metadata snapshot installed");
-        drop(inner);
-        self.publish(image);
-        Ok(())
+        self.blocking(move |sm| sm.install_snapshot_blocking(&meta, data))
+            .await
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<C>>> {
