@@ -140,7 +140,11 @@ fn truncation_cuts_the_cache() {
     assert_eq!(log.log_end_offset(), 6);
     assert_eq!(entries(&log), vec![(0, 0)]);
     assert_eq!(log.end_offset_for_epoch(0), Some((0, 6)));
-    assert_eq!(log.end_offset_for_epoch(3), None, "newer than any epoch left");
+    assert_eq!(
+        log.end_offset_for_epoch(3),
+        None,
+        "newer than any epoch left"
+    );
     assert_eq!(
         fs::read_to_string(dir.path().join(CHECKPOINT)).unwrap(),
         "0\n1\n0 0\n"
