@@ -1192,24 +1192,40 @@ impl GroupCoordinator {
                 let Some(group) = s.groups.get_mut(&id) else {
                     continue;
                 };
-                let base = match &group.kind {
+                // An empty group's offsets age from when it emptied (or their commit). An
+                // active group keeps the offsets of the topics it subscribes to; those of
+                // topics it dropped age from their commit (Kafka's KIP-211 rules).
+                let (base, subscribed) = match &group.kind {
                     GroupKind::Classic(g) if g.state() == ClassicState::Empty => {
-                        if g.protocol_type().is_some() {
+                        let base = if g.protocol_type().is_some() {
                             g.state_timestamp()
                         } else {
                             i64::MIN
+                        };
+                        (base, None)
+                    }
+                    GroupKind::Classic(g) if g.state() == ClassicState::Stable => {
+                        match g.subscribed_topics() {
+                            Some(topics) => (i64::MIN, Some(topics)),
+                            None => continue,
                         }
                     }
                     GroupKind::Classic(_) => continue,
-                    GroupKind::Consumer(c) if c.is_empty() => i64::MIN,
-                    GroupKind::Consumer(_) => continue,
+                    GroupKind::Consumer(c) if c.is_empty() => (i64::MIN, None),
+                    GroupKind::Consumer(c) => (i64::MIN, Some(c.subscribed_topic_names())),
                 };
-                let expired = group.offsets.expired(now, retention, base);
+                let mut expired = group.offsets.expired(now, retention, base);
+                if let Some(keep) = &subscribed {
+                    expired.retain(|(t, _)| !keep.contains(t));
+                }
+                if expired.is_empty() && !(group.is_empty() && group.offsets.is_empty()) {
+                    continue;
+                }
                 let mut records: Vec<(Bytes, Option<Bytes>)> = expired
                     .iter()
                     .map(|(t, part)| (record::offset_key(&id, t, *part), None))
                     .collect();
-                let empties = group.offsets.len() == expired.len();
+                let empties = group.is_empty() && group.offsets.len() == expired.len();
                 if empties {
                     records.push((record::group_key(&id), None));
                     records.push((record::consumer_group_key(&id), None));

@@ -373,3 +373,39 @@ async fn expired_offsets_and_empty_groups_are_removed() {
     assert_eq!(kept[0].1[0].1.as_ref().map(|v| v.offset), Some(6));
     n.replicas.shutdown();
 }
+
+/// An active group keeps the offsets of the topics its members subscribe to, even past an
+/// explicit retention; offsets of topics it no longer reads expire (KIP-211).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_group_keeps_offsets_of_subscribed_topics_only() {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = start(dir.path());
+    n.groups.ensure_ready().expect("ready");
+    create_topic(&n, "t", 1);
+    create_topic(&n, "u", 1);
+    let sub =
+        ConsumerProtocolSubscription::default().with_topics(vec![StrBytes::from_static_str("t")]);
+    let mut buf = bytes::BytesMut::new();
+    bytes::BufMut::put_i16(&mut buf, 0);
+    sub.encode(&mut buf, 0).expect("encode");
+    let (member, generation) = join_with(&n, "active", buf.freeze());
+    let who = Committer {
+        generation_id: generation,
+        member_id: member,
+        group_instance_id: None,
+        retention_time_ms: 1,
+    };
+    let (codes, _) =
+        n.groups
+            .commit_offsets("active", &who, &[commit("t", 0, 3), commit("u", 0, 4)]);
+    assert_eq!(codes, vec![None, None]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(n.groups.expire_offsets(), 1);
+    let left = n.groups.fetch_offsets("active", None, None).expect("fetch");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0, "t");
+    assert_eq!(n.groups.describe_group("active").state, "Stable");
+    n.replicas.shutdown();
+}
