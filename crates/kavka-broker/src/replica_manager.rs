@@ -130,6 +130,12 @@ impl ReplicaManager {
         }
         for (name, t) in &new.topics {
             self.open_topic(t);
+            // Batches are stamped with the leader epoch the image gives each partition.
+            for (index, image) in &t.partitions {
+                if let Some(p) = self.get(name, *index) {
+                    p.set_leader_epoch(image.leader_epoch);
+                }
+            }
             let changed = old
                 .and_then(|o| o.topics.get(name))
                 .map(|o| o.configs != t.configs)
