@@ -97,7 +97,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         .map_err(|e| StartError::Bind(bind.clone(), e))?;
     let advertised = config.advertised_endpoint(bound);
 
-    let (controller, replicas, groups) = {
+    let (controller, replicas, groups, replay_offsets) = {
         let config = config.clone();
         let advertised = advertised.clone();
         let runtime = tokio::runtime::Handle::current();
@@ -121,7 +121,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                 replicas.clone(),
                 controller.clone(),
             ));
-            groups.load_existing();
+            let replay_offsets = groups.init_existing();
             controller
                 .register_broker(
                     config.node_id,
@@ -130,7 +130,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                     config.rack.clone(),
                 )
                 .map_err(|e| StartError::Metadata(e.to_string()))?;
-            Ok((controller, replicas, groups))
+            Ok((controller, replicas, groups, replay_offsets))
         })
         .await
         .map_err(|e| StartError::Metadata(e.to_string()))??
@@ -177,6 +177,13 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             config.cleaner.clone(),
             stop,
         ));
+    }
+
+    // The group coordinator replays __consumer_offsets while the broker already serves;
+    // group requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS and clients retry.
+    if replay_offsets {
+        let g = groups.clone();
+        tokio::task::spawn_blocking(move || g.load_all());
     }
 
     // Group coordinator timers: member sessions and rebalance deadlines, offset expiry.

@@ -102,6 +102,8 @@ enum StoredGroup {
 #[derive(Default)]
 struct Shard {
     loaded: bool,
+    /// A loader has claimed this shard and is replaying it.
+    loading: bool,
     groups: HashMap<String, Group>,
 }
 
@@ -238,33 +240,73 @@ impl GroupCoordinator {
 
     /// At start: if `__consumer_offsets` exists, replays it. Blocking (reads the logs).
     pub fn load_existing(&self) {
-        let partitions = match self.controller.image().topic(OFFSETS_TOPIC) {
-            Some(t) => t.partitions.len(),
-            None => return,
-        };
-        self.init_and_load(partitions);
+        if self.init_existing() {
+            self.load_all();
+        }
     }
 
-    fn init_and_load(&self, partitions: usize) {
-        let shards = self.shards.get_or_init(|| {
+    /// At start, before the broker listens: sets up one unloaded shard per partition of an
+    /// existing `__consumer_offsets` (requests for them get COORDINATOR_LOAD_IN_PROGRESS
+    /// until [`Self::load_all`] has replayed them, as in Kafka). Returns whether it exists.
+    pub fn init_existing(&self) -> bool {
+        match self.controller.image().topic(OFFSETS_TOPIC) {
+            Some(t) => {
+                self.init_shards(t.partitions.len());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn init_shards(&self, partitions: usize) -> &[Mutex<Shard>] {
+        self.shards.get_or_init(|| {
             (0..partitions)
                 .map(|_| Mutex::new(Shard::default()))
                 .collect()
-        });
+        })
+    }
+
+    fn init_and_load(&self, partitions: usize) {
+        self.init_shards(partitions);
+        self.load_all();
+    }
+
+    /// Replays every shard not yet loaded. Blocking (reads the logs). A shard is claimed
+    /// before it is read, so two loaders never replay the same one.
+    pub fn load_all(&self) {
+        let Some(shards) = self.shards.get() else {
+            return;
+        };
         let started = std::time::Instant::now();
         let mut groups = 0;
         for (p, shard) in shards.iter().enumerate() {
-            if lock(shard).loaded {
-                continue;
+            {
+                let mut s = lock(shard);
+                if s.loaded || s.loading {
+                    continue;
+                }
+                s.loading = true;
             }
             let loaded = self.load_partition(p as i32);
             groups += loaded.len();
             let mut s = lock(shard);
+            debug_assert!(
+                s.groups.is_empty(),
+                "requests never touch an unloaded shard"
+            );
             s.groups = loaded;
+            // Topics deleted while the broker was down take their offsets with them.
+            self.drop_offsets_of_deleted_topics(
+                p as i32,
+                &mut s,
+                &self.controller.image(),
+                now_ms(),
+            );
             s.loaded = true;
+            s.loading = false;
         }
         tracing::info!(
-            partitions,
+            partitions = shards.len(),
             groups,
             "group coordinator loaded {OFFSETS_TOPIC} in {} ms",
             started.elapsed().as_millis()

@@ -11,6 +11,10 @@ struct Node {
 }
 
 fn start(dir: &std::path::Path) -> Node {
+    start_with(dir, true)
+}
+
+fn start_with(dir: &std::path::Path, replay: bool) -> Node {
     let overrides = vec![
         format!("log.dirs={}", dir.join("logs").display()),
         format!("metadata.log.dir={}", dir.join("meta").display()),
@@ -32,7 +36,11 @@ fn start(dir: &std::path::Path) -> Node {
         .register_broker(config.node_id, "127.0.0.1", 9092, None)
         .expect("register");
     let groups = GroupCoordinator::new(config.group.clone(), replicas.clone(), controller.clone());
-    groups.load_existing();
+    if replay {
+        groups.load_existing();
+    } else {
+        groups.init_existing();
+    }
     Node {
         controller,
         replicas,
@@ -407,5 +415,42 @@ async fn active_group_keeps_offsets_of_subscribed_topics_only() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].0, "t");
     assert_eq!(n.groups.describe_group("active").state, "Stable");
+    n.replicas.shutdown();
+}
+
+/// Until its partition is replayed, a group's requests get COORDINATOR_LOAD_IN_PROGRESS
+/// (clients retry), never an empty answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_wait_for_the_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let n = start(dir.path());
+        n.groups.ensure_ready().expect("ready");
+        create_topic(&n, "t", 1);
+        let (codes, _) = n.groups.commit_offsets("g", &admin(), &[commit("t", 0, 9)]);
+        assert_eq!(codes, vec![None]);
+        n.replicas.shutdown();
+    }
+    let n = start_with(dir.path(), false);
+    assert_eq!(
+        n.groups.ensure_ready(),
+        Ok(()),
+        "FindCoordinator answers at once"
+    );
+    assert_eq!(
+        n.groups.fetch_offsets("g", None, None),
+        Err(ErrorCode::CoordinatorLoadInProgress)
+    );
+    let (codes, _) = n
+        .groups
+        .commit_offsets("g", &admin(), &[commit("t", 0, 10)]);
+    assert_eq!(codes, vec![Some(ErrorCode::CoordinatorLoadInProgress)]);
+    assert_eq!(
+        n.groups.list_groups(&[], &[]).err(),
+        Some(ErrorCode::CoordinatorLoadInProgress)
+    );
+    n.groups.load_all();
+    let got = n.groups.fetch_offsets("g", None, None).expect("loaded");
+    assert_eq!(got[0].1[0].1.as_ref().map(|v| v.offset), Some(9));
     n.replicas.shutdown();
 }
