@@ -1492,3 +1492,37 @@ def test_raw_kip848_heartbeat_errors(group_broker, topic_name):
         assert left is not None and left["error"] == NONE and left["epoch"] == -1, left
         gone = cg_heartbeat(c, group, member, epoch, None)
         assert gone is not None and gone["error"] == UNKNOWN_MEMBER_ID, gone
+
+
+def test_kip848_live_group_survives_broker_kill9_without_rebalance(group_broker_proc, topic_name):
+    """The coordinator stores a consumer-protocol group's state; after a kill -9 the members
+    carry on heartbeating with their ids and epochs: no partition is revoked, lost or moved."""
+    bootstrap = group_broker_proc.bootstrap
+    if CONSUMER_GROUP_HEARTBEAT not in broker_api_versions(bootstrap):
+        pytest.skip("the broker does not advertise ConsumerGroupHeartbeat (KIP-848) in ApiVersions")
+    create_topic(bootstrap, topic_name, PARTITIONS)
+    group, ledger = group_of(topic_name), Ownership()
+    conf = {"group.protocol": "consumer", "session.timeout.ms": None, "heartbeat.interval.ms": None}
+    a = Member("a", bootstrap, group, topic_name, ledger, **conf)
+    members = [a]
+    try:
+        poll_until(members, lambda: a.owned == set(range(PARTITIONS)), "a alone owns all 6")
+        b = Member("b", bootstrap, group, topic_name, ledger, **conf)
+        members.append(b)
+        poll_until(members, lambda: split_evenly([a.owned, b.owned]), "a and b own 3 each")
+        before = {m.name: (set(m.owned), len(m.events)) for m in members}
+
+        group_broker_proc.restart(hard=True)
+        produce_spread(bootstrap, topic_name, 2, tag="after")
+        poll_until(members, lambda: len(a.messages) + len(b.messages) >= 2 * PARTITIONS,
+                   "the 12 records produced after the restart consumed")
+        # A few more heartbeat periods (500 ms on this broker) to let any rebalance show.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for m in members:
+                m.poll()
+        after = {m.name: (set(m.owned), len(m.events)) for m in members}
+        assert after == before, [m.events for m in members]
+        assert not ledger.violations, ledger.violations
+    finally:
+        close_all(members)
