@@ -207,8 +207,16 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Longest group id, member id, instance id, client id or protocol name kept. Flexible
+/// request versions carry strings longer than the int16-prefixed strings of the
+/// `__consumer_offsets` records; refusing them here keeps what is stored what was asked.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// Most protocols one JoinGroup may offer (clients send one to three).
+pub const MAX_JOIN_PROTOCOLS: usize = 64;
+
 fn valid_group_id(id: &str) -> bool {
-    !id.is_empty()
+    !id.is_empty() && id.len() <= MAX_NAME_LEN
 }
 
 impl GroupCoordinator {
@@ -600,7 +608,10 @@ impl GroupCoordinator {
                 tracing::error!("cannot encode group records: {e}");
                 ErrorCode::UnknownServerError
             })?;
-        let mut buf = encoded.to_vec();
+        // Freshly encoded, so uniquely owned: no copy to get it mutable.
+        let mut buf = encoded
+            .try_into_mut()
+            .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
         match part.append(&mut buf, now) {
             Ok((info, must_wait)) => Ok(must_wait.then_some(DurableWait {
                 partition: part,
@@ -657,19 +668,35 @@ impl GroupCoordinator {
         if req.protocol_type.is_empty() || req.protocols.is_empty() {
             return fail(ErrorCode::InconsistentGroupProtocol);
         }
-        if req
-            .protocols
-            .iter()
-            .any(|(_, m)| m.len() > self.config.member_metadata_max_bytes)
+        // The leader receives every member's metadata and the group record stores it: one
+        // member's offer is bounded as a whole, not per protocol.
+        let metadata_bytes: usize = req.protocols.iter().map(|(_, m)| m.len()).sum();
+        let long_name = req.protocol_type.len() > MAX_NAME_LEN
+            || req.member_id.len() > MAX_NAME_LEN
+            || req
+                .group_instance_id
+                .as_ref()
+                .is_some_and(|i| i.len() > MAX_NAME_LEN)
+            || req.protocols.iter().any(|(n, _)| n.len() > MAX_NAME_LEN);
+        if metadata_bytes > self.config.member_metadata_max_bytes
+            || req.protocols.len() > MAX_JOIN_PROTOCOLS
+            || long_name
         {
             return fail(ErrorCode::InvalidRequest);
         }
         let now = now_ms();
         let limits = self.limits();
-        let prefix = req
+        // Member ids are `<instance or client id>-<uuid>`; a long client id (the header
+        // allows 32 KiB) is cut so the id stays within MAX_NAME_LEN.
+        let mut prefix = req
             .group_instance_id
             .clone()
             .unwrap_or_else(|| req.client_id.clone());
+        let mut cut = prefix.len().min(MAX_NAME_LEN - 40);
+        while !prefix.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        prefix.truncate(cut);
         let r = self.with_shard(group_id, |p, shard| {
             if !shard.groups.contains_key(group_id) {
                 if !req.member_id.is_empty() {

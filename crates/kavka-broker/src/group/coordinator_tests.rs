@@ -454,3 +454,57 @@ async fn requests_wait_for_the_replay() {
     assert_eq!(got[0].1[0].1.as_ref().map(|v| v.offset), Some(9));
     n.replicas.shutdown();
 }
+
+/// JoinGroup's hostile shapes are refused before they reach a group: too many protocols,
+/// too much metadata summed over them, names the stored records could not carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_joins_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = start(dir.path());
+    n.groups.ensure_ready().expect("ready");
+    let base = JoinRequest {
+        member_id: String::new(),
+        group_instance_id: None,
+        client_id: "c".repeat(5000),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 60_000,
+        rebalance_timeout_ms: 60_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+        require_known_member_id: true,
+    };
+    let error = |group: &str, req: JoinRequest| match n.groups.join_group(group, req) {
+        Outcome::Done(r) => r.error,
+        Outcome::Wait(_) => panic!("refused joins are answered at once"),
+    };
+    let many = JoinRequest {
+        protocols: (0..=MAX_JOIN_PROTOCOLS)
+            .map(|i| (format!("p{i}"), Bytes::new()))
+            .collect(),
+        ..base.clone()
+    };
+    assert_eq!(error("g", many), Some(ErrorCode::InvalidRequest));
+    // 4 × 1.5 MiB: each under a 4 MiB limit, together over it.
+    let chunk = Bytes::from(vec![0u8; 3 << 19]);
+    let heavy = JoinRequest {
+        protocols: (0..4).map(|i| (format!("p{i}"), chunk.clone())).collect(),
+        ..base.clone()
+    };
+    assert_eq!(error("g", heavy), Some(ErrorCode::InvalidRequest));
+    let long_instance = JoinRequest {
+        group_instance_id: Some("i".repeat(MAX_NAME_LEN + 1)),
+        ..base.clone()
+    };
+    assert_eq!(error("g", long_instance), Some(ErrorCode::InvalidRequest));
+    assert_eq!(
+        error(&"g".repeat(MAX_NAME_LEN + 1), base.clone()),
+        Some(ErrorCode::InvalidGroupId)
+    );
+    // A long client id is fine: the member id made from it is cut to size.
+    let Outcome::Done(r) = n.groups.join_group("g", base) else {
+        panic!("MEMBER_ID_REQUIRED expected")
+    };
+    assert_eq!(r.error, Some(ErrorCode::MemberIdRequired));
+    assert!(r.member_id.len() <= MAX_NAME_LEN, "{}", r.member_id.len());
+    n.replicas.shutdown();
+}
