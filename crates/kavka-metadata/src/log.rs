@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use crate::raft::frame::{self, FrameRead};
 use crate::record::MetadataRecord;
 
 /// Name of the metadata log's directory, as in Kafka's KRaft mode.
@@ -26,7 +27,6 @@ pub const LOG_DIR_NAME: &str = "__cluster_metadata-0";
 pub const MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
 /// Records per snapshot frame, which keeps every frame far below [`MAX_FRAME_BYTES`].
 const SNAPSHOT_CHUNK_RECORDS: usize = 1000;
-const FRAME_HEADER_BYTES: u64 = 8;
 const SEGMENT_SUFFIX: &str = ".log";
 const SNAPSHOT_SUFFIX: &str = ".checkpoint";
 const TMP_SUFFIX: &str = ".tmp";
@@ -299,54 +299,18 @@ impl MetadataLog for FileMetadataLog {
     }
 }
 
+/// Frames `payload` in the shared layout ([`crate::raft::frame`]).
 fn encode_frame(payload: &[u8]) -> Result<Vec<u8>, LogError> {
-    let len = u32::try_from(payload.len())
-        .ok()
-        .filter(|l| *l <= MAX_FRAME_BYTES)
-        .ok_or(LogError::BatchTooLarge {
-            size: payload.len(),
-            max: MAX_FRAME_BYTES,
-        })?;
-    let mut frame = Vec::with_capacity(payload.len() + FRAME_HEADER_BYTES as usize);
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
-    frame.extend_from_slice(payload);
-    Ok(frame)
-}
-
-/// Outcome of reading one frame.
-enum FrameRead {
-    Frame(Vec<u8>),
-    End,
-    /// The bytes from here on are not a valid frame (torn write or corruption).
-    Invalid(&'static str),
+    frame::encode(payload, MAX_FRAME_BYTES).ok_or(LogError::BatchTooLarge {
+        size: payload.len(),
+        max: MAX_FRAME_BYTES,
+    })
 }
 
 /// Reads the frame at the reader's position; `remaining` is the number of bytes left in the
 /// file, which bounds the length before anything is allocated.
 fn read_frame<R: Read>(reader: &mut R, remaining: u64) -> io::Result<FrameRead> {
-    if remaining == 0 {
-        return Ok(FrameRead::End);
-    }
-    if remaining < FRAME_HEADER_BYTES {
-        return Ok(FrameRead::Invalid("partial frame header"));
-    }
-    let mut header = [0u8; 8];
-    reader.read_exact(&mut header)?;
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_FRAME_BYTES {
-        return Ok(FrameRead::Invalid("frame length over the limit"));
-    }
-    if u64::from(len) > remaining - FRAME_HEADER_BYTES {
-        return Ok(FrameRead::Invalid("frame extends past the end of the file"));
-    }
-    let mut payload = vec![0u8; len as usize];
-    reader.read_exact(&mut payload)?;
-    if crc32c::crc32c(&payload) != crc {
-        return Ok(FrameRead::Invalid("CRC mismatch"));
-    }
-    Ok(FrameRead::Frame(payload))
+    frame::read(reader, remaining, MAX_FRAME_BYTES)
 }
 
 struct SegmentScan {
@@ -389,7 +353,7 @@ fn scan_segment(path: &Path, base: i64) -> Result<SegmentScan, LogError> {
                 break;
             }
         };
-        scan.valid_len += FRAME_HEADER_BYTES + payload.len() as u64;
+        scan.valid_len += frame::framed_len(payload.len());
         scan.end_offset += batch.records.len() as i64;
         scan.batches.push((batch.base_offset, batch.records));
     }
@@ -497,7 +461,7 @@ fn read_snapshot(path: &Path, expected_end: i64) -> Result<Vec<MetadataRecord>, 
             FrameRead::Invalid(reason) => return Err(corrupt(reason)),
             FrameRead::Frame(p) => p,
         };
-        pos += FRAME_HEADER_BYTES + payload.len() as u64;
+        pos += frame::framed_len(payload.len());
         match serde_json::from_slice::<SnapshotFrame>(&payload) {
             Ok(SnapshotFrame::Header {
                 end_offset,

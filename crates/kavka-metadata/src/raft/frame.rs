@@ -1,16 +1,40 @@
-//! Checksummed frames, in the layout of the single-node metadata log:
-//! `[len u32 BE][crc32c u32 BE][payload]`. A torn or corrupt frame fails its length or CRC check.
+//! Checksummed frames `[len u32 BE][crc32c u32 BE][payload]`: the one implementation of the
+//! layout shared by the single-node [`crate::FileMetadataLog`], the Raft log store and snapshots,
+//! and the Raft TCP transport. A torn or corrupt frame fails its length or CRC check.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-const HEADER_BYTES: u64 = 8;
+/// Size of the `[len][crc32c]` header in front of every payload.
+pub(crate) const HEADER_BYTES: usize = 8;
+
+/// A frame's header: the payload's length and CRC-32C.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    pub(crate) len: u32,
+    pub(crate) crc: u32,
+}
+
+impl Header {
+    pub(crate) fn parse(bytes: [u8; HEADER_BYTES]) -> Header {
+        let [l0, l1, l2, l3, c0, c1, c2, c3] = bytes;
+        Header {
+            len: u32::from_be_bytes([l0, l1, l2, l3]),
+            crc: u32::from_be_bytes([c0, c1, c2, c3]),
+        }
+    }
+
+    /// Whether `payload` is what this header describes.
+    pub(crate) fn matches(&self, payload: &[u8]) -> bool {
+        payload.len() == self.len as usize && crc32c::crc32c(payload) == self.crc
+    }
+}
 
 /// Encodes `payload` as one frame; `None` when it is longer than `max`.
 pub(crate) fn encode(payload: &[u8], max: u32) -> Option<Vec<u8>> {
     let len = u32::try_from(payload.len()).ok().filter(|l| *l <= max)?;
-    let mut frame = Vec::with_capacity(payload.len() + HEADER_BYTES as usize);
+    let mut frame = Vec::with_capacity(payload.len() + HEADER_BYTES);
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
     frame.extend_from_slice(payload);
@@ -31,22 +55,21 @@ pub(crate) fn read<R: Read>(reader: &mut R, remaining: u64, max: u32) -> io::Res
     if remaining == 0 {
         return Ok(FrameRead::End);
     }
-    if remaining < HEADER_BYTES {
+    if remaining < HEADER_BYTES as u64 {
         return Ok(FrameRead::Invalid("partial frame header"));
     }
-    let mut header = [0u8; 8];
-    reader.read_exact(&mut header)?;
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if len > max {
+    let mut bytes = [0u8; HEADER_BYTES];
+    reader.read_exact(&mut bytes)?;
+    let header = Header::parse(bytes);
+    if header.len > max {
         return Ok(FrameRead::Invalid("frame length over the limit"));
     }
-    if u64::from(len) > remaining - HEADER_BYTES {
+    if u64::from(header.len) > remaining - HEADER_BYTES as u64 {
         return Ok(FrameRead::Invalid("frame extends past the end of the file"));
     }
-    let mut payload = vec![0u8; len as usize];
+    let mut payload = vec![0u8; header.len as usize];
     reader.read_exact(&mut payload)?;
-    if crc32c::crc32c(&payload) != crc {
+    if !header.matches(&payload) {
         return Ok(FrameRead::Invalid("CRC mismatch"));
     }
     Ok(FrameRead::Frame(payload))
@@ -54,7 +77,7 @@ pub(crate) fn read<R: Read>(reader: &mut R, remaining: u64, max: u32) -> io::Res
 
 /// Total size of a frame holding `payload_len` bytes.
 pub(crate) fn framed_len(payload_len: usize) -> u64 {
-    payload_len as u64 + HEADER_BYTES
+    payload_len as u64 + HEADER_BYTES as u64
 }
 
 /// Replaces `path` with `bytes` atomically: temp file, fsync, rename, fsync of the directory.

@@ -13,7 +13,7 @@
 //!
 //! Not yet wired into the broker: see DESIGN.md (issue 4).
 
-mod frame;
+pub(crate) mod frame;
 pub mod log_store;
 pub mod network;
 pub mod node;
