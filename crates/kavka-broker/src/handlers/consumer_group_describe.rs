@@ -5,8 +5,7 @@ use crate::broker::Broker;
 use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup;
 use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse};
 
-/// READ, DELETE and DESCRIBE on a group: everything, as there are no ACLs yet.
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+use super::GROUP_OPERATIONS;
 
 pub fn handle(
     b: &Broker,

@@ -6,8 +6,7 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kavka_protocol::error::ErrorCode;
 
-/// READ, DELETE and DESCRIBE on a group: everything, as there are no ACLs yet.
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+use super::GROUP_OPERATIONS;
 
 pub fn handle(b: &Broker, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
     let groups = req

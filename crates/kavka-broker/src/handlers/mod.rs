@@ -31,6 +31,10 @@ pub mod sync_group;
 
 use kafka_protocol::protocol::StrBytes;
 
+/// The authorized-operations bitfield of a group (DescribeGroups, ConsumerGroupDescribe):
+/// READ, DELETE and DESCRIBE, everything, as there are no ACLs yet.
+pub(crate) const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
 pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
