@@ -273,17 +273,10 @@ impl Admin {
                 })
                 .await
                 .and_then(|(_, resp)| {
-                    match resp
-                        .results
-                        .iter()
-                        .find(|r| r.group_id.0.as_str() == *group)
-                    {
-                        Some(r) if r.error_code == codes::NONE => Ok(()),
-                        Some(r) => Err(group_error(r.error_code, group, None)),
-                        None => Err(ClientError::InvalidArgument(format!(
-                            "the broker did not answer for group '{group}'"
-                        ))),
-                    }
+                    group_result(resp.results, group, |r| {
+                        (r.group_id.0.as_str(), r.error_code, None)
+                    })
+                    .map(drop)
                 });
             out.push(result);
         }
@@ -307,7 +300,43 @@ impl Admin {
     }
 }
 
-fn str_bytes(s: &str) -> StrBytes {
+/// The entry for `group` among a response's per-group results, or the group's error.
+/// `key` names an entry's group id, error code and error message.
+fn group_result<G>(
+    results: Vec<G>,
+    group: &str,
+    key: fn(&G) -> (&str, i16, Option<&str>),
+) -> Result<G> {
+    let g = results
+        .into_iter()
+        .find(|g| key(g).0 == group)
+        .ok_or_else(|| {
+            ClientError::InvalidArgument(format!("the broker did not answer for group '{group}'"))
+        })?;
+    match key(&g) {
+        (_, codes::NONE, _) => Ok(g),
+        (_, code, message) => Err(group_error(code, group, message)),
+    }
+}
+
+/// The error code answered for `topic`-`partition` among `answers` (topic, partition,
+/// code), or an error when the broker left the partition out.
+fn partition_code<'a>(
+    mut answers: impl Iterator<Item = (&'a str, i32, i16)>,
+    topic: &str,
+    partition: i32,
+) -> Result<i16> {
+    answers
+        .find(|(t, p, _)| *t == topic && *p == partition)
+        .map(|(_, _, code)| code)
+        .ok_or_else(|| {
+            ClientError::InvalidArgument(format!(
+                "the broker did not answer for {topic}-{partition}"
+            ))
+        })
+}
+
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
@@ -351,16 +380,13 @@ pub fn parse_describe_groups(
     coordinator: &BrokerMetadata,
     resp: DescribeGroupsResponse,
 ) -> Result<GroupDescription> {
-    let g = resp
-        .groups
-        .into_iter()
-        .find(|g| g.group_id.0.as_str() == group)
-        .ok_or_else(|| {
-            ClientError::InvalidArgument(format!("the broker did not describe group '{group}'"))
-        })?;
-    if g.error_code != codes::NONE {
-        return Err(group_error(g.error_code, group, g.error_message.as_deref()));
-    }
+    let g = group_result(resp.groups, group, |g| {
+        (
+            g.group_id.0.as_str(),
+            g.error_code,
+            g.error_message.as_deref(),
+        )
+    })?;
     let is_consumer = g.protocol_type.as_str() == consumer_protocol::PROTOCOL_TYPE;
     let members = g
         .members
@@ -401,16 +427,13 @@ pub fn parse_consumer_group_describe(
     coordinator: &BrokerMetadata,
     resp: ConsumerGroupDescribeResponse,
 ) -> Result<GroupDescription> {
-    let g = resp
-        .groups
-        .into_iter()
-        .find(|g| g.group_id.0.as_str() == group)
-        .ok_or_else(|| {
-            ClientError::InvalidArgument(format!("the broker did not describe group '{group}'"))
-        })?;
-    if g.error_code != codes::NONE {
-        return Err(group_error(g.error_code, group, g.error_message.as_deref()));
-    }
+    let g = group_result(resp.groups, group, |g| {
+        (
+            g.group_id.0.as_str(),
+            g.error_code,
+            g.error_message.as_deref(),
+        )
+    })?;
     let members = g
         .members
         .into_iter()
@@ -591,19 +614,16 @@ pub fn parse_offset_commit(
     requested
         .into_iter()
         .map(|(topic, partition)| {
-            let code = resp
-                .topics
-                .iter()
-                .filter(|t| t.name.0.as_str() == topic)
-                .flat_map(|t| t.partitions.iter())
-                .find(|p| p.partition_index == partition)
-                .map(|p| p.error_code);
-            let result = match code {
-                Some(codes::NONE) => Ok(()),
-                Some(code) => Err(commit_error(code, group, &topic, partition)),
-                None => Err(ClientError::InvalidArgument(format!(
-                    "the broker did not answer for {topic}-{partition}"
-                ))),
+            let answers = resp.topics.iter().flat_map(|t| {
+                let name = t.name.0.as_str();
+                t.partitions
+                    .iter()
+                    .map(move |p| (name, p.partition_index, p.error_code))
+            });
+            let result = match partition_code(answers, &topic, partition) {
+                Ok(codes::NONE) => Ok(()),
+                Ok(code) => Err(commit_error(code, group, &topic, partition)),
+                Err(e) => Err(e),
             };
             ((topic, partition), result)
         })
@@ -648,28 +668,25 @@ pub fn parse_offset_delete(
     Ok(partitions
         .iter()
         .map(|(topic, partition)| {
-            let code = resp
-                .topics
-                .iter()
-                .filter(|t| t.name.0.as_str() == topic)
-                .flat_map(|t| t.partitions.iter())
-                .find(|p| p.partition_index == *partition)
-                .map(|p| p.error_code);
-            let result = match code {
-                Some(codes::NONE) => Ok(()),
-                Some(GROUP_SUBSCRIBED_TO_TOPIC) => Err(ClientError::Kafka {
+            let answers = resp.topics.iter().flat_map(|t| {
+                let name = t.name.0.as_str();
+                t.partitions
+                    .iter()
+                    .map(move |p| (name, p.partition_index, p.error_code))
+            });
+            let result = match partition_code(answers, topic, *partition) {
+                Ok(codes::NONE) => Ok(()),
+                Ok(GROUP_SUBSCRIBED_TO_TOPIC) => Err(ClientError::Kafka {
                     code: GROUP_SUBSCRIBED_TO_TOPIC,
                     name: error::error_name(GROUP_SUBSCRIBED_TO_TOPIC),
                     message: format!("group '{group}' is subscribed to topic '{topic}'"),
                 }),
-                Some(code) => Err(ClientError::kafka(
+                Ok(code) => Err(ClientError::kafka(
                     code,
                     &format!("partition {topic}-{partition}"),
                     None,
                 )),
-                None => Err(ClientError::InvalidArgument(format!(
-                    "the broker did not answer for {topic}-{partition}"
-                ))),
+                Err(e) => Err(e),
             };
             ((topic.clone(), *partition), result)
         })
