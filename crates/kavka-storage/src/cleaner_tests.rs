@@ -459,19 +459,22 @@ fn a_full_key_map_cleans_part_of_the_log_per_round() {
 
 #[test]
 fn a_compacted_log_refuses_records_without_a_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), config(), NOW).unwrap();
-    let mut b = keyed_batch(
-        &[(Some("k"), Some("v".into())), (None, Some("v".into()))],
-        -1,
-        0,
-        Compression::Lz4,
-    );
-    assert!(matches!(
-        log.append(&mut b, NOW),
-        Err(StorageError::InvalidRecord(_))
-    ));
-    assert_eq!(log.log_end_offset(), 0);
+    // Compressed batches are inflated; uncompressed ones are checked in place.
+    for codec in [Compression::Lz4, Compression::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), NOW).unwrap();
+        let mut b = keyed_batch(
+            &[(Some("k"), Some("v".into())), (None, Some("v".into()))],
+            -1,
+            0,
+            codec,
+        );
+        assert!(
+            matches!(log.append(&mut b, NOW), Err(StorageError::InvalidRecord(_))),
+            "{codec:?}"
+        );
+        assert_eq!(log.log_end_offset(), 0);
+    }
 }
 
 proptest! {

@@ -1193,16 +1193,14 @@ impl Log {
 /// A compacted topic refuses records without a key (Kafka's `LogValidator`); this inflates
 /// the batch, which Kafka also does for compacted topics.
 fn check_keys(batch: &[u8], h: &record_batch::BatchHeader) -> Result<(), StorageError> {
+    const KEYLESS: &str = "compacted topic cannot accept a record without a key";
     let data = crate::record_filter::records_section(batch, h, DECOMPRESS_LIMIT)
         .map_err(StorageError::InvalidRecord)?;
-    let records =
-        crate::record_filter::parse_records(&data, h).map_err(StorageError::InvalidRecord)?;
-    if records.iter().any(|r| r.key.is_none()) {
-        return Err(StorageError::InvalidRecord(
-            "compacted topic cannot accept a record without a key".into(),
-        ));
-    }
-    Ok(())
+    crate::record_filter::for_each_record(&data, h, |r| match r.key {
+        Some(_) => Ok(()),
+        None => Err(KEYLESS.into()),
+    })
+    .map_err(StorageError::InvalidRecord)
 }
 
 fn remove_file_logged(path: &Path) {

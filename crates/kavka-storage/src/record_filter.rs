@@ -8,6 +8,7 @@
 //! batch gets a delete horizon (KIP-534): then the base timestamp holds the horizon and each
 //! record's timestamp delta is rewritten against it, so absolute timestamps do not change.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use kavka_protocol::compression::{self, Lz4Checksum};
@@ -38,15 +39,23 @@ pub(crate) fn delete_horizon(h: &BatchHeader) -> Option<i64> {
 }
 
 /// The records section of a CRC-checked batch (`batch` holds exactly the batch), inflated
-/// when compressed, at most `max_bytes` long.
-pub(crate) fn records_section(
-    batch: &[u8],
+/// when compressed, at most `max_bytes` long. An uncompressed section is borrowed, not
+/// copied: append checks every batch of a compacted topic through here.
+pub(crate) fn records_section<'a>(
+    batch: &'a [u8],
     h: &BatchHeader,
     max_bytes: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Cow<'a, [u8]>, String> {
     let body = batch.get(BATCH_HEADER_LEN..).unwrap_or_default();
     let codec = h.compression().map_err(|e| e.to_string())?;
+    if codec == Compression::None {
+        if body.len() > max_bytes {
+            return Err(format!("records section larger than {max_bytes} bytes"));
+        }
+        return Ok(Cow::Borrowed(body));
+    }
     compression::decompress(codec, body, max_bytes, Lz4Checksum::Standard)
+        .map(Cow::Owned)
         .map_err(|e| e.to_string())
 }
 
@@ -56,6 +65,21 @@ pub(crate) fn parse_records(data: &[u8], h: &BatchHeader) -> Result<Vec<RecordVi
     let count = usize::try_from(h.records_count).map_err(|_| "negative record count")?;
     // Every record takes at least 7 bytes: bound the allocation by the data, not the header.
     let mut out = Vec::with_capacity(count.min(data.len() / 7 + 1));
+    for_each_record(data, h, |r| {
+        out.push(r);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`parse_records`] without collecting: hands each record to `visit` in order and stops at
+/// its first error (the append path checks keys this way, allocating nothing per record).
+pub(crate) fn for_each_record(
+    data: &[u8],
+    h: &BatchHeader,
+    mut visit: impl FnMut(RecordView) -> Result<(), String>,
+) -> Result<(), String> {
+    let count = usize::try_from(h.records_count).map_err(|_| "negative record count")?;
     let mut pos = 0usize;
     for _ in 0..count {
         let mut r = Reader { data, pos };
@@ -85,7 +109,7 @@ pub(crate) fn parse_records(data: &[u8], h: &BatchHeader) -> Result<Vec<RecordVi
             .base_timestamp
             .checked_add(ts_delta)
             .ok_or("record timestamp overflows")?;
-        out.push(RecordView {
+        visit(RecordView {
             bytes: pos..end,
             after_timestamp: after_ts..end,
             attributes,
@@ -93,7 +117,7 @@ pub(crate) fn parse_records(data: &[u8], h: &BatchHeader) -> Result<Vec<RecordVi
             timestamp,
             key,
             null_value,
-        });
+        })?;
         pos = end;
     }
     if pos != data.len() {
@@ -102,7 +126,7 @@ pub(crate) fn parse_records(data: &[u8], h: &BatchHeader) -> Result<Vec<RecordVi
             data.len() - pos
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Appends to `out` the batch `h` rebuilt from `kept` (records of `data`, in order), with
