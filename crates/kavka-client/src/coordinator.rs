@@ -111,36 +111,25 @@ impl CoordinatorError for DeleteGroupsResponse {
         first_coordinator_error(self.results.iter().map(|r| r.error_code))
     }
 }
-impl CoordinatorError for OffsetDeleteResponse {
-    fn coordinator_error(&self) -> i16 {
-        first_coordinator_error(std::iter::once(self.error_code))
-    }
+/// Responses whose only error is the top-level `error_code`.
+macro_rules! top_level_coordinator_error {
+    ($($response:ty),+ $(,)?) => {$(
+        impl CoordinatorError for $response {
+            fn coordinator_error(&self) -> i16 {
+                first_coordinator_error(std::iter::once(self.error_code))
+            }
+        }
+    )+};
 }
-impl CoordinatorError for ListGroupsResponse {
-    fn coordinator_error(&self) -> i16 {
-        first_coordinator_error(std::iter::once(self.error_code))
-    }
-}
-impl CoordinatorError for JoinGroupResponse {
-    fn coordinator_error(&self) -> i16 {
-        first_coordinator_error(std::iter::once(self.error_code))
-    }
-}
-impl CoordinatorError for SyncGroupResponse {
-    fn coordinator_error(&self) -> i16 {
-        first_coordinator_error(std::iter::once(self.error_code))
-    }
-}
-impl CoordinatorError for HeartbeatResponse {
-    fn coordinator_error(&self) -> i16 {
-        first_coordinator_error(std::iter::once(self.error_code))
-    }
-}
-impl CoordinatorError for LeaveGroupResponse {
-    fn coordinator_error(&self) -> i16 {
-        first_coordinator_error(std::iter::once(self.error_code))
-    }
-}
+
+top_level_coordinator_error!(
+    OffsetDeleteResponse,
+    ListGroupsResponse,
+    JoinGroupResponse,
+    SyncGroupResponse,
+    HeartbeatResponse,
+    LeaveGroupResponse,
+);
 
 /// FindCoordinator for a group: the batched `coordinator_keys` form from v4 on, the
 /// single `key` before.
