@@ -16,7 +16,6 @@ use kafka_protocol::messages::{
     GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
     SyncGroupRequest,
 };
-use kafka_protocol::protocol::StrBytes;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -26,7 +25,7 @@ use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetSpec};
 use crate::consumer_protocol::{self, Assignment, Subscriber, PROTOCOL_TYPE, RANGE_ASSIGNOR};
 use crate::coordinator::{self, group_codes::*, group_error};
 use crate::error::{codes, ClientError};
-use crate::group_admin::{self, OffsetAndMetadata, TopicPartition};
+use crate::group_admin::{self, str_bytes, OffsetAndMetadata, TopicPartition};
 use crate::Result;
 
 /// Rounds of JoinGroup + SyncGroup tried before giving up on joining.
@@ -609,10 +608,6 @@ fn heartbeat_reason(code: i16) -> String {
 
 fn millis(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
-}
-
-fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
 }
 
 /// Heartbeats on a connection of its own, so they never wait behind a long fetch, until
