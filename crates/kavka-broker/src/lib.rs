@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod group;
 pub mod handlers;
+pub mod internal_topics;
 pub mod log_cleaner;
 pub mod log_config;
 pub mod network;

@@ -13,17 +13,15 @@ fn pick<T: std::str::FromStr>(overrides: &BTreeMap<String, String>, key: &str, d
         .unwrap_or(default)
 }
 
-/// Internal topics whose state is a key → latest value table: compacted unless their own
-/// config says otherwise (Kafka always creates them with `cleanup.policy=compact`).
-const COMPACTED_INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
-
 /// [`log_config_for`] for the topic `name`.
 pub fn log_config_for_topic(
     broker: &BrokerConfig,
     name: &str,
     overrides: &BTreeMap<String, String>,
 ) -> LogConfig {
-    if COMPACTED_INTERNAL_TOPICS.contains(&name) && !overrides.contains_key("cleanup.policy") {
+    // Internal topics are key → latest value tables: compacted unless their own config says
+    // otherwise (Kafka always creates them with `cleanup.policy=compact`).
+    if crate::internal_topics::is_internal(name) && !overrides.contains_key("cleanup.policy") {
         let mut o = overrides.clone();
         o.insert("cleanup.policy".into(), "compact".into());
         return log_config_for(broker, &o);

@@ -5,9 +5,6 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use kavka_metadata::TopicRef;
 use kavka_protocol::error::ErrorCode;
 
-/// Topics only the broker writes.
-const INTERNAL_TOPICS: &[&str] = &[crate::group::OFFSETS_TOPIC, "__transaction_state"];
-
 pub fn handle(b: &Broker, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6+ in `topics`, by name or by id.
     let refs: Vec<TopicRef> = if version >= 6 {
@@ -45,7 +42,7 @@ pub fn handle(b: &Broker, req: DeleteTopicsRequest, version: i16) -> DeleteTopic
             TopicRef::Name(n) => Some(n.as_str()),
             TopicRef::Id(id) => image.topic_ids.get(id).map(String::as_str),
         };
-        name.is_some_and(|n| INTERNAL_TOPICS.contains(&n))
+        name.is_some_and(crate::internal_topics::is_internal)
     };
     let deletable: Vec<TopicRef> = refs.iter().filter(|r| !is_internal(r)).cloned().collect();
     let mut outcomes = b.controller.delete_topics(deletable).into_iter();

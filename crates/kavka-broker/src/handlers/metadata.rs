@@ -35,7 +35,7 @@ pub fn topic_response(t: &TopicImage, image: &MetadataImage) -> MetadataResponse
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(&t.name))))
         .with_topic_id(t.topic_id)
-        .with_is_internal(t.name.starts_with("__"))
+        .with_is_internal(crate::internal_topics::is_internal(&t.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPS_OMITTED)
 }

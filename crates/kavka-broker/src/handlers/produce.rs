@@ -96,7 +96,7 @@ fn append_all(b: &Broker, req: &ProduceRequest, version: i16, convert: ConvertFn
             };
             // Only the coordinator writes its internal topic (Kafka's "Cannot append to
             // internal topic").
-            if topic.name.0.as_str() == crate::group::OFFSETS_TOPIC {
+            if crate::internal_topics::is_internal(&topic.name) {
                 out.push(response(
                     ErrorCode::InvalidTopicException,
                     Some("cannot append to an internal topic".to_string()),
