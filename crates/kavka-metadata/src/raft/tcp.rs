@@ -30,6 +30,8 @@ type C = MetadataRaftConfig;
 
 /// Upper bound of one RPC frame (an AppendEntries of many batches, or a snapshot chunk).
 pub const MAX_RPC_BYTES: u32 = 64 * 1024 * 1024;
+/// How long a started frame may take to arrive in full (64 MiB at a few MB/s).
+const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -68,28 +70,55 @@ async fn write_message<W: AsyncWrite + Unpin>(
     writer.flush().await
 }
 
+/// Reads one framed JSON message. Waiting for its first byte is unbounded (an idle connection
+/// between requests is normal); once it has begun, the whole frame must arrive within
+/// `frame_timeout`, so a peer that announces a length and stalls loses the connection
+/// instead of pinning a task. Malformed bytes are an `InvalidData` error.
 async fn read_message<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
     reader: &mut R,
+    frame_timeout: Duration,
 ) -> io::Result<T> {
-    let mut header = [0u8; 8];
-    reader.read_exact(&mut header).await?;
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RPC_BYTES {
+    let mut first = [0u8; 1];
+    reader.read_exact(&mut first).await?;
+    let payload = tokio::time::timeout(frame_timeout, read_frame_rest(reader, first))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "raft RPC frame stalled"))??;
+    serde_json::from_slice(&payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads the rest of a frame whose first byte is `first`. The payload buffer grows with the bytes
+/// actually received, so an announced length costs no memory until the peer sends it.
+async fn read_frame_rest<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    [first]: [u8; 1],
+) -> io::Result<Vec<u8>> {
+    let mut bytes = [first, 0, 0, 0, 0, 0, 0, 0];
+    reader.read_exact(&mut bytes[1..]).await?;
+    let header = frame::Header::parse(bytes);
+    if header.len > MAX_RPC_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "raft RPC frame over the limit",
         ));
     }
-    let mut payload = vec![0u8; len as usize];
-    reader.read_exact(&mut payload).await?;
-    if crc32c::crc32c(&payload) != crc {
+    let mut payload = Vec::new();
+    (&mut *reader)
+        .take(u64::from(header.len))
+        .read_to_end(&mut payload)
+        .await?;
+    if payload.len() < header.len as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "raft RPC frame truncated",
+        ));
+    }
+    if !header.matches(&payload) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "raft RPC frame CRC mismatch",
         ));
     }
-    serde_json::from_slice(&payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    Ok(payload)
 }
 
 /// Serves Raft RPCs for member `node_id` of `cluster` on `listener` until the task is aborted.
@@ -127,7 +156,7 @@ async fn serve_connection(
     raft: &MetadataRaft,
 ) -> io::Result<()> {
     loop {
-        let envelope: Envelope = match read_message(&mut stream).await {
+        let envelope: Envelope = match read_message(&mut stream, FRAME_READ_TIMEOUT).await {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
@@ -243,7 +272,7 @@ impl TcpTransport {
                     .as_mut()
                     .ok_or_else(|| io::Error::other("no connection"))?;
                 write_message(stream, &envelope).await?;
-                read_message::<_, Reply>(stream).await
+                read_message::<_, Reply>(stream, FRAME_READ_TIMEOUT).await
             };
             let result = match tokio::time::timeout(timeout, exchange).await {
                 Ok(result) => result,
@@ -323,5 +352,96 @@ impl MetadataTransport for TcpTransport {
                 Err(e) => Err(unreachable(&e)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        frame::encode(payload, MAX_RPC_BYTES).expect("under the limit")
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stalls_mid_frame_times_out() {
+        let (mut peer, mut server) = tokio::io::duplex(1024);
+        // Announces 64 MiB, sends ten bytes, then stalls with the connection open.
+        let mut partial = MAX_RPC_BYTES.to_be_bytes().to_vec();
+        partial.extend_from_slice(&[0u8; 4]);
+        partial.extend_from_slice(&[b'x'; 10]);
+        peer.write_all(&partial).await.expect("write");
+        // Bounded, so a reader that waits forever fails the test instead of hanging it.
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            read_message::<_, Envelope>(&mut server, Duration::from_millis(50)),
+        )
+        .await
+        .expect("the read gave up on the stalled frame");
+        assert_eq!(read.err().map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
+        drop(peer);
+    }
+
+    #[tokio::test]
+    async fn a_length_over_the_limit_is_refused_before_reading_the_payload() {
+        let (mut peer, mut server) = tokio::io::duplex(1024);
+        let mut header = (MAX_RPC_BYTES + 1).to_be_bytes().to_vec();
+        header.extend_from_slice(&[0u8; 4]);
+        peer.write_all(&header).await.expect("write");
+        let read = read_message::<_, Envelope>(&mut server, FRAME_READ_TIMEOUT).await;
+        assert_eq!(
+            read.err().map(|e| e.kind()),
+            Some(io::ErrorKind::InvalidData)
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_json_and_bad_checksums_are_errors() {
+        for bytes in [
+            framed(b"{not json"),
+            framed(br#"{"cluster":"c","from":1,"target":2,"body":{"Nope":1}}"#),
+            {
+                let mut corrupt = framed(b"{}");
+                if let Some(last) = corrupt.last_mut() {
+                    *last ^= 0xff;
+                }
+                corrupt
+            },
+        ] {
+            let (mut peer, mut server) = tokio::io::duplex(1024);
+            peer.write_all(&bytes).await.expect("write");
+            let read = read_message::<_, Envelope>(&mut server, FRAME_READ_TIMEOUT).await;
+            assert_eq!(
+                read.err().map(|e| e.kind()),
+                Some(io::ErrorKind::InvalidData)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_cut_short_is_an_unexpected_eof() {
+        let (mut peer, mut server) = tokio::io::duplex(1024);
+        let bytes = framed(br#"{"Refused":"x"}"#);
+        peer.write_all(&bytes[..bytes.len() - 3])
+            .await
+            .expect("write");
+        drop(peer);
+        let read = read_message::<_, Reply>(&mut server, FRAME_READ_TIMEOUT).await;
+        assert_eq!(
+            read.err().map(|e| e.kind()),
+            Some(io::ErrorKind::UnexpectedEof)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_whole_frame_round_trips() {
+        let (mut peer, mut server) = tokio::io::duplex(1024);
+        write_message(&mut peer, &Reply::Refused("elsewhere".to_owned()))
+            .await
+            .expect("write");
+        let read = read_message::<_, Reply>(&mut server, FRAME_READ_TIMEOUT)
+            .await
+            .expect("read");
+        assert!(matches!(read, Reply::Refused(ref r) if r == "elsewhere"));
     }
 }
