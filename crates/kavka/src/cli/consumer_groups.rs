@@ -250,13 +250,28 @@ struct Tool {
 
 impl Tool {
     async fn consumer(&mut self) -> Result<&mut Consumer> {
-        if self.consumer.is_none() {
-            let c = Consumer::connect(self.config.clone(), ConsumerConfig::default()).await?;
-            self.consumer = Some(c);
+        let consumer = match self.consumer.take() {
+            Some(c) => c,
+            None => Consumer::connect(self.config.clone(), ConsumerConfig::default()).await?,
+        };
+        Ok(self.consumer.insert(consumer))
+    }
+
+    /// The log end offset of every partition `group`'s offsets table shows; a deleted
+    /// topic's partitions have none (their committed offsets stay listed).
+    async fn log_end_offsets(
+        &mut self,
+        group: &GroupDescription,
+        committed: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> BTreeMap<TopicPartition, i64> {
+        let mut log_end = BTreeMap::new();
+        for (topic, parts) in describe::partitions_needing_log_end(group, committed) {
+            match self.offsets(&topic, &parts, OffsetSpec::Latest).await {
+                Ok(ends) => log_end.extend(ends.into_iter().map(|(p, o)| ((topic.clone(), p), o))),
+                Err(e) => tracing::debug!("log end offsets of '{topic}': {e}"),
+            }
         }
-        self.consumer
-            .as_mut()
-            .ok_or_else(|| anyhow!("consumer unavailable"))
+        log_end
     }
 
     /// `topic` partitions resolved to offsets by `spec`; a topic that cannot be read
@@ -351,15 +366,7 @@ impl Tool {
                         eprintln!("{notice}");
                     }
                     let committed = self.admin.list_group_offsets(&group).await?;
-                    let mut log_end = BTreeMap::new();
-                    for (topic, parts) in describe::partitions_needing_log_end(&d, &committed) {
-                        match self.offsets(&topic, &parts, OffsetSpec::Latest).await {
-                            Ok(ends) => log_end
-                                .extend(ends.into_iter().map(|(p, o)| ((topic.clone(), p), o))),
-                            // A deleted topic's offsets stay listed, without a log end.
-                            Err(e) => tracing::debug!("log end offsets of '{topic}': {e}"),
-                        }
-                    }
+                    let log_end = self.log_end_offsets(&d, &committed).await;
                     let rows = describe::offset_rows(&d, &committed, &log_end);
                     if rows.is_empty() {
                         continue;
@@ -409,6 +416,44 @@ impl Tool {
         Ok(scope)
     }
 
+    /// The offsets `spec` resets `topic`'s `parts` to, warning on stderr where Kafka does.
+    async fn reset_topic(
+        &mut self,
+        spec: ResetSpec,
+        topic: &str,
+        parts: &[i32],
+        committed: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<Vec<(i32, i64)>> {
+        let starts = self.offsets(topic, parts, OffsetSpec::Earliest).await?;
+        let ends = self.offsets(topic, parts, OffsetSpec::Latest).await?;
+        let by_time = match spec {
+            ResetSpec::Datetime(ts) => {
+                self.offsets(topic, parts, OffsetSpec::Timestamp(ts))
+                    .await?
+            }
+            _ => BTreeMap::new(),
+        };
+        let mut out = Vec::with_capacity(parts.len());
+        for p in parts {
+            let known = PartitionOffsets {
+                committed: committed.get(&(topic.to_string(), *p)).map(|o| o.offset),
+                log_start: *starts
+                    .get(p)
+                    .with_context(|| format!("no log start offset for {topic}-{p}"))?,
+                log_end: *ends
+                    .get(p)
+                    .with_context(|| format!("no log end offset for {topic}-{p}"))?,
+                by_time: by_time.get(p).copied(),
+            };
+            let (offset, warning) = reset::new_offset(spec, topic, *p, &known)?;
+            if let Some(w) = warning {
+                eprintln!("WARN: {w}");
+            }
+            out.push((*p, offset));
+        }
+        Ok(out)
+    }
+
     async fn reset_offsets(&mut self, args: &ConsumerGroupsArgs) -> Result<()> {
         let spec = *reset_specs(args)?
             .first()
@@ -434,32 +479,8 @@ impl Tool {
             let scope = self.reset_scope(args, &committed).await?;
             let mut new_offsets: BTreeMap<TopicPartition, OffsetAndMetadata> = BTreeMap::new();
             for (topic, parts) in &scope {
-                let starts = self.offsets(topic, parts, OffsetSpec::Earliest).await?;
-                let ends = self.offsets(topic, parts, OffsetSpec::Latest).await?;
-                let by_time = match spec {
-                    ResetSpec::Datetime(ts) => {
-                        self.offsets(topic, parts, OffsetSpec::Timestamp(ts))
-                            .await?
-                    }
-                    _ => BTreeMap::new(),
-                };
-                for p in parts {
-                    let tp = (topic.clone(), *p);
-                    let known = PartitionOffsets {
-                        committed: committed.get(&tp).map(|o| o.offset),
-                        log_start: *starts
-                            .get(p)
-                            .with_context(|| format!("no log start offset for {topic}-{p}"))?,
-                        log_end: *ends
-                            .get(p)
-                            .with_context(|| format!("no log end offset for {topic}-{p}"))?,
-                        by_time: by_time.get(p).copied(),
-                    };
-                    let (offset, warning) = reset::new_offset(spec, topic, *p, &known)?;
-                    if let Some(w) = warning {
-                        eprintln!("WARN: {w}");
-                    }
-                    new_offsets.insert(tp, OffsetAndMetadata::new(offset));
+                for (p, offset) in self.reset_topic(spec, topic, parts, &committed).await? {
+                    new_offsets.insert((topic.clone(), p), OffsetAndMetadata::new(offset));
                 }
             }
             if args.execute && !new_offsets.is_empty() {
