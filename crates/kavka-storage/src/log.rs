@@ -254,7 +254,6 @@ impl Log {
         let segment_bytes = self.config.effective_segment_bytes();
         let mut pending = Vec::new();
         let mut producer_batches = Vec::new();
-        let mut epochs = Vec::new();
         let mut pos = 0usize;
         let mut records = 0usize;
         while pos < batches.len() {
@@ -284,7 +283,6 @@ impl Log {
             }
             records += h.records_count as usize;
             producer_batches.push(ProducerBatch::of(&h));
-            epochs.push(leader_epoch.unwrap_or(h.partition_leader_epoch));
             pending.push(PendingBatch {
                 position: pos,
                 len,
@@ -367,12 +365,22 @@ impl Log {
         debug_assert_eq!(self.log_end_offset(), next);
         self.producer_state.commit(staged);
         let mut new_epoch = false;
-        for (p, epoch) in pending.iter().zip(&epochs) {
-            new_epoch |= self.epoch_cache.assign(*epoch, p.base_offset);
+        for p in &pending {
+            // Stamped above when appending as leader; read back rather than kept per batch.
+            let epoch = match leader_epoch {
+                Some(epoch) => epoch,
+                None => batches
+                    .get(p.position..)
+                    .and_then(|b| record_batch::peek_header(b).ok())
+                    .map_or(leader_epoch::UNDEFINED_EPOCH, |h| h.partition_leader_epoch),
+            };
+            new_epoch |= self.epoch_cache.assign(epoch, p.base_offset);
         }
         if new_epoch {
-            // Rare (a leader change): checkpoint now. The batches are written; a failure
-            // leaves the cache dirty for the next checkpoint, and recovery rebuilds it.
+            // Rare (a leader change): checkpoint now, fsync included, under the partition
+            // lock as Kafka's `assign` does (KAFKA-16541 kept that fsync; only truncations
+            // went asynchronous). The batches are written; a failure leaves the cache dirty
+            // for the next checkpoint, and recovery rebuilds it.
             if let Err(e) = self.epoch_cache.flush(&self.dir) {
                 warn!(dir = %self.dir.display(), error = %e, "cannot write leader epoch checkpoint");
             }
@@ -615,11 +623,13 @@ impl Log {
             log_start_offset: self.log_start_offset,
             recovery_point: self.recovery_point,
         };
+        // Epochs first: a recovery point must not become durable past an epoch start the
+        // epoch checkpoint lacks, since recovery only rebuilds epochs above it.
+        self.epoch_cache.flush(&self.dir)?;
         if self.checkpointed != Some(cp) {
             checkpoint::write(&self.dir, cp)?;
             self.checkpointed = Some(cp);
         }
-        self.epoch_cache.flush(&self.dir)?;
         self.durable_bytes_since_checkpoint = 0;
         Ok(())
     }
