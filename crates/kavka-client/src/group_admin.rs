@@ -129,22 +129,20 @@ impl Admin {
         let mut out = Vec::new();
         for node in nodes {
             let mut attempt = 0;
-            let resp = loop {
+            let (version, resp) = loop {
                 let conn = self.cluster().connection(node).await?;
                 let version = conn.version_for::<ListGroupsRequest>(None)?;
                 let request = list_groups_request(version, &states, types)?;
                 let resp = conn.send_version(&request, version, Duration::ZERO).await?;
-                if resp.coordinator_error() != codes::NONE
-                    && attempt + 1 < coordinator::COORDINATOR_ATTEMPTS
+                // A coordinator still loading its groups would list only some of them.
+                if resp.coordinator_error() == codes::NONE
+                    || attempt + 1 >= coordinator::COORDINATOR_ATTEMPTS
                 {
-                    attempt += 1;
-                    let backoff = self.cluster().config().backoff(attempt);
-                    tokio::time::sleep(backoff).await;
-                    continue;
+                    break (version, resp);
                 }
-                break (version, resp);
+                attempt += 1;
+                tokio::time::sleep(self.cluster().config().backoff(attempt)).await;
             };
-            let (version, resp) = resp;
             error::check(
                 resp.error_code,
                 &format!("ListGroups on broker {node}"),
@@ -492,44 +490,38 @@ pub fn parse_offset_fetch(
     group: &str,
     resp: OffsetFetchResponse,
 ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
-    // (topic, partition, offset, epoch, metadata, error)
-    let mut rows: Vec<(String, i32, i64, i32, Option<StrBytes>, i16)> = Vec::new();
-    if let Some(g) = resp
+    // Both forms' topics, whose types differ but whose fields are named alike, as
+    // (topic, partition, offset, epoch, metadata, error) rows.
+    macro_rules! rows {
+        ($topics:expr) => {
+            $topics
+                .into_iter()
+                .flat_map(|t| {
+                    let topic = t.name.0.to_string();
+                    t.partitions.into_iter().map(move |p| {
+                        (
+                            topic.clone(),
+                            p.partition_index,
+                            p.committed_offset,
+                            p.committed_leader_epoch,
+                            p.metadata,
+                            p.error_code,
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+    }
+    let (code, rows) = match resp
         .groups
         .into_iter()
         .find(|g| g.group_id.0.as_str() == group)
     {
-        if g.error_code != codes::NONE {
-            return Err(group_error(g.error_code, group, None));
-        }
-        for t in g.topics {
-            for p in t.partitions {
-                rows.push((
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    p.committed_offset,
-                    p.committed_leader_epoch,
-                    p.metadata,
-                    p.error_code,
-                ));
-            }
-        }
-    } else {
-        if resp.error_code != codes::NONE {
-            return Err(group_error(resp.error_code, group, None));
-        }
-        for t in resp.topics {
-            for p in t.partitions {
-                rows.push((
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    p.committed_offset,
-                    p.committed_leader_epoch,
-                    p.metadata,
-                    p.error_code,
-                ));
-            }
-        }
+        Some(g) => (g.error_code, rows!(g.topics)),
+        None => (resp.error_code, rows!(resp.topics)),
+    };
+    if code != codes::NONE {
+        return Err(group_error(code, group, None));
     }
     let mut out = BTreeMap::new();
     for (topic, partition, offset, epoch, metadata, code) in rows {
