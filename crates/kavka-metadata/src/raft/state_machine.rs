@@ -9,7 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::io::{self, Cursor};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -52,12 +52,16 @@ struct StoredSnapshot {
 /// The metadata state machine of one node. Cloning shares it (the snapshot builder is a clone).
 #[derive(Clone)]
 pub struct MetadataStateMachine {
+    dir: Arc<Path>,
     inner: Arc<Mutex<Inner>>,
+    /// Held for a whole snapshot build or install, so the snapshot file is written in the order
+    /// the state was taken, while `inner` is held only briefly: apply and readers never wait
+    /// behind a snapshot's serialization and fsync.
+    snapshot_io: Arc<Mutex<()>>,
     image_tx: Arc<watch::Sender<Arc<MetadataImage>>>,
 }
 
 struct Inner {
-    dir: PathBuf,
     last_applied: Option<LogId<RaftNodeId>>,
     membership: StoredMembership<RaftNodeId, BasicNode>,
     image: Arc<MetadataImage>,
@@ -89,7 +93,6 @@ impl MetadataStateMachine {
             reason: reason.to_owned(),
         };
         let mut inner = Inner {
-            dir: dir.to_owned(),
             last_applied: None,
             membership: StoredMembership::default(),
             image: Arc::new(MetadataImage::empty()),
@@ -114,7 +117,9 @@ impl MetadataStateMachine {
         }
         let (image_tx, _) = watch::channel(Arc::clone(&inner.image));
         Ok(MetadataStateMachine {
+            dir: Arc::from(dir),
             inner: Arc::new(Mutex::new(inner)),
+            snapshot_io: Arc::new(Mutex::new(())),
             image_tx: Arc::new(image_tx),
         })
     }
@@ -138,16 +143,12 @@ impl MetadataStateMachine {
     }
 }
 
-impl Inner {
-    /// Makes `stored` the current snapshot, durably.
-    fn store_snapshot(&mut self, stored: StoredSnapshot) -> io::Result<()> {
-        let bytes = serde_json::to_vec(&stored).map_err(io::Error::other)?;
-        let framed = frame::encode(&bytes, MAX_SNAPSHOT_BYTES)
-            .ok_or_else(|| io::Error::other("snapshot over the size limit"))?;
-        frame::write_atomically(&self.dir.join(SNAPSHOT_FILE), &framed)?;
-        self.snapshot = Some(stored);
-        Ok(())
-    }
+/// Writes `stored` as the snapshot file, durably (caller holds `snapshot_io`).
+fn write_snapshot(dir: &Path, stored: &StoredSnapshot) -> io::Result<()> {
+    let bytes = serde_json::to_vec(stored).map_err(io::Error::other)?;
+    let framed = frame::encode(&bytes, MAX_SNAPSHOT_BYTES)
+        .ok_or_else(|| io::Error::other("snapshot over the size limit"))?;
+    frame::write_atomically(&dir.join(SNAPSHOT_FILE), &framed)
 }
 
 fn snapshot_of(stored: &StoredSnapshot) -> Snapshot<C> {
@@ -172,33 +173,52 @@ impl MetadataStateMachine {
     }
 
     fn build_snapshot_blocking(&self) -> StorageResult<Snapshot<C>> {
-        let mut inner = self.lock();
+        let _io = self
+            .snapshot_io
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Take a consistent (image, last_applied, membership) and let go of `inner` before the
+        // slow part: rebuilding records, serializing and fsyncing.
+        let (image, last_applied, membership, seq) = {
+            let mut inner = self.lock();
+            inner.snapshot_seq += 1;
+            (
+                Arc::clone(&inner.image),
+                inner.last_applied,
+                inner.membership.clone(),
+                inner.snapshot_seq,
+            )
+        };
         let data = SnapshotData {
-            offset: inner.image.offset,
-            records: inner.image.to_records(),
+            offset: image.offset,
+            records: image.to_records(),
         };
         let data = serde_json::to_vec(&data).map_err(|e| {
             StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e)))
         })?;
-        inner.snapshot_seq += 1;
-        let snapshot_id = match inner.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshot_seq),
-            None => format!("none-{}", inner.snapshot_seq),
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
+            None => format!("none-{seq}"),
         };
         let meta = SnapshotMeta {
-            last_log_id: inner.last_applied,
-            last_membership: inner.membership.clone(),
+            last_log_id: last_applied,
+            last_membership: membership,
             snapshot_id,
         };
         let stored = StoredSnapshot { meta, data };
         let snapshot = snapshot_of(&stored);
-        inner.store_snapshot(stored).map_err(|e| {
+        write_snapshot(&self.dir, &stored).map_err(|e| {
             StorageError::from(StorageIOError::write_snapshot(
                 Some(snapshot.meta.signature()),
                 AnyError::new(&e),
             ))
         })?;
-        info!(offset = inner.image.offset, last_log_id = ?inner.last_applied, "raft metadata snapshot built");
+        self.lock().snapshot = Some(stored);
+        info!(
+            offset = image.offset,
+            ?last_applied,
+            "raft metadata snapshot built"
+        );
         Ok(snapshot)
     }
 
@@ -214,23 +234,28 @@ impl MetadataStateMachine {
             ))
         };
         let image = Arc::new(decode_data(&data).map_err(read_err)?);
-        let mut inner = self.lock();
-        inner
-            .store_snapshot(StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            })
-            .map_err(|e| {
-                StorageError::from(StorageIOError::write_snapshot(
-                    Some(meta.signature()),
-                    AnyError::new(&e),
-                ))
-            })?;
-        inner.last_applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.image = Arc::clone(&image);
+        let _io = self
+            .snapshot_io
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        write_snapshot(&self.dir, &stored).map_err(|e| {
+            StorageError::from(StorageIOError::write_snapshot(
+                Some(meta.signature()),
+                AnyError::new(&e),
+            ))
+        })?;
+        {
+            let mut inner = self.lock();
+            inner.snapshot = Some(stored);
+            inner.last_applied = meta.last_log_id;
+            inner.membership = meta.last_membership.clone();
+            inner.image = Arc::clone(&image);
+        }
         info!(offset = image.offset, last_log_id = ?meta.last_log_id, "raft metadata snapshot installed");
-        drop(inner);
         self.publish(image);
         Ok(())
     }
