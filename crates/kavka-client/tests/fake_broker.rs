@@ -78,7 +78,13 @@ async fn serve(mut sock: TcpStream, port: u16, script: Arc<Mutex<Script>>) {
         if sock.read_exact(&mut prefix).await.is_err() {
             return;
         }
-        let mut payload = vec![0u8; i32::from_be_bytes(prefix) as usize];
+        let Ok(len) = kavka_protocol::frame::frame_len(
+            prefix,
+            kavka_protocol::frame::DEFAULT_MAX_REQUEST_BYTES,
+        ) else {
+            return;
+        };
+        let mut payload = vec![0u8; len];
         if sock.read_exact(&mut payload).await.is_err() {
             return;
         }
