@@ -5,7 +5,7 @@
 //! loses data.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use tracing::warn;
@@ -13,6 +13,8 @@ use tracing::warn;
 const FILE: &str = "cleaner-offset.checkpoint";
 const TMP: &str = "cleaner-offset.checkpoint.tmp";
 const HEADER: &str = "kavka-cleaner-checkpoint 1";
+/// Larger than any checkpoint we write (a header and two numbers).
+const MAX_BYTES: u64 = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CleanerCheckpoint {
@@ -22,11 +24,18 @@ pub(crate) struct CleanerCheckpoint {
 
 /// The stored checkpoint; `None` when absent or unreadable.
 pub(crate) fn read(dir: &Path) -> io::Result<Option<CleanerCheckpoint>> {
-    let text = match fs::read(dir.join(FILE)) {
-        Ok(bytes) if bytes.len() <= 256 => String::from_utf8_lossy(&bytes).into_owned(),
-        Ok(_) => String::new(),
+    let file = match File::open(dir.join(FILE)) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
+    };
+    // Read at most one byte past the limit: a huge file is damage, not something to load.
+    let mut bytes = Vec::new();
+    file.take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
+    let text = if bytes.len() as u64 <= MAX_BYTES {
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        String::new()
     };
     let parsed = parse(&text);
     if parsed.is_none() {

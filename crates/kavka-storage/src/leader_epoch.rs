@@ -9,7 +9,7 @@
 //! rebuilds the cache from its batch headers.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use tracing::warn;
@@ -224,21 +224,20 @@ pub(crate) enum StoredCheckpoint {
 
 /// Reads `leader-epoch-checkpoint`; only I/O failures are errors.
 pub(crate) fn read_checkpoint(dir: &Path) -> io::Result<StoredCheckpoint> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let len = match fs::metadata(&path) {
-        Ok(m) => m.len(),
+    let file = match File::open(dir.join(CHECKPOINT_FILE)) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StoredCheckpoint::Missing),
         Err(e) => return Err(e),
     };
-    if len > MAX_CHECKPOINT_BYTES {
-        warn!(dir = %dir.display(), len, "leader epoch checkpoint is too large; rebuilding it from the log");
+    // Bounded by what is read, not by a length looked up before: one byte past the limit
+    // is enough to know the file is not ours.
+    let mut bytes = Vec::new();
+    file.take(MAX_CHECKPOINT_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
+        warn!(dir = %dir.display(), "leader epoch checkpoint is too large; rebuilding it from the log");
         return Ok(StoredCheckpoint::Corrupt);
     }
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StoredCheckpoint::Missing),
-        Err(e) => return Err(e),
-    };
     let parsed = std::str::from_utf8(&bytes).ok().and_then(parse);
     Ok(match parsed {
         Some(entries) => StoredCheckpoint::Entries(entries),
@@ -472,6 +471,14 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(CHECKPOINT_FILE), b"\xff\xfe\x00junk").unwrap();
+        assert_eq!(
+            read_checkpoint(dir.path()).unwrap(),
+            StoredCheckpoint::Corrupt
+        );
+        // A valid start followed by far more than we ever write is not read in full.
+        let f = File::create(dir.path().join(CHECKPOINT_FILE)).unwrap();
+        f.set_len(MAX_CHECKPOINT_BYTES + 1).unwrap();
+        drop(f);
         assert_eq!(
             read_checkpoint(dir.path()).unwrap(),
             StoredCheckpoint::Corrupt
