@@ -213,7 +213,7 @@ fn split_zone(rest: &str) -> Option<(&str, i64)> {
         let (time, zone) = rest.split_at(i);
         let sign = if zone.starts_with('-') { -1 } else { 1 };
         let digits: String = zone[1..].chars().filter(|c| *c != ':').collect();
-        if digits.len() != 4 {
+        if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         let hours = number(&digits[..2])?;
@@ -359,6 +359,8 @@ mod tests {
             "2021-03-04T05:06:07.089+1",
             "x-03-04T05:06:07.000",
             "2021-03-04T05:06",
+            // Four bytes of zone, but not four digits: must not slice inside the 'é'.
+            "2021-03-04T05:06:07+1é2",
         ] {
             assert!(parse_datetime(bad).is_err(), "{bad}");
         }
