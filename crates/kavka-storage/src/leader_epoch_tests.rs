@@ -5,12 +5,10 @@
 use std::fs;
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as KTimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
 use kavka_protocol::record_batch;
+use kavka_protocol::records::{encode_batch, plain_record};
 
 use crate::{EpochEntry, Log, LogConfig};
 
@@ -18,34 +16,13 @@ const CHECKPOINT: &str = "leader-epoch-checkpoint";
 
 /// A batch of three records as a producer sends it (partition leader epoch -1).
 fn batch() -> Vec<u8> {
-    let records: Vec<Record> = (0..3)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: KTimestampType::Creation,
-            offset: i,
-            sequence: i as i32,
-            timestamp: 1_000 + i,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(vec![b'v'; 50])),
-            headers: IndexMap::new(),
+    let records: Vec<_> = (0..3)
+        .map(|i| {
+            let key = Bytes::from(format!("k{i}"));
+            plain_record(i, 1_000 + i, Some(key), Some(Bytes::from(vec![b'v'; 50])))
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.to_vec()
+    encode_batch(&records, Compression::None).unwrap().to_vec()
 }
 
 fn config() -> LogConfig {
