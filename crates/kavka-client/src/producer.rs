@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, TimestampType};
+use kafka_protocol::records::{Compression, Record};
 use kavka_protocol::records;
 use uuid::Uuid;
 
@@ -383,27 +383,18 @@ pub fn encode_batch(
 /// The batch record for `r` at `offset` within its batch, stamped `now` unless it has a
 /// timestamp; not transactional, no producer id.
 pub(crate) fn to_record(r: &ProducerRecord, offset: i64, now: i64) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
+    let mut record = records::plain_record(
         offset,
-        // offset - sequence must be constant for the encoder to keep one batch;
-        // this makes the batch's base sequence -1 (no idempotence).
-        sequence: (offset as i32).wrapping_sub(1),
-        timestamp: r.timestamp.unwrap_or(now),
-        key: r.key.clone(),
-        value: r.value.clone(),
-        headers: r
-            .headers
-            .iter()
-            .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
-            .collect(),
-    }
+        r.timestamp.unwrap_or(now),
+        r.key.clone(),
+        r.value.clone(),
+    );
+    record.headers = r
+        .headers
+        .iter()
+        .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
+        .collect();
+    record
 }
 
 /// A Produce request for `(topic, partition, batch)` triples, grouped by topic.

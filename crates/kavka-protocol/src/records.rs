@@ -67,6 +67,33 @@ impl From<Compression> for WireCompression {
     }
 }
 
+/// A record of a plain batch (no producer id, not transactional) at `offset` within the
+/// batch. Its sequence moves with the offset (`offset - 1`), which is what keeps
+/// [`encode_batch`] from splitting the records into one batch each; the batch's base
+/// sequence is then -1, as a non-idempotent producer's.
+pub fn plain_record(
+    offset: i64,
+    timestamp: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset,
+        sequence: (offset as i32).wrapping_sub(1),
+        timestamp,
+        key,
+        value,
+        headers: Default::default(),
+    }
+}
+
 /// Encodes `records` as v2 batches. Records that share producer id, epoch, flags and leader
 /// epoch, with offsets and sequences advancing together, go into one batch (kafka-protocol's
 /// rule); give consecutive offsets and `sequence = base_sequence + (offset - base_offset)`

@@ -20,7 +20,7 @@ use crate::replica_manager::{now_ms, ReplicaManager};
 use bytes::Bytes;
 use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as DescribedConsumerGroup;
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
-use kafka_protocol::records::{Record, TimestampType};
+use kafka_protocol::records::Record;
 use kavka_metadata::{Controller, CreateTopicSpec, TopicDefaults};
 use kavka_protocol::error::ErrorCode;
 use std::collections::{BTreeMap, HashMap};
@@ -576,20 +576,8 @@ impl GroupCoordinator {
         let records: Vec<Record> = records
             .into_iter()
             .enumerate()
-            .map(|(i, (key, value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now,
-                key: Some(key),
-                value,
-                headers: Default::default(),
+            .map(|(i, (key, value))| {
+                kavka_protocol::records::plain_record(i as i64, now, Some(key), value)
             })
             .collect();
         // A big group's metadata (every member's subscription and assignment) is

@@ -508,3 +508,28 @@ async fn oversized_joins_are_refused() {
     assert!(r.member_id.len() <= MAX_NAME_LEN, "{}", r.member_id.len());
     n.replicas.shutdown();
 }
+
+/// One OffsetCommit is one batch in `__consumer_offsets`, however many partitions it
+/// names (records of a batch must advance offset and sequence together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_commit_is_one_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = start(dir.path());
+    n.groups.ensure_ready().expect("ready");
+    create_topic(&n, "t", 4);
+    let parts: Vec<CommitPartition> = (0..4).map(|p| commit("t", p, 10 + i64::from(p))).collect();
+    let (codes, _) = n.groups.commit_offsets("batched", &admin(), &parts);
+    assert_eq!(codes, vec![None; 4]);
+    let p = partition_for("batched", 3);
+    let part = n.replicas.get(OFFSETS_TOPIC, p).expect("hosted");
+    let bytes = part
+        .read_plan(0, 1 << 20, true)
+        .expect("plan")
+        .execute()
+        .expect("read");
+    let batches =
+        kavka_protocol::records::decode_batches_detailed(&bytes, 1 << 20).expect("decode");
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].records.len(), 4);
+    n.replicas.shutdown();
+}
