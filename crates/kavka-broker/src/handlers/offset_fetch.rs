@@ -4,11 +4,13 @@
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::group::coordinator::FetchedOffsets;
+use crate::group::record::OffsetValue;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kavka_protocol::error::ErrorCode;
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
@@ -60,6 +62,14 @@ pub fn handle(b: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchR
     }
 }
 
+/// Offset, leader epoch and metadata of a committed offset; -1, -1, "" when there is none.
+fn committed(v: Option<OffsetValue>) -> (i64, i32, StrBytes) {
+    match v {
+        Some(v) => (v.offset, v.leader_epoch, str_bytes(&v.metadata)),
+        None => (-1, -1, str_bytes("")),
+    }
+}
+
 fn topics_v0(
     fetched: FetchedOffsets,
     error: Option<ErrorCode>,
@@ -71,15 +81,12 @@ fn topics_v0(
             let partitions = parts
                 .into_iter()
                 .map(|(p, v)| {
-                    let (offset, epoch, meta) = match v {
-                        Some(v) => (v.offset, v.leader_epoch, v.metadata),
-                        None => (-1, -1, String::new()),
-                    };
+                    let (offset, epoch, meta) = committed(v);
                     OffsetFetchResponsePartition::default()
                         .with_partition_index(p)
                         .with_committed_offset(offset)
                         .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
-                        .with_metadata(Some(str_bytes(&meta)))
+                        .with_metadata(Some(meta))
                         .with_error_code(error.map_or(0, |e| e.code()))
                 })
                 .collect();
@@ -97,15 +104,12 @@ fn topics_v8(fetched: FetchedOffsets) -> Vec<OffsetFetchResponseTopics> {
             let partitions = parts
                 .into_iter()
                 .map(|(p, v)| {
-                    let (offset, epoch, meta) = match v {
-                        Some(v) => (v.offset, v.leader_epoch, v.metadata),
-                        None => (-1, -1, String::new()),
-                    };
+                    let (offset, epoch, meta) = committed(v);
                     OffsetFetchResponsePartitions::default()
                         .with_partition_index(p)
                         .with_committed_offset(offset)
                         .with_committed_leader_epoch(epoch)
-                        .with_metadata(Some(str_bytes(&meta)))
+                        .with_metadata(Some(meta))
                 })
                 .collect();
             OffsetFetchResponseTopics::default()
