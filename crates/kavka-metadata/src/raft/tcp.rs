@@ -163,8 +163,9 @@ async fn serve_connection(
         };
         let reply = if envelope.cluster != cluster || envelope.target != node_id {
             Reply::Refused(format!(
-                "member {node_id} of cluster {cluster} got a request for member {} of cluster {}",
-                envelope.target, envelope.cluster
+                "member {node_id} of cluster {cluster} got a request from member {} for member {} \
+                 of cluster {}",
+                envelope.from, envelope.target, envelope.cluster
             ))
         } else {
             match envelope.body {
@@ -289,12 +290,22 @@ impl TcpTransport {
     }
 }
 
-fn unexpected(reply: &Reply) -> io::Error {
-    let what = match reply {
-        Reply::Refused(reason) => reason.clone(),
-        _ => "a reply of the wrong kind".to_owned(),
-    };
-    io::Error::new(io::ErrorKind::InvalidData, what)
+/// Turns the outcome of [`TcpTransport::call`] into openraft's RPC result: `pick` takes the
+/// reply of the expected kind; a refusal, a reply of another kind or an I/O failure make the
+/// target unreachable for this RPC.
+async fn answer<T, E: std::error::Error>(
+    target: RaftNodeId,
+    call: BoxFuture<io::Result<Reply>>,
+    pick: fn(Reply) -> Option<Result<T, E>>,
+) -> RpcResult<T, E> {
+    let invalid = |what: String| unreachable(&io::Error::new(io::ErrorKind::InvalidData, what));
+    match call.await.map_err(|e| unreachable(&e))? {
+        Reply::Refused(reason) => Err(invalid(reason)),
+        reply => match pick(reply) {
+            Some(result) => result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e))),
+            None => Err(invalid("a reply of the wrong kind".to_owned())),
+        },
+    }
 }
 
 impl MetadataTransport for TcpTransport {
@@ -305,15 +316,10 @@ impl MetadataTransport for TcpTransport {
         rpc: AppendEntriesRequest<C>,
     ) -> BoxFuture<RpcResult<AppendEntriesResponse<RaftNodeId>>> {
         let call = self.call(from, target, Request::AppendEntries(rpc));
-        Box::pin(async move {
-            match call.await {
-                Ok(Reply::AppendEntries(r)) => {
-                    r.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
-                }
-                Ok(other) => Err(unreachable(&unexpected(&other))),
-                Err(e) => Err(unreachable(&e)),
-            }
-        })
+        Box::pin(answer(target, call, |reply| match reply {
+            Reply::AppendEntries(result) => Some(result),
+            _ => None,
+        }))
     }
 
     fn install_snapshot(
@@ -325,15 +331,10 @@ impl MetadataTransport for TcpTransport {
         RpcResult<InstallSnapshotResponse<RaftNodeId>, RaftError<RaftNodeId, InstallSnapshotError>>,
     > {
         let call = self.call(from, target, Request::InstallSnapshot(rpc));
-        Box::pin(async move {
-            match call.await {
-                Ok(Reply::InstallSnapshot(r)) => {
-                    r.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
-                }
-                Ok(other) => Err(unreachable(&unexpected(&other))),
-                Err(e) => Err(unreachable(&e)),
-            }
-        })
+        Box::pin(answer(target, call, |reply| match reply {
+            Reply::InstallSnapshot(result) => Some(result),
+            _ => None,
+        }))
     }
 
     fn vote(
@@ -343,15 +344,10 @@ impl MetadataTransport for TcpTransport {
         rpc: VoteRequest<RaftNodeId>,
     ) -> BoxFuture<RpcResult<VoteResponse<RaftNodeId>>> {
         let call = self.call(from, target, Request::Vote(rpc));
-        Box::pin(async move {
-            match call.await {
-                Ok(Reply::Vote(r)) => {
-                    r.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
-                }
-                Ok(other) => Err(unreachable(&unexpected(&other))),
-                Err(e) => Err(unreachable(&e)),
-            }
-        })
+        Box::pin(answer(target, call, |reply| match reply {
+            Reply::Vote(result) => Some(result),
+            _ => None,
+        }))
     }
 }
 
