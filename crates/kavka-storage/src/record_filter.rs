@@ -131,7 +131,8 @@ pub(crate) fn for_each_record(
 
 /// Appends to `out` the batch `h` rebuilt from `kept` (records of `data`, in order), with
 /// `horizon` as its delete horizon when given. An empty `kept` writes an empty batch (kept
-/// only to preserve an idempotent producer's last sequence).
+/// only to preserve an idempotent producer's last sequence). Uncompressed records go
+/// straight from `data` into `out`; only a compressed batch stages its records first.
 pub(crate) fn write_batch(
     out: &mut Vec<u8>,
     h: &BatchHeader,
@@ -139,43 +140,18 @@ pub(crate) fn write_batch(
     kept: &[&RecordView],
     horizon: Option<i64>,
 ) -> Result<(), String> {
-    let mut records = Vec::with_capacity(kept.iter().map(|r| r.bytes.len() + 4).sum());
     let base_timestamp = horizon.unwrap_or(h.base_timestamp);
-    for r in kept {
-        if horizon.is_none() {
-            records.extend_from_slice(&data[r.bytes.clone()]);
-            continue;
-        }
-        let delta = r
-            .timestamp
-            .checked_sub(base_timestamp)
-            .ok_or("timestamp delta against the delete horizon overflows")?;
-        let mut body = Vec::with_capacity(r.bytes.len() + 10);
-        body.push(r.attributes);
-        put_varlong(&mut body, delta);
-        body.extend_from_slice(&data[r.after_timestamp.clone()]);
-        let size = i32::try_from(body.len()).map_err(|_| "record too large")?;
-        put_varint(&mut records, size);
-        records.extend_from_slice(&body);
-    }
     let mut attributes = h.attributes;
     if horizon.is_some() {
         attributes |= DELETE_HORIZON_FLAG;
     }
     let codec = h.compression().map_err(|e| e.to_string())?;
-    let section = if kept.is_empty() {
+    if kept.is_empty() {
         attributes &= !COMPRESSION_MASK;
-        Vec::new()
-    } else if codec == Compression::None {
-        records
-    } else {
-        compression::compress(codec, &records, Lz4Checksum::Standard).map_err(|e| e.to_string())?
-    };
-    let total = BATCH_HEADER_LEN + section.len();
-    let batch_length = i32::try_from(total - 12).map_err(|_| "rebuilt batch too large")?;
+    }
     let start = out.len();
     out.extend_from_slice(&h.base_offset.to_be_bytes());
-    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&[0; 4]); // batch length, below
     out.extend_from_slice(&h.partition_leader_epoch.to_be_bytes());
     out.push(2);
     out.extend_from_slice(&[0; 4]); // CRC, below
@@ -187,19 +163,69 @@ pub(crate) fn write_batch(
     out.extend_from_slice(&h.producer_epoch.to_be_bytes());
     out.extend_from_slice(&h.base_sequence.to_be_bytes());
     out.extend_from_slice(&(kept.len() as i32).to_be_bytes());
-    out.extend_from_slice(&section);
+    debug_assert_eq!(out.len() - start, BATCH_HEADER_LEN);
+    let written = if kept.is_empty() || codec == Compression::None {
+        put_records(out, data, kept, horizon, base_timestamp)
+    } else {
+        let mut records = Vec::with_capacity(kept.iter().map(|r| r.bytes.len() + 4).sum());
+        put_records(&mut records, data, kept, horizon, base_timestamp).and_then(|()| {
+            let section = compression::compress(codec, &records, Lz4Checksum::Standard)
+                .map_err(|e| e.to_string())?;
+            out.extend_from_slice(&section);
+            Ok(())
+        })
+    };
+    if let Err(e) = written {
+        out.truncate(start);
+        return Err(e);
+    }
+    let Ok(batch_length) = i32::try_from(out.len() - start - 12) else {
+        out.truncate(start);
+        return Err("rebuilt batch too large".into());
+    };
+    out[start + 8..start + 12].copy_from_slice(&batch_length.to_be_bytes());
     let crc = crc32c::crc32c(&out[start + CRC_START..]);
     out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
-    debug_assert_eq!(out.len() - start, total);
     Ok(())
+}
+
+/// The records of `kept`, verbatim, or with their timestamp deltas rewritten against
+/// `base_timestamp` when the batch gets a delete horizon.
+fn put_records(
+    out: &mut Vec<u8>,
+    data: &[u8],
+    kept: &[&RecordView],
+    horizon: Option<i64>,
+    base_timestamp: i64,
+) -> Result<(), String> {
+    for r in kept {
+        if horizon.is_none() {
+            out.extend_from_slice(&data[r.bytes.clone()]);
+            continue;
+        }
+        let delta = r
+            .timestamp
+            .checked_sub(base_timestamp)
+            .ok_or("timestamp delta against the delete horizon overflows")?;
+        let zigzag = ((delta << 1) ^ (delta >> 63)) as u64;
+        let tail = &data[r.after_timestamp.clone()];
+        let size = 1 + unsigned_len(zigzag) + tail.len();
+        let size = i32::try_from(size).map_err(|_| "record too large")?;
+        put_varint(out, size);
+        out.push(r.attributes);
+        put_unsigned(out, zigzag);
+        out.extend_from_slice(tail);
+    }
+    Ok(())
+}
+
+/// Bytes `put_unsigned` writes for `v`.
+fn unsigned_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_varint(out: &mut Vec<u8>, value: i32) {
     put_unsigned(out, ((value << 1) ^ (value >> 31)) as u32 as u64);
-}
-
-fn put_varlong(out: &mut Vec<u8>, value: i64) {
-    put_unsigned(out, ((value << 1) ^ (value >> 63)) as u64);
 }
 
 fn put_unsigned(out: &mut Vec<u8>, mut v: u64) {
@@ -339,15 +365,35 @@ mod tests {
 
     #[test]
     fn delete_horizon_keeps_absolute_timestamps() {
-        let (h, got) = rebuild(Wire::Lz4, &[0, 1], Some(5_000_000));
-        assert_eq!(delete_horizon(&h), Some(5_000_000));
-        assert_eq!(h.compression().unwrap(), Compression::Lz4);
-        assert_eq!(
-            got.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
-            vec![2000, 2010]
-        );
-        assert!(got[1].value.is_none());
-        assert!(got[0].delete_horizon);
+        for codec in [Wire::Lz4, Wire::None] {
+            let (h, got) = rebuild(codec, &[0, 1], Some(5_000_000));
+            assert_eq!(delete_horizon(&h), Some(5_000_000));
+            assert_eq!(h.compression().unwrap(), codec.into());
+            assert_eq!(
+                got.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
+                vec![2000, 2010]
+            );
+            assert!(got[1].value.is_none());
+            assert!(got[0].delete_horizon);
+        }
+    }
+
+    #[test]
+    fn unsigned_len_matches_put_unsigned() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_unsigned(&mut out, v);
+            assert_eq!(unsigned_len(v), out.len(), "{v}");
+        }
     }
 
     #[test]
