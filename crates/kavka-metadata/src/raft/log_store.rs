@@ -56,23 +56,34 @@ pub enum LogStoreError {
 }
 
 /// The on-disk Raft log. Cloning shares the same store (openraft's log reader is a clone).
+///
+/// Two locks: `inner` (the file) is held for a whole write, fsync included, and serializes
+/// writes; `state` (what readers see) is only held briefly, and updated after a write is
+/// durable. Readers on runtime workers never wait for an fsync.
 #[derive(Clone)]
 pub struct RaftLogStore {
     inner: Arc<Mutex<Inner>>,
+    state: Arc<Mutex<State>>,
 }
 
+/// The file side; only writers lock it.
 struct Inner {
     dir: PathBuf,
     file: File,
     /// Length of the valid prefix of `raft.log`: where the next frame goes.
     position: u64,
+    /// Set when a failed write could not be rolled back; all writes are refused after.
+    failed: bool,
+    state: Arc<Mutex<State>>,
+}
+
+/// The durable state as of the last completed write.
+struct State {
     /// Entries by index, with the byte position of their frame (for truncation).
     entries: BTreeMap<u64, (Entry<C>, u64)>,
     last_purged: Option<LogId<RaftNodeId>>,
     vote: Option<Vote<RaftNodeId>>,
     committed: Option<LogId<RaftNodeId>>,
-    /// Set when a failed write could not be rolled back; all writes are refused after.
-    failed: bool,
 }
 
 impl RaftLogStore {
@@ -107,22 +118,32 @@ impl RaftLogStore {
         frame::sync_dir(dir).map_err(io(dir))?;
         file.seek(SeekFrom::Start(position)).map_err(io(&path))?;
         info!(dir = %dir.display(), entries = entries.len(), ?last_purged, ?vote, ?committed, "raft log opened");
+        let state = Arc::new(Mutex::new(State {
+            entries,
+            last_purged,
+            vote,
+            committed,
+        }));
         Ok(RaftLogStore {
             inner: Arc::new(Mutex::new(Inner {
                 dir: dir.to_owned(),
                 file,
                 position,
-                entries,
-                last_purged,
-                vote,
-                committed,
                 failed: false,
+                state: Arc::clone(&state),
             })),
+            state,
         })
     }
 
+    /// The file side, for writers (tests drive writes through it directly).
+    #[cfg(test)]
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs a write (it fsyncs) on the blocking pool rather than on a runtime worker. Refused
@@ -236,6 +257,10 @@ fn write_err(e: &io::Error) -> StorageError<RaftNodeId> {
 }
 
 impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join(LOG_FILE)
     }
@@ -277,38 +302,45 @@ impl Inner {
             bytes.extend(Self::encode(&LogFrame::Entry(entry.clone()))?);
         }
         self.write_durably(&bytes)?;
+        let mut state = self.state();
         for (entry, pos) in entries.into_iter().zip(positions) {
             debug_assert!(
-                self.entries
+                state
+                    .entries
                     .last_key_value()
                     .is_none_or(|(i, _)| *i + 1 == entry.log_id.index),
                 "raft log append is not contiguous"
             );
-            self.entries.insert(entry.log_id.index, (entry, pos));
+            state.entries.insert(entry.log_id.index, (entry, pos));
         }
         Ok(())
     }
 
     /// Drops every entry at or after `index`.
     fn truncate(&mut self, index: u64) -> io::Result<()> {
-        let Some((_, pos)) = self.entries.get(&index) else {
+        let Some(pos) = self.state().entries.get(&index).map(|(_, pos)| *pos) else {
             return Ok(());
         };
-        let pos = *pos;
         self.file.set_len(pos)?;
         self.file.sync_all()?;
         self.file.seek(SeekFrom::Start(pos))?;
         self.position = pos;
-        self.entries.split_off(&index);
+        self.state().entries.split_off(&index);
         Ok(())
     }
 
     /// Drops every entry up to `log_id` and rewrites the file without them.
     fn purge(&mut self, log_id: LogId<RaftNodeId>) -> io::Result<()> {
-        let kept = self.entries.split_off(&(log_id.index + 1));
+        // Copied, not taken: readers keep seeing the entries until the rewrite is durable.
+        let kept: Vec<(u64, Entry<C>)> = self
+            .state()
+            .entries
+            .range(log_id.index + 1..)
+            .map(|(index, (entry, _))| (*index, entry.clone()))
+            .collect();
         let mut bytes = Self::encode(&LogFrame::Purged(log_id))?;
         let mut entries = BTreeMap::new();
-        for (index, (entry, _)) in kept {
+        for (index, entry) in kept {
             let pos = bytes.len() as u64;
             bytes.extend(Self::encode(&LogFrame::Entry(entry.clone()))?);
             entries.insert(index, (entry, pos));
@@ -319,8 +351,9 @@ impl Inner {
         file.seek(SeekFrom::End(0))?;
         self.file = file;
         self.position = bytes.len() as u64;
-        self.entries = entries;
-        self.last_purged = Some(log_id);
+        let mut state = self.state();
+        state.entries = entries;
+        state.last_purged = Some(log_id);
         Ok(())
     }
 
@@ -335,7 +368,7 @@ impl RaftLogReader<C> for RaftLogStore {
         range: RB,
     ) -> StorageResult<Vec<Entry<C>>> {
         Ok(self
-            .lock()
+            .state()
             .entries
             .range(range)
             .map(|(_, (entry, _))| entry.clone())
@@ -347,14 +380,14 @@ impl RaftLogStorage<C> for RaftLogStore {
     type LogReader = RaftLogStore;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<C>> {
-        let inner = self.lock();
-        let last_log_id = inner
+        let state = self.state();
+        let last_log_id = state
             .entries
             .last_key_value()
             .map(|(_, (entry, _))| *entry.get_log_id())
-            .or(inner.last_purged);
+            .or(state.last_purged);
         Ok(LogState {
-            last_purged_log_id: inner.last_purged,
+            last_purged_log_id: state.last_purged,
             last_log_id,
         })
     }
@@ -367,7 +400,7 @@ impl RaftLogStorage<C> for RaftLogStore {
         let vote = *vote;
         self.blocking(move |inner| {
             inner.save_json(VOTE_FILE, &vote)?;
-            inner.vote = Some(vote);
+            inner.state().vote = Some(vote);
             Ok(())
         })
         .await
@@ -375,13 +408,13 @@ impl RaftLogStorage<C> for RaftLogStore {
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<RaftNodeId>>> {
-        Ok(self.lock().vote)
+        Ok(self.state().vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<RaftNodeId>>) -> StorageResult<()> {
         self.blocking(move |inner| {
             inner.save_json(COMMITTED_FILE, &committed)?;
-            inner.committed = committed;
+            inner.state().committed = committed;
             Ok(())
         })
         .await
@@ -389,7 +422,7 @@ impl RaftLogStorage<C> for RaftLogStore {
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<RaftNodeId>>> {
-        Ok(self.lock().committed)
+        Ok(self.state().committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> StorageResult<()>
