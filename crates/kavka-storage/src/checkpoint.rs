@@ -58,17 +58,23 @@ fn parse(text: &str) -> Option<Checkpoint> {
 }
 
 pub(crate) fn write(dir: &Path, cp: Checkpoint) -> io::Result<()> {
-    let tmp = dir.join(CHECKPOINT_TMP);
+    let text = format!(
+        "{HEADER}\nlog-start-offset {}\nrecovery-point {}\n",
+        cp.log_start_offset, cp.recovery_point
+    );
+    write_atomic(dir, CHECKPOINT_TMP, CHECKPOINT_FILE, text.as_bytes())
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old file or the new one,
+/// never a torn one: write `dir/tmp`, fsync, rename over `name`, fsync the directory.
+pub(crate) fn write_atomic(dir: &Path, tmp: &str, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(tmp);
     {
         let mut f = File::create(&tmp)?;
-        write!(
-            f,
-            "{HEADER}\nlog-start-offset {}\nrecovery-point {}\n",
-            cp.log_start_offset, cp.recovery_point
-        )?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
-    fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
+    fs::rename(&tmp, dir.join(name))?;
     sync_dir(dir)
 }
 

@@ -4,8 +4,8 @@
 //! removal. Losing or damaging it only makes the next round clean the whole log again, never
 //! loses data.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::Path;
 
 use tracing::warn;
@@ -67,21 +67,11 @@ fn parse(text: &str) -> Option<CleanerCheckpoint> {
 
 /// Writes the checkpoint atomically (temp file, fsync, rename, fsync the directory).
 pub(crate) fn write(dir: &Path, cp: CleanerCheckpoint) -> io::Result<()> {
-    let tmp = dir.join(TMP);
-    {
-        let mut f = File::create(&tmp)?;
-        write!(
-            f,
-            "{HEADER}\nfirst-dirty-offset {}\n",
-            cp.first_dirty_offset
-        )?;
-        if let Some(h) = cp.delete_horizon {
-            writeln!(f, "delete-horizon {h}")?;
-        }
-        f.sync_all()?;
+    let mut text = format!("{HEADER}\nfirst-dirty-offset {}\n", cp.first_dirty_offset);
+    if let Some(h) = cp.delete_horizon {
+        text.push_str(&format!("delete-horizon {h}\n"));
     }
-    fs::rename(&tmp, dir.join(FILE))?;
-    crate::checkpoint::sync_dir(dir)
+    crate::checkpoint::write_atomic(dir, TMP, FILE, text.as_bytes())
 }
 
 /// Leftover of an interrupted write.
@@ -92,6 +82,7 @@ pub(crate) fn is_temp_file(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn round_trip_and_damage() {

@@ -8,8 +8,8 @@
 //! file, fsync, rename, fsync the directory. An unreadable file is not trusted: the log
 //! rebuilds the cache from its batch headers.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::Path;
 
 use tracing::warn;
@@ -282,14 +282,7 @@ fn write_checkpoint(dir: &Path, entries: &[EpochEntry]) -> io::Result<()> {
     for e in entries {
         text.push_str(&format!("{} {}\n", e.epoch, e.start_offset));
     }
-    let tmp = dir.join(CHECKPOINT_TMP);
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
-    crate::checkpoint::sync_dir(dir)
+    crate::checkpoint::write_atomic(dir, CHECKPOINT_TMP, CHECKPOINT_FILE, text.as_bytes())
 }
 
 /// Leftovers of an interrupted checkpoint write.
@@ -300,6 +293,7 @@ pub(crate) fn is_temp_file(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn entry(epoch: i32, start_offset: i64) -> EpochEntry {
         EpochEntry {
