@@ -8,6 +8,7 @@
 
 pub mod controller;
 pub mod error;
+mod frame;
 pub mod image;
 pub mod log;
 pub mod raft;

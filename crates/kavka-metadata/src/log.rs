@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::raft::frame::{self, FrameRead};
+use crate::frame::{self, FrameRead};
 use crate::record::MetadataRecord;
 
 /// Name of the metadata log's directory, as in Kafka's KRaft mode.
@@ -299,7 +299,7 @@ impl MetadataLog for FileMetadataLog {
     }
 }
 
-/// Frames `payload` in the shared layout ([`crate::raft::frame`]).
+/// Frames `payload` in the shared layout ([`crate::frame`]).
 fn encode_frame(payload: &[u8]) -> Result<Vec<u8>, LogError> {
     frame::encode(payload, MAX_FRAME_BYTES).ok_or(LogError::BatchTooLarge {
         size: payload.len(),

@@ -27,8 +27,8 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::frame::{self, FrameRead};
 use super::{MetadataRaftConfig, RaftNodeId};
+use crate::frame::{self, FrameRead};
 use crate::log::MAX_FRAME_BYTES;
 
 type C = MetadataRaftConfig;

@@ -13,7 +13,6 @@
 //!
 //! Not yet wired into the broker: see DESIGN.md (issue 4).
 
-pub(crate) mod frame;
 pub mod log_store;
 pub mod network;
 pub mod node;

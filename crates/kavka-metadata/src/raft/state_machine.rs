@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::info;
 
-use super::frame;
 use super::log_store::LogStoreError;
 use super::{MetadataCommit, MetadataRaftConfig, RaftNodeId};
+use crate::frame;
 use crate::image::MetadataImage;
 use crate::record::MetadataRecord;
 

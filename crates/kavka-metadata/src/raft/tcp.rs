@@ -22,9 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::frame;
 use super::network::{BoxFuture, MetadataTransport, RpcResult};
 use super::{MetadataRaft, MetadataRaftConfig, RaftNodeId};
+use crate::frame;
 
 type C = MetadataRaftConfig;
 
