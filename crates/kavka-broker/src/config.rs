@@ -100,8 +100,62 @@ pub struct BrokerConfig {
     pub cleaner: CleanerSettings,
     /// Group coordinator settings (group.*, offsets.*).
     pub group: crate::group::GroupConfig,
+    /// Follower fetching, ISR and leader-election settings (replica.*).
+    pub replication: ReplicationSettings,
+    /// The metadata quorum, when `controller.quorum.voters` is set; `None` runs the single-node
+    /// embedded controller with a local metadata log.
+    pub cluster: Option<ClusterSettings>,
     /// Every key as given (after overrides), for DescribeConfigs on the broker resource.
     pub props: BTreeMap<String, String>,
+}
+
+/// Kafka's `replica.*` settings and friends: how followers fetch and when they drop out of
+/// the ISR.
+#[derive(Debug, Clone)]
+pub struct ReplicationSettings {
+    /// A follower that has not caught up to the leader's log end for this long leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
+    /// Bytes a follower asks per partition in one Fetch.
+    pub replica_fetch_max_bytes: i32,
+    /// Bytes a follower asks in one Fetch over all partitions.
+    pub replica_fetch_response_max_bytes: i32,
+    pub replica_fetch_wait_max_ms: i32,
+    pub replica_fetch_min_bytes: i32,
+    /// Pause after a failed fetch (leader unreachable, error) before retrying.
+    pub replica_fetch_backoff_ms: u64,
+    /// A Fetch or OffsetForLeaderEpoch to the leader that takes longer fails and is retried.
+    pub replica_socket_timeout_ms: u64,
+    /// Elect an out-of-sync replica when no ISR member is alive (loses data; off by default).
+    pub unclean_leader_election_enable: bool,
+    /// Move leadership back to each partition's preferred (first) replica periodically.
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_ms: u64,
+    /// Replication factor of `__consumer_offsets` (capped at the number of live brokers when
+    /// the topic is created, so a single node still works).
+    pub offsets_topic_replication_factor: i16,
+}
+
+/// One voter of the metadata quorum (`controller.quorum.voters` entry `id@host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumVoter {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Cluster (KRaft-style) mode: the metadata log is replicated by a Raft quorum of voters.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Every voter, this node included (combined broker+controller mode).
+    pub voters: Vec<QuorumVoter>,
+    /// The controller listener this node binds for quorum traffic.
+    pub controller_listener: Listener,
+    /// The controller fences a broker whose heartbeats stop for this long.
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    /// Raft timing (controller.quorum.election.timeout.ms etc.).
+    pub election_timeout_ms: u64,
+    pub fetch_timeout_ms: u64,
 }
 
 /// Keys kavka reads. Anything else gets a warning.
@@ -150,6 +204,22 @@ const KNOWN_KEYS: &[&str] = &[
     "socket.request.max.bytes",
     "broker.rack",
     "cluster.id",
+    "replica.lag.time.max.ms",
+    "replica.fetch.max.bytes",
+    "replica.fetch.response.max.bytes",
+    "replica.fetch.wait.max.ms",
+    "replica.fetch.min.bytes",
+    "replica.fetch.backoff.ms",
+    "replica.socket.timeout.ms",
+    "unclean.leader.election.enable",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
+    "offsets.topic.replication.factor",
+    "min.insync.replicas",
+    "broker.session.timeout.ms",
+    "broker.heartbeat.interval.ms",
+    "controller.quorum.election.timeout.ms",
+    "controller.quorum.fetch.timeout.ms",
 ];
 
 /// Kafka keys that are accepted but have no effect in kavka (threads, buffers ...): a hint
@@ -160,7 +230,6 @@ const IGNORED_KEYS: &[&str] = &[
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir",
-    "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "zookeeper.connect",
@@ -230,6 +299,106 @@ fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError>
         return Err(invalid(key, value, "no listener given"));
     }
     Ok(out)
+}
+
+/// Cluster mode is on when `controller.quorum.voters` lists voters (`id@host:port,...`).
+fn parse_cluster(
+    props: &BTreeMap<String, String>,
+    controller_listener: Option<Listener>,
+    node_id: i32,
+) -> Result<Option<ClusterSettings>, ConfigError> {
+    let get = |k: &str| props.get(k).map(String::as_str);
+    let Some(voters_text) = get("controller.quorum.voters").filter(|v| !v.trim().is_empty()) else {
+        if get("controller.quorum.bootstrap.servers").is_some() {
+            return Err(invalid(
+                "controller.quorum.bootstrap.servers",
+                get("controller.quorum.bootstrap.servers").unwrap_or(""),
+                "dynamic quorums (KIP-853) are not supported yet: list the voters in controller.quorum.voters",
+            ));
+        }
+        return Ok(None);
+    };
+    let key = "controller.quorum.voters";
+    let mut voters: Vec<QuorumVoter> = Vec::new();
+    for item in voters_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| invalid(key, voters_text, "expected id@host:port entries"))?;
+        let node: i32 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n: &i32| *n >= 0)
+            .ok_or_else(|| invalid(key, voters_text, "a voter id is not a node id"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(key, voters_text, "a voter lacks a port"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| invalid(key, voters_text, "a voter port is not 1-65535"))?;
+        if voters.iter().any(|v| v.node_id == node) {
+            return Err(invalid(key, voters_text, "a voter id is listed twice"));
+        }
+        voters.push(QuorumVoter {
+            node_id: node,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+        });
+    }
+    if voters.is_empty() || voters.len() > 9 {
+        return Err(invalid(
+            key,
+            voters_text,
+            "between 1 and 9 voters are supported",
+        ));
+    }
+    let Some(me) = voters.iter().find(|v| v.node_id == node_id) else {
+        return Err(invalid(
+            key,
+            voters_text,
+            format!("node.id {node_id} is not a voter (every cluster node is broker,controller)"),
+        ));
+    };
+    let controller_listener = match controller_listener {
+        Some(l) => l,
+        None => {
+            return Err(invalid(
+                "controller.listener.names",
+                get("controller.listener.names").unwrap_or(""),
+                format!(
+                    "cluster mode needs a controller listener in listeners (e.g. CONTROLLER://{}:{}) named by controller.listener.names",
+                    me.host, me.port
+                ),
+            ))
+        }
+    };
+    let num = |k: &str, default: u64| -> Result<u64, ConfigError> {
+        match get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid(k, v, "not a positive number")),
+        }
+    };
+    Ok(Some(ClusterSettings {
+        voters,
+        controller_listener,
+        broker_session_timeout_ms: num("broker.session.timeout.ms", 9_000)?,
+        broker_heartbeat_interval_ms: num("broker.heartbeat.interval.ms", 2_000)?,
+        election_timeout_ms: num("controller.quorum.election.timeout.ms", 1_000)?,
+        fetch_timeout_ms: num("controller.quorum.fetch.timeout.ms", 2_000)?,
+    }))
 }
 
 impl BrokerConfig {
@@ -318,20 +487,32 @@ impl BrokerConfig {
                 return Err(invalid(
                     "process.roles",
                     roles,
-                    "a controller-only node needs cluster mode, which is not implemented yet",
+                    "controller-only nodes are not supported yet: use process.roles=broker,controller",
+                ));
+            }
+            if get("controller.quorum.voters").is_some() && !roles.contains("controller") {
+                return Err(invalid(
+                    "process.roles",
+                    roles,
+                    "broker-only nodes are not supported yet: every node of a cluster is broker,controller",
                 ));
             }
         }
         let controller_names: Vec<&str> = get("controller.listener.names")
             .map(|s| s.split(',').map(str::trim).collect())
             .unwrap_or_default();
-        let listeners: Vec<Listener> = parse_listeners(
+        let all_listeners = parse_listeners(
             "listeners",
             get("listeners").unwrap_or("PLAINTEXT://127.0.0.1:9092"),
-        )?
-        .into_iter()
-        .filter(|l| !controller_names.contains(&l.name.as_str()))
-        .collect();
+        )?;
+        let controller_listener = all_listeners
+            .iter()
+            .find(|l| controller_names.contains(&l.name.as_str()))
+            .cloned();
+        let listeners: Vec<Listener> = all_listeners
+            .into_iter()
+            .filter(|l| !controller_names.contains(&l.name.as_str()))
+            .collect();
         for l in &listeners {
             let protocol = get("listener.security.protocol.map")
                 .and_then(|m| {
@@ -576,6 +757,92 @@ impl BrokerConfig {
                 )?,
             },
             group: crate::group::GroupConfig::from_props(&props)?,
+            replication: ReplicationSettings {
+                replica_lag_time_max_ms: at_least(
+                    "replica.lag.time.max.ms",
+                    num(
+                        "replica.lag.time.max.ms",
+                        get("replica.lag.time.max.ms"),
+                        30_000,
+                    )?,
+                    1,
+                )?,
+                replica_fetch_max_bytes: at_least(
+                    "replica.fetch.max.bytes",
+                    num(
+                        "replica.fetch.max.bytes",
+                        get("replica.fetch.max.bytes"),
+                        1_048_576,
+                    )?,
+                    1024,
+                )?,
+                replica_fetch_response_max_bytes: at_least(
+                    "replica.fetch.response.max.bytes",
+                    num(
+                        "replica.fetch.response.max.bytes",
+                        get("replica.fetch.response.max.bytes"),
+                        10_485_760,
+                    )?,
+                    1024,
+                )?,
+                replica_fetch_wait_max_ms: at_least(
+                    "replica.fetch.wait.max.ms",
+                    num(
+                        "replica.fetch.wait.max.ms",
+                        get("replica.fetch.wait.max.ms"),
+                        500,
+                    )?,
+                    0,
+                )?,
+                replica_fetch_min_bytes: at_least(
+                    "replica.fetch.min.bytes",
+                    num("replica.fetch.min.bytes", get("replica.fetch.min.bytes"), 1)?,
+                    1,
+                )?,
+                replica_fetch_backoff_ms: num(
+                    "replica.fetch.backoff.ms",
+                    get("replica.fetch.backoff.ms"),
+                    1000,
+                )?,
+                replica_socket_timeout_ms: at_least(
+                    "replica.socket.timeout.ms",
+                    num(
+                        "replica.socket.timeout.ms",
+                        get("replica.socket.timeout.ms"),
+                        30_000,
+                    )?,
+                    100,
+                )?,
+                unclean_leader_election_enable: boolean(
+                    "unclean.leader.election.enable",
+                    get("unclean.leader.election.enable"),
+                    false,
+                )?,
+                auto_leader_rebalance_enable: boolean(
+                    "auto.leader.rebalance.enable",
+                    get("auto.leader.rebalance.enable"),
+                    true,
+                )?,
+                leader_imbalance_check_interval_ms: at_least(
+                    "leader.imbalance.check.interval.seconds",
+                    num::<u64>(
+                        "leader.imbalance.check.interval.seconds",
+                        get("leader.imbalance.check.interval.seconds"),
+                        300,
+                    )?,
+                    1,
+                )? * 1000,
+                offsets_topic_replication_factor: at_least(
+                    "offsets.topic.replication.factor",
+                    num(
+                        "offsets.topic.replication.factor",
+                        get("offsets.topic.replication.factor"),
+                        3,
+                    )?,
+                    1,
+                )?,
+            },
+            cluster: parse_cluster(&props, controller_listener, node_id)?,
             props,
         };
         Ok(cfg)

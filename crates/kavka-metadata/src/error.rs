@@ -4,7 +4,7 @@ use kavka_protocol::error::ErrorCode;
 
 /// Why a controller operation was refused. The message is what Kafka would put in the
 /// response's `error_message`; [`ControllerError::code`] is the wire error code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ControllerError {
     #[error("{0}")]
     TopicAlreadyExists(String),
@@ -28,6 +28,28 @@ pub enum ControllerError {
     InvalidRequest(String),
     #[error("{0}")]
     InconsistentClusterId(String),
+    /// This node is not the active controller and could not reach it; the client retries
+    /// (NOT_CONTROLLER).
+    #[error("{0}")]
+    NotController(String),
+    /// AlterPartition from a leader whose leader epoch is stale (FENCED_LEADER_EPOCH).
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    /// AlterPartition based on a partition epoch that is no longer current
+    /// (INVALID_UPDATE_VERSION): the leader waits for the newer state and retries.
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
+    /// A proposed ISR member is fenced or not a replica (INELIGIBLE_REPLICA).
+    #[error("{0}")]
+    IneligibleReplica(String),
+    /// The sender does not lead the partition (NOT_LEADER_OR_FOLLOWER).
+    #[error("{0}")]
+    NotLeaderOrFollower(String),
+    /// No in-sync replica is available to lead (ELECTION_NOT_NEEDED / PREFERRED_LEADER_NOT_AVAILABLE).
+    #[error("{0}")]
+    PreferredLeaderNotAvailable(String),
+    #[error("{0}")]
+    ElectionNotNeeded(String),
     /// The metadata log could not be read or written; nothing was committed.
     #[error("metadata log error: {0}")]
     Storage(String),
@@ -48,6 +70,13 @@ impl ControllerError {
             Self::PolicyViolation(_) => ErrorCode::PolicyViolation,
             Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
             Self::InconsistentClusterId(_) => ErrorCode::InconsistentClusterId,
+            Self::NotController(_) => ErrorCode::NotController,
+            Self::FencedLeaderEpoch(_) => ErrorCode::FencedLeaderEpoch,
+            Self::InvalidUpdateVersion(_) => ErrorCode::InvalidUpdateVersion,
+            Self::IneligibleReplica(_) => ErrorCode::IneligibleReplica,
+            Self::NotLeaderOrFollower(_) => ErrorCode::NotLeaderOrFollower,
+            Self::PreferredLeaderNotAvailable(_) => ErrorCode::PreferredLeaderNotAvailable,
+            Self::ElectionNotNeeded(_) => ErrorCode::ElectionNotNeeded,
             Self::Storage(_) => ErrorCode::UnknownServerError,
         };
         code.code()

@@ -16,6 +16,9 @@ pub struct BrokerInfo {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// Fenced brokers (heartbeats stopped) lead no partition and join no ISR; clients are
+    /// not told about them. A broker is unfenced when it registers.
+    pub fenced: bool,
 }
 
 /// One partition's replica set and leadership.
@@ -100,6 +103,22 @@ impl MetadataImage {
             .and_then(|name| self.topics.get(name))
     }
 
+    /// One partition by topic id and index.
+    pub fn partition(&self, topic_id: &Uuid, partition: i32) -> Option<&PartitionImage> {
+        self.topic_by_id(topic_id)
+            .and_then(|t| t.partitions.get(&partition))
+    }
+
+    /// Whether `node_id` is registered and not fenced: it may lead and join ISRs.
+    pub fn is_live_broker(&self, node_id: i32) -> bool {
+        self.brokers.get(&node_id).is_some_and(|b| !b.fenced)
+    }
+
+    /// The registered, unfenced brokers (what Metadata responses list).
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
     /// The dynamic configs of `resource` (empty when none or unknown).
     pub fn configs(&self, resource: &ConfigResource) -> BTreeMap<String, String> {
         match resource {
@@ -128,6 +147,9 @@ impl MetadataImage {
                 rack: b.rack.clone(),
                 incarnation: Uuid::nil(),
             });
+            if b.fenced {
+                out.push(MetadataRecord::FenceBroker { node_id: b.node_id });
+            }
         }
         for (node_id, configs) in &self.broker_configs {
             for (name, value) in configs {
@@ -167,9 +189,18 @@ impl MetadataImage {
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
+                        fenced: false,
                     },
                 );
             }
+            MetadataRecord::FenceBroker { node_id } => match self.brokers.get_mut(node_id) {
+                Some(b) => b.fenced = true,
+                None => warn!(node_id, "metadata: FenceBroker of an unknown broker"),
+            },
+            MetadataRecord::UnfenceBroker { node_id } => match self.brokers.get_mut(node_id) {
+                Some(b) => b.fenced = false,
+                None => warn!(node_id, "metadata: UnfenceBroker of an unknown broker"),
+            },
             MetadataRecord::Topic { name, topic_id } => {
                 if let Some(old) = self.topics.get(name) {
                     warn!(topic = %name, "metadata: Topic record replaces an existing topic");

@@ -56,4 +56,9 @@ pub enum MetadataRecord {
         broker_id: i32,
         next_producer_id: i64,
     },
+    /// The controller fenced a broker whose heartbeats stopped for broker.session.timeout.ms
+    /// (KIP-631's FenceBrokerRecord): it leads nothing and joins no ISR until unfenced.
+    FenceBroker { node_id: i32 },
+    /// A fenced broker heartbeated again and may lead and join ISRs (UnfenceBrokerRecord).
+    UnfenceBroker { node_id: i32 },
 }
