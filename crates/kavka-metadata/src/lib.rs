@@ -13,6 +13,7 @@ pub mod image;
 pub mod log;
 pub mod raft;
 pub mod record;
+pub mod replication_control;
 pub mod topic_config;
 mod topic_name;
 mod uuid_string;

@@ -6,6 +6,9 @@
 //!   the leader's log end offset passed in, no I/O), so it can be tested over many seeded
 //!   schedules. Not yet wired into `partition`/`replica_manager`.
 
+pub mod fetcher;
+pub mod isr;
+pub mod leader_client;
 pub mod replica_state;
 
 pub use replica_state::{
