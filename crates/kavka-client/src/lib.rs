@@ -17,6 +17,7 @@ pub mod connection;
 pub mod consumer;
 pub mod consumer_protocol;
 pub mod coordinator;
+pub mod describe_cluster;
 pub mod error;
 #[cfg(test)]
 mod fake_coordinator;
