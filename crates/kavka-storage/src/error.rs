@@ -27,6 +27,16 @@ pub enum StorageError {
     /// Kafka's `INVALID_RECORD`.
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A follower append whose offsets do not continue the log: a batch starting below the
+    /// log end offset, or batches not in increasing offset order (Kafka's
+    /// `UnexpectedAppendOffsetException` / `OffsetsOutOfOrderException`).
+    #[error("follower append of offsets {first_offset}..={last_offset} starts below offset {min_offset}")]
+    OffsetsOutOfOrder {
+        first_offset: i64,
+        last_offset: i64,
+        /// The lowest offset the batch could have started at.
+        min_offset: i64,
+    },
     /// An idempotent batch was refused (zombie epoch or sequence gap).
     #[error(transparent)]
     Producer(#[from] crate::producer_state::ProducerStateError),

@@ -46,6 +46,8 @@ pub use read_plan::{ReadChunk, ReadPlan};
 #[cfg(test)]
 mod cleaner_tests;
 #[cfg(test)]
+mod follower_tests;
+#[cfg(test)]
 mod leader_epoch_tests;
 #[cfg(test)]
 mod producer_tests;

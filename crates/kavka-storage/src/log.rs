@@ -404,6 +404,240 @@ impl Log {
         })
     }
 
+    /// Appends batches fetched from the partition leader (Kafka's `appendAsFollower`): they
+    /// keep the leader's offsets, partition leader epochs and timestamps, and a batch whose
+    /// epoch is newer than the cache's latest starts a leader-epoch entry. Every batch is
+    /// CRC-checked; offsets must start at or above the log end offset and increase. Forward
+    /// gaps are accepted: a compacted leader log has them (the cleaner drops whole batches),
+    /// and refusing them would stall the follower for good. `max.message.bytes` and the key
+    /// check of compacted topics are the leader's business (Kafka skips them too: the
+    /// follower's topic config may lag), but a batch must fit in a segment. The idempotent
+    /// producer state is replayed from the batches, so this replica can become leader and
+    /// still recognise retries.
+    ///
+    /// One exception to "at or above the log end": when the log is empty and its start
+    /// offset falls inside the first batch (the leader's log start moved there with
+    /// DeleteRecords and this replica was restarted at it), the log restarts at the batch's
+    /// base offset and keeps its log start offset.
+    pub fn append_as_follower(
+        &mut self,
+        batches: &mut [u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.note_time(now_ms);
+        if batches.is_empty() {
+            return Err(StorageError::EmptyAppend);
+        }
+        let segment_bytes = self.config.effective_segment_bytes();
+        let log_end = self.log_end_offset();
+        let mut restart_at = None;
+        let mut min_offset = log_end;
+        let mut pending: Vec<PendingBatch> = Vec::new();
+        let mut headers = Vec::new();
+        let mut pos = 0usize;
+        let mut records = 0usize;
+        while pos < batches.len() {
+            let rest = batches.get(pos..).unwrap_or_default();
+            let h = record_batch::validate(rest)?;
+            let len = h.total_len();
+            if len as u64 > segment_bytes {
+                return Err(StorageError::RecordTooLarge {
+                    size: len,
+                    max: segment_bytes as usize,
+                });
+            }
+            let last = h
+                .base_offset
+                .checked_add(i64::from(h.last_offset_delta))
+                .filter(|l| *l < i64::MAX)
+                .ok_or(StorageError::OffsetOverflow {
+                    log_end,
+                    records: i64::from(h.last_offset_delta).saturating_add(1),
+                })?;
+            if h.base_offset < min_offset {
+                let restartable = pending.is_empty()
+                    && h.base_offset >= 0
+                    && last >= log_end
+                    && log_end == self.log_start_offset;
+                if !restartable {
+                    return Err(StorageError::OffsetsOutOfOrder {
+                        first_offset: h.base_offset,
+                        last_offset: last,
+                        min_offset,
+                    });
+                }
+                restart_at = Some(h.base_offset);
+            }
+            records += usize::try_from(h.records_count).unwrap_or(0);
+            pending.push(PendingBatch {
+                position: pos,
+                len,
+                base_offset: h.base_offset,
+                last_offset: last,
+                max_timestamp: h.max_timestamp,
+            });
+            headers.push((ProducerBatch::of(&h), h.partition_leader_epoch));
+            min_offset = last + 1;
+            pos += len;
+        }
+        if let Some(base) = restart_at {
+            let log_start = self.log_start_offset;
+            info!(dir = %self.dir.display(), base, log_start, "follower log restarts at the base offset of the batch holding its log start offset");
+            self.truncate_fully_and_start_at(base)?;
+            self.log_start_offset = log_start;
+            self.write_checkpoint()?;
+        }
+        let first_offset = pending.first().map_or(log_end, |p| p.base_offset);
+        let mut start = 0;
+        let mut new_epoch = false;
+        while start < pending.len() {
+            let end = follower_run_end(&pending, start, segment_bytes);
+            new_epoch |= self.append_follower_run(
+                batches,
+                pending.get(start..end).unwrap_or_default(),
+                headers.get(start..end).unwrap_or_default(),
+                now_ms,
+            )?;
+            start = end;
+        }
+        if new_epoch {
+            // As on the leader: a rare event, checkpointed (with fsync) right away.
+            if let Err(e) = self.epoch_cache.flush(&self.dir) {
+                warn!(dir = %self.dir.display(), error = %e, "cannot write leader epoch checkpoint");
+            }
+        }
+        self.last_append_ms = now_ms;
+        if self.first_unflushed_ms.is_none() {
+            self.first_unflushed_ms = Some(now_ms);
+        }
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: min_offset - 1,
+            log_append_time: -1,
+            log_start_offset: self.log_start_offset,
+            batches: pending.len(),
+            records,
+            bytes: batches.len(),
+            duplicate: false,
+        })
+    }
+
+    /// Writes one run of follower batches (contiguous in `batches`, fitting one segment) and
+    /// replays their producer state and leader epochs. Returns whether an epoch was added.
+    fn append_follower_run(
+        &mut self,
+        batches: &[u8],
+        run: &[PendingBatch],
+        headers: &[(Option<ProducerBatch>, i32)],
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Ok(false);
+        };
+        let from = first.position;
+        let to = last.position + last.len;
+        let Some(buf) = batches.get(from..to) else {
+            return Err(StorageError::CorruptBatch(BatchError::Truncated {
+                needed: to,
+                available: batches.len(),
+            }));
+        };
+        self.maybe_roll(buf.len(), last.last_offset, now_ms)?;
+        self.place_empty_active_at(first.base_offset, last.last_offset, now_ms)?;
+        let shifted: Vec<PendingBatch> = run
+            .iter()
+            .map(|p| PendingBatch {
+                position: p.position - from,
+                ..*p
+            })
+            .collect();
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().append(buf, &shifted, interval, now_ms)?;
+        debug_assert_eq!(self.log_end_offset(), last.last_offset + 1);
+        let mut new_epoch = false;
+        for (p, (pb, epoch)) in run.iter().zip(headers) {
+            if let Some(pb) = pb {
+                self.producer_state.replay(pb, p.base_offset, p.last_offset);
+            }
+            new_epoch |= self.epoch_cache.assign_if_newer(*epoch, p.base_offset);
+        }
+        self.size_bytes += buf.len() as u64;
+        self.unflushed_bytes += buf.len() as u64;
+        Ok(new_epoch)
+    }
+
+    /// A follower run after a gap too wide for the empty active segment's offset index (the
+    /// leader's compacted log skipped more than `i32::MAX` offsets): the empty segment is
+    /// replaced by one based at the run's first offset.
+    fn place_empty_active_at(
+        &mut self,
+        base_offset: i64,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let active = self.active();
+        if active.size() > 0 || last_offset - active.base_offset() <= i64::from(i32::MAX) {
+            return Ok(());
+        }
+        debug_assert!(base_offset >= active.base_offset());
+        let seg = LogSegment::create(&self.dir, base_offset, now_ms)?;
+        if let Some(old) = self.segments.pop_back() {
+            self.schedule_delete(&old);
+        }
+        self.segments.push_back(seg);
+        Ok(())
+    }
+
+    /// Drops every segment and starts an empty log at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose log end is below the leader's log start
+    /// offset cannot fetch what it misses, so it starts over where the leader's log begins.
+    /// Leader epochs and producer state go with the data.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        let offset = offset.max(0);
+        self.replace_with_empty_segment_at(offset)?;
+        self.size_bytes = self.segments.iter().map(|s| s.size()).sum();
+        self.log_start_offset = offset;
+        self.recovery_point = offset;
+        self.unflushed_bytes = 0;
+        self.first_unflushed_ms = None;
+        self.epoch_cache.clear();
+        self.producer_state.clear();
+        for snapshot in producer_state::list_snapshots(&self.dir)? {
+            producer_state::delete_snapshot(&self.dir, snapshot)?;
+        }
+        // The renames and the new segment are durable before the checkpoint says so.
+        checkpoint::sync_dir(&self.dir)?;
+        self.write_checkpoint()?;
+        self.generation += 1;
+        self.first_dirty_offset = offset;
+        self.delete_horizon = None;
+        self.write_cleaner_checkpoint()?;
+        info!(dir = %self.dir.display(), offset, "log truncated fully; it now starts at offset {offset}");
+        Ok(())
+    }
+
+    /// Replaces the segments with one empty segment at `offset`. A segment already named
+    /// after `offset` is emptied in place; otherwise the new one is created before the old
+    /// ones go, so the log is never without a segment.
+    fn replace_with_empty_segment_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        let keep = self.segments.iter().position(|s| s.base_offset() == offset);
+        let created = match keep {
+            Some(_) => None,
+            None => Some(LogSegment::create(&self.dir, offset, self.now_hint_ms)?),
+        };
+        for (i, seg) in std::mem::take(&mut self.segments).into_iter().enumerate() {
+            if Some(i) == keep {
+                self.segments.push_back(seg);
+            } else {
+                self.schedule_delete(&seg);
+            }
+        }
+        self.segments.extend(created);
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().truncate_to(offset, interval)?;
+        Ok(())
+    }
+
     /// Kafka's `shouldRoll`: size, age, full index, or offsets past what the index can hold.
     fn maybe_roll(
         &mut self,
@@ -793,25 +1027,9 @@ impl Log {
         let offset = offset.max(0);
         let first_base = self.segments.front().map_or(0, |s| s.base_offset());
         if offset <= first_base || offset < self.log_start_offset {
-            // Nothing is left: an empty log starting at `offset`. A segment already named
-            // after `offset` is emptied in place; otherwise the new one is created before the
-            // old ones go, so the log is never without a segment.
-            let keep = self.segments.iter().position(|s| s.base_offset() == offset);
-            let created = match keep {
-                Some(_) => None,
-                None => Some(LogSegment::create(&self.dir, offset, self.now_hint_ms)?),
-            };
-            for (i, seg) in std::mem::take(&mut self.segments).into_iter().enumerate() {
-                if Some(i) == keep {
-                    self.segments.push_back(seg);
-                } else {
-                    self.schedule_delete(&seg);
-                }
-            }
-            self.segments.extend(created);
+            // Nothing is left: an empty log starting at `offset`.
+            self.replace_with_empty_segment_at(offset)?;
             self.log_start_offset = offset;
-            let interval = self.config.index_interval_bytes;
-            self.active_mut().truncate_to(offset, interval)?;
             self.epoch_cache.clear();
         } else {
             while self.segments.len() > 1
@@ -1211,6 +1429,27 @@ fn check_keys(batch: &[u8], h: &record_batch::BatchHeader) -> Result<(), Storage
         None => Err(KEYLESS.into()),
     })
     .map_err(StorageError::InvalidRecord)
+}
+
+/// End (exclusive) of the run of follower batches from `start` that one segment append can
+/// take: at most `segment_bytes` (a single batch always fits, as checked) and offsets within
+/// `i32::MAX` of the run's first.
+fn follower_run_end(pending: &[PendingBatch], start: usize, segment_bytes: u64) -> usize {
+    let Some(first) = pending.get(start) else {
+        return start;
+    };
+    let mut bytes = 0u64;
+    let mut end = start;
+    for p in pending.iter().skip(start) {
+        let fits = bytes + p.len as u64 <= segment_bytes
+            && p.last_offset - first.base_offset <= i64::from(i32::MAX);
+        if end > start && !fits {
+            break;
+        }
+        bytes += p.len as u64;
+        end += 1;
+    }
+    end
 }
 
 fn remove_file_logged(path: &Path) {
