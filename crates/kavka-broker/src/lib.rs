@@ -71,6 +71,7 @@ pub struct RunningBroker {
     pub bound: std::net::SocketAddr,
     pub broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
+    stop_heartbeats: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     /// Held until shutdown; dropping releases the directory locks.
     _dir_locks: Vec<std::fs::File>,
@@ -98,16 +99,27 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         .map_err(|e| StartError::Bind(bind.clone(), e))?;
     let advertised = config.advertised_endpoint(bound);
 
+    // Cluster mode: this node is a voter of the Raft metadata quorum.
+    let quorum_controller = match &config.cluster {
+        Some(cluster) => Some(start_quorum(&config, cluster).await?),
+        None => None,
+    };
+
     let (controller, replicas, groups, replay_offsets) = {
         let config = config.clone();
         let advertised = advertised.clone();
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || -> Result<_, StartError> {
-            let cluster_hint = config.props.get("cluster.id").cloned();
-            let controller =
-                Controller::open(&config.metadata_log_dir, config.node_id, cluster_hint)
-                    .map_err(|e| StartError::Metadata(e.to_string()))?;
-            let controller = Arc::new(controller);
+            let controller = match quorum_controller {
+                Some(c) => c,
+                None => {
+                    let cluster_hint = config.props.get("cluster.id").cloned();
+                    Arc::new(
+                        Controller::open(&config.metadata_log_dir, config.node_id, cluster_hint)
+                            .map_err(|e| StartError::Metadata(e.to_string()))?,
+                    )
+                }
+            };
             let replicas = ReplicaManager::new(config.clone(), runtime);
             let started = std::time::Instant::now();
             replicas.reconcile(None, &controller.image());
@@ -123,14 +135,17 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                 controller.clone(),
             ));
             let replay_offsets = groups.init_existing();
-            controller
-                .register_broker(
-                    config.node_id,
-                    advertised.0.clone(),
-                    advertised.1,
-                    config.rack.clone(),
-                )
-                .map_err(|e| StartError::Metadata(e.to_string()))?;
+            // A cluster node registers through its heartbeats once the quorum has a leader.
+            if !controller.is_clustered() {
+                controller
+                    .register_broker(
+                        config.node_id,
+                        advertised.0.clone(),
+                        advertised.1,
+                        config.rack.clone(),
+                    )
+                    .map_err(|e| StartError::Metadata(e.to_string()))?;
+            }
             Ok((controller, replicas, groups, replay_offsets))
         })
         .await
@@ -145,6 +160,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         groups: groups.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (stop_heartbeats, heartbeats_rx) = watch::channel(false);
+
+    if let Some(cluster) = &config.cluster {
+        tokio::spawn(heartbeat_loop(
+            broker.clone(),
+            Duration::from_millis(cluster.broker_heartbeat_interval_ms),
+            heartbeats_rx,
+        ));
+    }
 
     // Housekeeping: retention and time-based roll, and time-based flush.
     {
@@ -230,15 +254,118 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         bound,
         broker,
         shutdown,
+        stop_heartbeats,
         server,
         _dir_locks: dir_locks,
     })
+}
+
+/// Binds the controller listener and starts this node's member of the metadata quorum.
+async fn start_quorum(
+    config: &BrokerConfig,
+    cluster: &config::ClusterSettings,
+) -> Result<Arc<Controller>, StartError> {
+    let bind = cluster.controller_listener.bind_addr();
+    let listener = TcpListener::bind(&bind)
+        .await
+        .map_err(|e| StartError::Bind(bind.clone(), e))?;
+    let mut voters = std::collections::BTreeMap::new();
+    for v in &cluster.voters {
+        let target = format!("{}:{}", v.host, v.port);
+        let addr = tokio::net::lookup_host(&target)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                StartError::Metadata(format!(
+                    "controller.quorum.voters: cannot resolve {target} (voter {})",
+                    v.node_id
+                ))
+            })?;
+        voters.insert(v.node_id, addr);
+    }
+    let election = cluster.election_timeout_ms.max(200);
+    let options = kavka_metadata::QuorumOptions {
+        node_id: config.node_id,
+        dir: config.metadata_log_dir.join("__cluster_metadata-0"),
+        voters,
+        raft: kavka_metadata::raft::RaftMetadataOptions {
+            heartbeat_interval_ms: (election / 10).max(20),
+            election_timeout_min_ms: election,
+            election_timeout_max_ms: election * 2,
+            ..Default::default()
+        },
+        broker_session_timeout_ms: cluster.broker_session_timeout_ms,
+        auto_leader_rebalance: config.replication.auto_leader_rebalance_enable,
+        leader_imbalance_check_interval_ms: config.replication.leader_imbalance_check_interval_ms,
+        unclean_leader_election: config.replication.unclean_leader_election_enable,
+        forward_timeout: Duration::from_millis(cluster.fetch_timeout_ms.max(1000) * 5),
+    };
+    let cluster_hint = config.props.get("cluster.id").cloned();
+    Controller::start_quorum(options, listener, cluster_hint)
+        .await
+        .map_err(|e| StartError::Metadata(e.to_string()))
+}
+
+/// A cluster broker's heartbeats to the active controller: they register it, unfence it,
+/// and keep its session alive. Until the first one succeeds they are sent more often.
+async fn heartbeat_loop(broker: Arc<Broker>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut registered = false;
+    loop {
+        let b = broker.clone();
+        let beat = tokio::task::spawn_blocking(move || {
+            b.controller.broker_heartbeat(
+                b.node_id(),
+                b.advertised.0.clone(),
+                b.advertised.1,
+                b.config.rack.clone(),
+            )
+        })
+        .await;
+        match beat {
+            Ok(Ok(())) => {
+                if !registered {
+                    tracing::info!(
+                        node_id = broker.node_id(),
+                        "registered with the active controller"
+                    );
+                }
+                registered = true;
+            }
+            Ok(Err(e)) => tracing::debug!("broker heartbeat failed: {e}"),
+            Err(_) => return,
+        }
+        let pause = if registered {
+            interval
+        } else {
+            interval.min(Duration::from_millis(200))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 impl RunningBroker {
     /// Stops accepting, lets connections finish their in-flight responses, and closes every
     /// log cleanly so the next start skips recovery.
     pub async fn shutdown(self) {
+        // Controlled shutdown: stop heartbeating, then have the controller move this
+        // broker's leaderships elsewhere while it still serves, so clients fail over at once.
+        let _ = self.stop_heartbeats.send(true);
+        if self.broker.controller.is_clustered() {
+            let b = self.broker.clone();
+            let fenced = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::task::spawn_blocking(move || b.controller.controlled_shutdown(b.node_id())),
+            )
+            .await;
+            match fenced {
+                Ok(Ok(Ok(()))) => tracing::info!("controlled shutdown: leadership moved"),
+                _ => tracing::warn!("controlled shutdown: the controller did not answer in time"),
+            }
+        }
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
         // Give connection tasks a moment to flush responses already promised.

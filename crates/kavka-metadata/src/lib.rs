@@ -19,13 +19,15 @@ mod topic_name;
 mod uuid_string;
 
 pub use controller::{
-    ConfigChange, ConfigOp, Controller, ControllerOptions, CreateTopicSpec, ImageListener,
-    TopicDefaults, TopicRef, MAX_PARTITIONS_PER_BATCH,
+    ConfigChange, ConfigOp, Controller, ControllerOp, ControllerOptions, ControllerReply,
+    CreateTopicSpec, ImageListener, QuorumOptions, TopicDefaults, TopicRef,
+    MAX_PARTITIONS_PER_BATCH,
 };
 pub use error::ControllerError;
 pub use image::{BrokerInfo, MetadataImage, PartitionImage, TopicImage};
 pub use log::{FileMetadataLog, LogError, MetadataLog};
 pub use record::{ConfigResource, MetadataRecord, CLUSTER_DEFAULT_BROKER};
+pub use replication_control::{AlterPartitionRequest, ElectionType};
 pub use topic_config::{
     describe_topic_configs, validate_topic_config, ConfigEntry, ConfigSource, ConfigType,
 };

@@ -11,7 +11,7 @@ pub fn handle(b: &Broker, req: DescribeClusterRequest, version: i16) -> Describe
     let image = b.controller.image();
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(&image.cluster_id))
-        .with_controller_id(BrokerId(b.node_id()))
+        .with_controller_id(BrokerId(b.controller.active_controller_id().unwrap_or(-1)))
         .with_cluster_authorized_operations(i32::MIN);
     if version >= 1 {
         resp.endpoint_type = req.endpoint_type;
@@ -20,9 +20,9 @@ pub fn handle(b: &Broker, req: DescribeClusterRequest, version: i16) -> Describe
             return resp;
         }
     }
+    // As Kafka: fenced brokers are left out.
     resp.brokers = image
-        .brokers
-        .values()
+        .live_brokers()
         .map(|br| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(br.node_id))

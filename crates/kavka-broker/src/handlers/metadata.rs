@@ -20,10 +20,17 @@ pub fn topic_response(t: &TopicImage, image: &MetadataImage) -> MetadataResponse
             let offline: Vec<BrokerId> = p
                 .replicas
                 .iter()
-                .filter(|r| !image.brokers.contains_key(r))
+                .filter(|r| !image.is_live_broker(**r))
                 .map(|r| BrokerId(*r))
                 .collect();
+            // Offline (no live in-sync replica): clients back off and refresh.
+            let error = if p.leader < 0 {
+                ErrorCode::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(p.partition)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)
@@ -116,9 +123,9 @@ pub fn handle(b: &Broker, req: MetadataRequest, version: i16) -> MetadataRespons
             });
         }
     }
+    // Fenced brokers lead nothing; clients should not try them.
     let brokers = image
-        .brokers
-        .values()
+        .live_brokers()
         .map(|br| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(br.node_id))
@@ -130,7 +137,7 @@ pub fn handle(b: &Broker, req: MetadataRequest, version: i16) -> MetadataRespons
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(&image.cluster_id)))
-        .with_controller_id(BrokerId(b.node_id()))
+        .with_controller_id(BrokerId(b.controller.active_controller_id().unwrap_or(-1)))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPS_OMITTED)
 }

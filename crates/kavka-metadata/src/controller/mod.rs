@@ -10,8 +10,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
+
+mod forward;
+mod quorum;
+
+pub use forward::{ControllerOp, ControllerReply};
+pub use quorum::QuorumOptions;
 
 use crate::error::ControllerError;
 use crate::image::{MetadataImage, TopicImage};
@@ -54,7 +61,7 @@ impl Default for ControllerOptions {
 }
 
 /// One topic of a CreateTopics request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateTopicSpec {
     pub name: String,
     /// -1 = the broker default (num.partitions).
@@ -68,21 +75,21 @@ pub struct CreateTopicSpec {
 }
 
 /// Broker defaults for topics created without explicit counts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct TopicDefaults {
     pub num_partitions: i32,
     pub replication_factor: i16,
 }
 
 /// A topic named by a DeleteTopics request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TopicRef {
     Name(String),
     Id(Uuid),
 }
 
 /// An IncrementalAlterConfigs operation (AlterConfigs is [`Controller::replace_configs`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigOp {
     Set(String),
     Delete,
@@ -93,21 +100,42 @@ pub enum ConfigOp {
 }
 
 /// One config change of an IncrementalAlterConfigs request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigChange {
     pub resource: ConfigResource,
     pub name: String,
     pub op: ConfigOp,
 }
 
-/// The single-node controller. Cheap to share behind an `Arc`.
+/// The controller: over a local file log on a single node, or as a member of the Raft
+/// metadata quorum in a cluster. Cheap to share behind an `Arc`.
 pub struct Controller {
     node_id: i32,
     options: ControllerOptions,
-    /// Serializes writers; held from validation through listener notification.
-    log: Mutex<Box<dyn MetadataLog>>,
+    backend: Backend,
     image: RwLock<Arc<MetadataImage>>,
     listeners: RwLock<Vec<Arc<dyn ImageListener>>>,
+    /// Orders image publication (a commit here, or the quorum's applied entries) with
+    /// subscriptions, so every listener sees every image change once and in order.
+    publish_lock: Mutex<()>,
+}
+
+/// Where committed records go.
+enum Backend {
+    /// The single-node file log; its lock serializes writers from validation through
+    /// listener notification.
+    Local(Mutex<Box<dyn MetadataLog>>),
+    /// A member of the Raft metadata quorum (cluster mode).
+    Quorum(quorum::Quorum),
+}
+
+/// Held by a writer from validation to commit.
+enum WriteGuard<'a> {
+    Local(MutexGuard<'a, Box<dyn MetadataLog>>),
+    /// Held, never read: it keeps other writers out.
+    Quorum {
+        _held: MutexGuard<'a, ()>,
+    },
 }
 
 impl std::fmt::Debug for Controller {
@@ -157,9 +185,10 @@ impl Controller {
         let controller = Controller {
             node_id,
             options,
-            log: Mutex::new(log),
+            backend: Backend::Local(Mutex::new(log)),
             image: RwLock::new(Arc::new(image)),
             listeners: RwLock::new(Vec::new()),
+            publish_lock: Mutex::new(()),
         };
         let stored = controller.image().cluster_id.clone();
         match cluster_id_hint.filter(|h| !h.is_empty()) {
@@ -171,7 +200,7 @@ impl Controller {
             hint if stored.is_empty() => {
                 let cluster_id = hint.unwrap_or_else(|| uuid_to_kafka_string(random_uuid()));
                 info!(%cluster_id, "formatting a new cluster");
-                let mut log = controller.lock_log();
+                let mut log = controller.lock_log()?;
                 controller.commit(&mut log, vec![MetadataRecord::ClusterId { cluster_id }])?;
             }
             _ => {}
@@ -196,52 +225,143 @@ impl Controller {
 
     /// Adds a listener called after every later committed change.
     pub fn subscribe(&self, listener: Arc<dyn ImageListener>) {
-        // Taking the log lock orders the subscription with respect to commits.
-        let _log = self.lock_log();
+        // The publish lock orders the subscription with respect to image changes.
+        let _published = self
+            .publish_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.listeners
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .push(listener);
     }
 
-    /// Records a broker's endpoint; a no-op when it is already registered as given.
-    pub fn register_broker(
+    /// Registers (or re-registers) a broker's endpoint and unfences it; notes the heartbeat
+    /// for session expiry. Writes nothing when the broker is registered as given and live.
+    fn broker_heartbeat_here(
         &self,
         node_id: i32,
-        host: impl Into<String>,
+        host: String,
         port: u16,
         rack: Option<String>,
     ) -> Result<(), ControllerError> {
-        let host = host.into();
         if node_id < 0 {
             return Err(ControllerError::InvalidRequest(format!(
                 "Invalid broker id {node_id}"
             )));
         }
-        let mut log = self.lock_log();
-        let image = self.image();
-        if let Some(b) = image.brokers.get(&node_id) {
-            if b.host == host && b.port == port && b.rack == rack {
-                return Ok(());
-            }
+        if let Some(q) = self.quorum() {
+            q.heartbeat(node_id);
         }
-        self.commit(
-            &mut log,
-            vec![MetadataRecord::RegisterBroker {
+        let registered_as_given = |image: &MetadataImage| {
+            image
+                .brokers
+                .get(&node_id)
+                .is_some_and(|b| b.host == host && b.port == port && b.rack == rack && !b.fenced)
+        };
+        // Most heartbeats change nothing: answer them without taking the writers' lock.
+        if registered_as_given(&self.image()) {
+            return Ok(());
+        }
+        let mut log = self.lock_log()?;
+        let image = self.image();
+        if registered_as_given(&image) {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        let known = image.brokers.get(&node_id);
+        if known.is_none_or(|b| b.host != host || b.port != port || b.rack != rack) {
+            info!(node_id, %host, port, "registering broker");
+            records.push(MetadataRecord::RegisterBroker {
                 node_id,
                 host,
                 port,
                 rack,
                 incarnation: random_uuid(),
-            }],
-        )?;
+            });
+        }
+        // A registration unfences; the broker is elected where it is the only way back.
+        let registered = image.apply(&records);
+        if known.is_some_and(|b| b.fenced) {
+            info!(node_id, "unfencing broker");
+        }
+        records.extend(crate::replication_control::unfence_broker(
+            &registered,
+            node_id,
+            self.unclean_default(),
+        ));
+        self.commit(&mut log, records)?;
         Ok(())
     }
 
-    /// Allocates `block_size` producer ids to `broker_id` (Kafka's AllocateProducerIds): the
-    /// block is committed to the metadata log before it is returned, so no id is ever handed
-    /// out twice, even across restarts.
-    pub fn allocate_producer_ids(
+    fn unclean_default(&self) -> bool {
+        self.quorum().is_some_and(|q| q.unclean_leader_election())
+    }
+
+    /// Fences `node_id`: it leaves every ISR it can leave, and its partitions get new leaders.
+    fn fence_broker_here(&self, node_id: i32) -> Result<(), ControllerError> {
+        let mut log = self.lock_log()?;
+        let image = self.image();
+        if !image.is_live_broker(node_id) {
+            return Ok(());
+        }
+        let records =
+            crate::replication_control::fence_broker(&image, node_id, self.unclean_default());
+        self.commit(&mut log, records)?;
+        Ok(())
+    }
+
+    fn alter_partition_here(
+        &self,
+        req: &crate::replication_control::AlterPartitionRequest,
+    ) -> Result<crate::image::PartitionImage, ControllerError> {
+        let mut log = self.lock_log()?;
+        let image = self.image();
+        let (records, partition) = crate::replication_control::alter_partition(&image, req)?;
+        self.commit(&mut log, records)?;
+        Ok(partition)
+    }
+
+    fn elect_leaders_here(
+        &self,
+        election: crate::replication_control::ElectionType,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Vec<forward::ElectionResult> {
+        let all = |e: ControllerError| -> Vec<forward::ElectionResult> {
+            partitions
+                .unwrap_or_default()
+                .iter()
+                .map(|p| (p.clone(), Err(e.clone())))
+                .collect()
+        };
+        let mut log = match self.lock_log() {
+            Ok(log) => log,
+            Err(e) => return all(e),
+        };
+        let image = self.image();
+        let (records, results) =
+            crate::replication_control::elect_leaders(&image, election, partitions);
+        match self.commit(&mut log, records) {
+            Ok(_) => results,
+            Err(e) => all(e),
+        }
+    }
+
+    /// auto.leader.rebalance.enable: moves leadership back to preferred replicas.
+    fn rebalance_leaders_here(&self) -> Result<(), ControllerError> {
+        let results =
+            self.elect_leaders_here(crate::replication_control::ElectionType::Preferred, None);
+        let moved = results.iter().filter(|(_, r)| r.is_ok()).count();
+        if moved > 0 {
+            info!(
+                moved,
+                "moved partition leadership back to preferred replicas"
+            );
+        }
+        Ok(())
+    }
+
+    fn allocate_producer_ids_here(
         &self,
         broker_id: i32,
         block_size: i64,
@@ -251,7 +371,7 @@ impl Controller {
                 "Invalid producer id block size {block_size}"
             )));
         }
-        let mut log = self.lock_log();
+        let mut log = self.lock_log()?;
         let first = self.image().next_producer_id;
         // Kafka refuses once ids would pass i64::MAX; a producer id must stay non-negative.
         let next = first
@@ -267,11 +387,7 @@ impl Controller {
         Ok(first..next)
     }
 
-    /// CreateTopics: one result per spec, in order. Each topic commits on its own (one
-    /// atomic append); `validate_only` checks and returns the would-be topic. A request for
-    /// more than [`MAX_PARTITIONS_PER_BATCH`] partitions in total fails whole with
-    /// POLICY_VIOLATION, as in Kafka.
-    pub fn create_topics(
+    fn create_topics_here(
         &self,
         specs: Vec<CreateTopicSpec>,
         validate_only: bool,
@@ -284,7 +400,10 @@ impl Controller {
         for spec in &specs {
             *seen.entry(spec.name.clone()).or_default() += 1;
         }
-        let mut log = self.lock_log();
+        let mut log = match self.lock_log() {
+            Ok(log) => log,
+            Err(e) => return specs.iter().map(|_| Err(e.clone())).collect(),
+        };
         specs
             .into_iter()
             .map(|spec| {
@@ -307,8 +426,7 @@ impl Controller {
             .collect()
     }
 
-    /// DeleteTopics: one result per reference, in order, with the deleted topic's name and id.
-    pub fn delete_topics(
+    fn delete_topics_here(
         &self,
         names_or_ids: Vec<TopicRef>,
     ) -> Vec<Result<(String, Uuid), ControllerError>> {
@@ -316,7 +434,10 @@ impl Controller {
         for r in &names_or_ids {
             *seen.entry(r.clone()).or_default() += 1;
         }
-        let mut log = self.lock_log();
+        let mut log = match self.lock_log() {
+            Ok(log) => log,
+            Err(e) => return names_or_ids.iter().map(|_| Err(e.clone())).collect(),
+        };
         names_or_ids
             .into_iter()
             .map(|r| {
@@ -352,15 +473,14 @@ impl Controller {
             .collect()
     }
 
-    /// CreatePartitions: grows `topic` to `new_total` partitions.
-    pub fn create_partitions(
+    fn create_partitions_here(
         &self,
         topic: &str,
         new_total: i32,
         assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let mut log = self.lock_log();
+        let mut log = self.lock_log()?;
         let image = self.image();
         let t = image.topic(topic).ok_or_else(|| {
             ControllerError::UnknownTopicOrPartition(format!("Topic {topic} does not exist."))
@@ -408,13 +528,12 @@ impl Controller {
         Ok(())
     }
 
-    /// IncrementalAlterConfigs: applies every change or none.
-    pub fn alter_configs(
+    fn alter_configs_here(
         &self,
         changes: Vec<ConfigChange>,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let mut log = self.lock_log();
+        let mut log = self.lock_log()?;
         let image = self.image();
         let mut by_resource: BTreeMap<ConfigResource, Vec<ConfigChange>> = BTreeMap::new();
         for change in changes {
@@ -445,14 +564,13 @@ impl Controller {
         Ok(())
     }
 
-    /// AlterConfigs: replaces the whole set of dynamic configs of `resource` by `configs`.
-    pub fn replace_configs(
+    fn replace_configs_here(
         &self,
         resource: ConfigResource,
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let mut log = self.lock_log();
+        let mut log = self.lock_log()?;
         let image = self.image();
         let current = self.current_configs(&image, &resource)?;
         self.validate_configs(&resource, &current, &configs)?;
@@ -509,30 +627,73 @@ impl Controller {
         }
     }
 
-    fn lock_log(&self) -> MutexGuard<'_, Box<dyn MetadataLog>> {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Appends `records` (durably), publishes the new image, compacts the log when due and
-    /// notifies listeners. The caller holds the log lock.
-    fn commit(
-        &self,
-        log: &mut MutexGuard<'_, Box<dyn MetadataLog>>,
-        records: Vec<MetadataRecord>,
-    ) -> Result<Arc<MetadataImage>, ControllerError> {
-        let old = self.image();
-        if records.is_empty() {
-            return Ok(old);
-        }
-        let last_offset = log.append(&records)?;
-        let new = Arc::new(old.apply(&records));
-        debug_assert_eq!(new.offset, last_offset, "image and log offsets diverged");
-        *self.image.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&new);
-        if log.records_since_snapshot() >= self.options.snapshot_after_records {
-            if let Err(e) = log.snapshot(&new.to_records()) {
-                warn!(error = %e, "metadata log: snapshot failed; the log keeps growing until one succeeds");
+    /// Starts a write: takes the writers' lock and, in a cluster, confirms this node is the
+    /// active controller with a current image (NOT_CONTROLLER otherwise).
+    fn lock_log(&self) -> Result<WriteGuard<'_>, ControllerError> {
+        match &self.backend {
+            Backend::Local(log) => Ok(WriteGuard::Local(
+                log.lock().unwrap_or_else(PoisonError::into_inner),
+            )),
+            Backend::Quorum(q) => {
+                let guard = q.write_lock();
+                q.ensure_current()?;
+                // Everything applied before the check is published before validation reads it.
+                self.publish(q.applied_image());
+                Ok(WriteGuard::Quorum { _held: guard })
             }
         }
+    }
+
+    /// Commits `records` as one atomic batch (durably: fsynced locally, or by a quorum
+    /// majority), publishes the new image and notifies listeners. The caller holds the
+    /// writers' lock.
+    fn commit(
+        &self,
+        guard: &mut WriteGuard<'_>,
+        records: Vec<MetadataRecord>,
+    ) -> Result<Arc<MetadataImage>, ControllerError> {
+        if records.is_empty() {
+            return Ok(self.image());
+        }
+        match (guard, &self.backend) {
+            (WriteGuard::Local(log), _) => {
+                let old = self.image();
+                let last_offset = log.append(&records)?;
+                let new = Arc::new(old.apply(&records));
+                debug_assert_eq!(new.offset, last_offset, "image and log offsets diverged");
+                if log.records_since_snapshot() >= self.options.snapshot_after_records {
+                    if let Err(e) = log.snapshot(&new.to_records()) {
+                        warn!(error = %e, "metadata log: snapshot failed; the log keeps growing until one succeeds");
+                    }
+                }
+                self.publish(Arc::clone(&new));
+                Ok(new)
+            }
+            (WriteGuard::Quorum { .. }, Backend::Quorum(q)) => {
+                let offset = q.propose(records)?;
+                let new = q.applied_image();
+                debug_assert!(new.offset >= offset, "a committed batch was not applied");
+                self.publish(Arc::clone(&new));
+                Ok(new)
+            }
+            (WriteGuard::Quorum { .. }, Backend::Local(_)) => Err(ControllerError::Storage(
+                "a quorum write on a local controller".into(),
+            )),
+        }
+    }
+
+    /// Makes `new` the current image and tells the listeners, unless an image at or past
+    /// its offset is already published.
+    fn publish(&self, new: Arc<MetadataImage>) {
+        let _published = self
+            .publish_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = self.image();
+        if new.offset <= old.offset {
+            return;
+        }
+        *self.image.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&new);
         let listeners = self
             .listeners
             .read()
@@ -541,7 +702,6 @@ impl Controller {
         for listener in listeners {
             listener.on_image(&old, &new);
         }
-        Ok(new)
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use tokio::sync::watch;
 
@@ -145,6 +145,24 @@ impl RaftMetadataLog {
                 })
             }
             Err(RaftError::APIError(e)) => Err(RaftMetadataError::Stopped(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(RaftMetadataError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Confirms with a majority that this member still leads and waits until it has applied
+    /// everything committed before the call: what it validates against afterwards is current
+    /// (a new leader may not have applied its predecessor's last entries yet).
+    pub async fn ensure_linearizable(&self) -> Result<(), RaftMetadataError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(RaftMetadataError::NotLeader {
+                    leader_id: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(RaftMetadataError::NotLeader { leader_id: None })
+            }
             Err(RaftError::Fatal(e)) => Err(RaftMetadataError::Stopped(e.to_string())),
         }
     }

@@ -46,6 +46,9 @@ enum Request {
     AppendEntries(AppendEntriesRequest<C>),
     InstallSnapshot(InstallSnapshotRequest<C>),
     Vote(VoteRequest<RaftNodeId>),
+    /// A controller operation forwarded by a member that is not the active controller
+    /// (the JSON of the controller's operation; opaque to the transport).
+    Controller(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -55,6 +58,8 @@ enum Reply {
         Result<InstallSnapshotResponse<RaftNodeId>, RaftError<RaftNodeId, InstallSnapshotError>>,
     ),
     Vote(Result<VoteResponse<RaftNodeId>, RaftError<RaftNodeId>>),
+    /// The outcome of a forwarded controller operation (JSON), or why it was not run.
+    Controller(Result<String, String>),
     /// The request was for another cluster or member.
     Refused(String),
 }
@@ -121,6 +126,20 @@ async fn read_frame_rest<R: AsyncRead + Unpin>(
     Ok(payload)
 }
 
+/// Runs controller operations forwarded by other members (the controller implements it).
+pub trait ForwardedOpHandler: Send + Sync + 'static {
+    /// Runs one operation (JSON) and returns its outcome (JSON), or why it could not run.
+    fn handle(&self, op: String) -> BoxFuture<Result<String, String>>;
+}
+
+/// Where the server finds the handler of forwarded operations; set once the controller exists
+/// (it is created after the Raft member whose RPCs this server already answers).
+pub type ForwardSlot = Arc<std::sync::OnceLock<Arc<dyn ForwardedOpHandler>>>;
+
+/// Most connections a server keeps open at once (a voter needs a few per peer); more are
+/// closed at accept, so a flood of connections cannot exhaust memory or file descriptors.
+const MAX_SERVER_CONNECTIONS: usize = 256;
+
 /// Serves Raft RPCs for member `node_id` of `cluster` on `listener` until the task is aborted.
 pub fn serve(
     listener: TcpListener,
@@ -128,6 +147,18 @@ pub fn serve(
     node_id: RaftNodeId,
     raft: MetadataRaft,
 ) -> JoinHandle<()> {
+    serve_with_forwarding(listener, cluster, node_id, raft, ForwardSlot::default())
+}
+
+/// [`serve`], also answering controller operations forwarded to this member.
+pub fn serve_with_forwarding(
+    listener: TcpListener,
+    cluster: String,
+    node_id: RaftNodeId,
+    raft: MetadataRaft,
+    forward: ForwardSlot,
+) -> JoinHandle<()> {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_SERVER_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -138,10 +169,15 @@ pub fn serve(
                     continue;
                 }
             };
+            let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                warn!(%peer, "raft transport: too many connections; closing a new one");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
-            let (raft, cluster) = (raft.clone(), cluster.clone());
+            let (raft, cluster, forward) = (raft.clone(), cluster.clone(), forward.clone());
             tokio::spawn(async move {
-                if let Err(e) = serve_connection(stream, &cluster, node_id, &raft).await {
+                let _permit = permit;
+                if let Err(e) = serve_connection(stream, &cluster, node_id, &raft, &forward).await {
                     debug!(%peer, error = %e, "raft transport: connection closed");
                 }
             });
@@ -154,6 +190,7 @@ async fn serve_connection(
     cluster: &str,
     node_id: RaftNodeId,
     raft: &MetadataRaft,
+    forward: &ForwardSlot,
 ) -> io::Result<()> {
     loop {
         let envelope: Envelope = match read_message(&mut stream, FRAME_READ_TIMEOUT).await {
@@ -174,6 +211,10 @@ async fn serve_connection(
                     Reply::InstallSnapshot(raft.install_snapshot(rpc).await)
                 }
                 Request::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
+                Request::Controller(op) => match forward.get() {
+                    Some(handler) => Reply::Controller(handler.handle(op).await),
+                    None => Reply::Controller(Err("the controller is not started yet".into())),
+                },
             }
         };
         write_message(&mut stream, &reply).await?;
@@ -187,6 +228,9 @@ pub struct TcpTransport {
     cluster: String,
     peers: Mutex<BTreeMap<RaftNodeId, SocketAddr>>,
     connections: Mutex<BTreeMap<RaftNodeId, Connection>>,
+    /// Forwarded controller operations use their own connections, so a slow one never delays
+    /// a vote or heartbeat queued behind it.
+    forward_connections: Mutex<BTreeMap<RaftNodeId, Connection>>,
     request_timeout: Duration,
 }
 
@@ -207,6 +251,7 @@ impl TcpTransport {
             cluster: cluster.to_owned(),
             peers: Mutex::new(peers),
             connections: Mutex::new(BTreeMap::new()),
+            forward_connections: Mutex::new(BTreeMap::new()),
             request_timeout,
         })
     }
@@ -221,23 +266,53 @@ impl TcpTransport {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
+        self.forward_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
     }
 
-    fn connection(&self, target: RaftNodeId) -> (Option<SocketAddr>, Connection) {
+    fn connection(&self, target: RaftNodeId, forwarded: bool) -> (Option<SocketAddr>, Connection) {
         let addr = self
             .peers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&target)
             .copied();
+        let pool = if forwarded {
+            &self.forward_connections
+        } else {
+            &self.connections
+        };
         let conn = Arc::clone(
-            self.connections
-                .lock()
+            pool.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .entry(target)
                 .or_default(),
         );
         (addr, conn)
+    }
+
+    /// Forwards a controller operation (JSON) to member `target`, which runs it if it is the
+    /// active controller; returns its outcome (JSON) or the reason it did not run.
+    pub async fn forward(
+        &self,
+        from: RaftNodeId,
+        target: RaftNodeId,
+        op: String,
+        timeout: Duration,
+    ) -> io::Result<Result<String, String>> {
+        match self
+            .call_on(from, target, Request::Controller(op), true, timeout)
+            .await?
+        {
+            Reply::Controller(outcome) => Ok(outcome),
+            Reply::Refused(reason) => Ok(Err(reason)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a reply of the wrong kind",
+            )),
+        }
     }
 
     /// Sends one request and waits for its reply; any failure drops the connection.
@@ -247,14 +322,24 @@ impl TcpTransport {
         target: RaftNodeId,
         body: Request,
     ) -> BoxFuture<io::Result<Reply>> {
-        let (addr, conn) = self.connection(target);
+        self.call_on(from, target, body, false, self.request_timeout)
+    }
+
+    fn call_on(
+        &self,
+        from: RaftNodeId,
+        target: RaftNodeId,
+        body: Request,
+        forwarded: bool,
+        timeout: Duration,
+    ) -> BoxFuture<io::Result<Reply>> {
+        let (addr, conn) = self.connection(target, forwarded);
         let envelope = Envelope {
             cluster: self.cluster.clone(),
             from,
             target,
             body,
         };
-        let timeout = self.request_timeout;
         Box::pin(async move {
             let addr = addr.ok_or_else(|| {
                 io::Error::new(
