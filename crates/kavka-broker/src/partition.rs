@@ -1,15 +1,33 @@
-//! One hosted partition: its log, its high watermark, and the waiters parked on them.
+//! One hosted partition: its log, its role in replication, its high watermark, and the
+//! waiters parked on them.
 //!
-//! On a single node the replica set is just this broker, so the high watermark is the log
-//! end offset. Fetches park on `high_watermark` changes; producers that need durability park
-//! on `durable` (advanced by this partition's flusher task, which fsyncs outside the lock so
-//! one fsync covers every batch appended while the previous one ran: group commit).
+//! A partition is the leader (it holds the replication [`LeaderState`] of its leader epoch:
+//! followers' positions, the ISR, the HW) or a follower (it appends what the leader sends and
+//! takes the leader's HW). Until the replica manager assigns a role it is the sole owner of its
+//! log, as a single node has always been: the HW follows the log end offset.
+//!
+//! Fetches park on `high_watermark` (consumers) or `log_end_offset` (followers) changes;
+//! acks=all producers park on `high_watermark` and `state_changes`; producers that need
+//! durability park on `durable` (advanced by this partition's flusher task, which fsyncs
+//! outside the lock so one fsync covers every batch appended while the previous one ran:
+//! group commit).
+//!
+//! Lock order: `role`, then `log`. An append takes `log` alone and feeds the leader state
+//! after releasing it; what it needs of the role (may it append, under which epoch) is in
+//! atomics written under the `log` lock.
 
+use crate::replication::{
+    AcksAllStatus, AlterPartitionProposal, AlterPartitionResponse, AlterPartitionResponseOutcome,
+    LeaderAndIsr, LeaderState, ReplicaStateError, ReplicationConfig,
+};
+use kavka_metadata::PartitionImage;
 use kavka_storage::{
     AppendInfo, CleanableLog, CleanedLog, Log, LogConfig, ReadPlan, StorageError, SwapOutcome,
 };
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -21,6 +39,18 @@ pub enum PartitionError {
     /// The partition is being closed or deleted; clients refresh metadata and retry.
     #[error("partition is no longer hosted here")]
     NotHosted,
+    /// This broker is not the partition's leader (or, for follower appends, not a follower).
+    #[error("this broker is not the leader of the partition")]
+    NotLeaderOrFollower,
+    /// acks=all refused before the append: the ISR is below min.insync.replicas.
+    #[error("the in-sync replica set is below min.insync.replicas")]
+    NotEnoughReplicas,
+    /// acks=all appended, but the ISR fell below min.insync.replicas before it was committed.
+    #[error("the in-sync replica set fell below min.insync.replicas after the append")]
+    NotEnoughReplicasAfterAppend,
+    /// acks=all: the high watermark did not reach the batch within the request timeout.
+    #[error("the records were not replicated within the request timeout")]
+    RequestTimedOut,
 }
 
 /// Why [`Partition::end_offset_for_leader_epoch`] gave no answer.
@@ -36,19 +66,70 @@ pub enum LeaderEpochError {
     Partition(#[from] PartitionError),
 }
 
+/// Why the leader refused to record a follower's Fetch.
+#[derive(Debug, Error)]
+pub enum FollowerFetchError {
+    #[error("this broker is not the leader of the partition")]
+    NotLeader,
+    /// The fetching replica is not assigned, or its offset is outside the leader's log.
+    #[error(transparent)]
+    Refused(#[from] ReplicaStateError),
+}
+
+/// An AlterPartition to send to the controller, taken with
+/// [`Partition::take_alter_partition`]; its answer goes back through
+/// [`Partition::complete_alter_partition`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionTicket {
+    /// The leadership the proposal belongs to: an answer for an older one is dropped.
+    pub generation: u64,
+    pub proposal: AlterPartitionProposal,
+}
+
+/// The leader's replication state and the AlterPartition traffic around it.
+struct Leadership {
+    state: LeaderState,
+    /// A proposal the state machine made that is not sent yet.
+    unsent: Option<AlterPartitionProposal>,
+    /// An AlterPartition is on its way to the controller: at most one at a time.
+    in_flight: bool,
+}
+
+enum Role {
+    /// No role assigned yet: the log's sole owner, as a single node (HW = LEO after append).
+    Unassigned,
+    Leader(Box<Leadership>),
+    Follower {
+        leader_id: i32,
+        leader_epoch: i32,
+    },
+}
+
 pub struct Partition {
     pub topic: String,
     pub topic_id: Uuid,
     pub index: i32,
     log: Mutex<Option<Log>>,
+    role: Mutex<Role>,
     high_watermark: watch::Sender<i64>,
+    log_end_offset: watch::Sender<i64>,
     log_start_offset: watch::Sender<i64>,
     /// Every offset below this is fsynced.
     durable: watch::Sender<i64>,
+    /// Bumped on every role, leader epoch or ISR change: wakes acks=all waiters.
+    state_changes: watch::Sender<u64>,
     flush_wanted: Notify,
     /// The leader epoch this broker appends under (from the metadata image; a single node's
     /// partitions stay at 0).
     leader_epoch: AtomicI32,
+    /// The leader named by the latest image given to `become_*`; -1 before any.
+    leader_id: AtomicI32,
+    /// Whether producer/coordinator appends are accepted (not a follower). Written under the
+    /// `log` lock, so an append never lands after the switch to follower.
+    accepts_leader_appends: AtomicBool,
+    /// Counts leaderships (each `become_leader` with a new leader epoch, or after a follower
+    /// spell): tags AlterPartition tickets.
+    generation: AtomicU64,
 }
 
 impl Partition {
@@ -61,12 +142,22 @@ impl Partition {
             topic_id,
             index,
             log: Mutex::new(Some(log)),
+            role: Mutex::new(Role::Unassigned),
             high_watermark: watch::Sender::new(leo),
+            log_end_offset: watch::Sender::new(leo),
             log_start_offset: watch::Sender::new(lso),
             durable: watch::Sender::new(leo),
+            state_changes: watch::Sender::new(0),
             flush_wanted: Notify::new(),
             leader_epoch: AtomicI32::new(0),
+            leader_id: AtomicI32::new(-1),
+            accepts_leader_appends: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    fn role(&self) -> MutexGuard<'_, Role> {
+        self.role.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Log>> {
@@ -84,30 +175,505 @@ impl Partition {
         Ok(f(log)?)
     }
 
-    /// Appends validated batches. Blocking (file write): call from a blocking thread.
-    /// Returns the append result and whether the caller must wait for an fsync before acking.
+    /// Appends validated batches as the leader (producers, the group coordinator). Blocking
+    /// (file write): call from a blocking thread. Returns the append result and whether the
+    /// caller must wait for an fsync before acking. A follower refuses.
     pub fn append(
         &self,
         batches: &mut [u8],
         now_ms: i64,
     ) -> Result<(AppendInfo, bool), PartitionError> {
-        let epoch = self.leader_epoch();
-        let (info, flush_due, lso, leo) = self.with_log(|log| {
+        let (info, flush_due, lso, leo) = {
+            let mut g = self.lock();
+            let log = g.as_mut().ok_or(PartitionError::NotHosted)?;
+            if !self.accepts_leader_appends.load(Ordering::Acquire) {
+                return Err(PartitionError::NotLeaderOrFollower);
+            }
+            let epoch = self.leader_epoch();
             let info = log.append_as_leader(batches, epoch, now_ms)?;
-            Ok((
-                info,
-                log.flush_due(now_ms),
-                log.log_start_offset(),
-                log.log_end_offset(),
-            ))
-        })?;
-        // Not `info.last_offset + 1`: a deduplicated retry reports older offsets.
-        self.high_watermark.send_replace(leo);
+            let leo = log.log_end_offset();
+            // Published under the lock so the watch never goes back.
+            self.log_end_offset.send_replace(leo);
+            (info, log.flush_due(now_ms), log.log_start_offset(), leo)
+        };
         self.log_start_offset.send_replace(lso);
+        // Not `info.last_offset + 1`: a deduplicated retry reports older offsets.
+        self.on_local_append(leo, now_ms);
         if flush_due {
             self.flush_wanted.notify_one();
         }
         Ok((info, flush_due))
+    }
+
+    /// Moves the HW after a leader append: at once when no role is assigned (single node),
+    /// through the leader state otherwise.
+    fn on_local_append(&self, leo: i64, now_ms: i64) {
+        let mut role = self.role();
+        match &mut *role {
+            Role::Unassigned => self.raise_high_watermark(leo),
+            Role::Leader(l) => {
+                if let Some(hw) = l.state.on_leader_append(leo, now_ms) {
+                    self.raise_high_watermark(hw);
+                }
+            }
+            // Lost the leadership after the append: the new leader decides.
+            Role::Follower { .. } => {}
+        }
+    }
+
+    /// Publishes a higher HW (never lower: waiters and long polls rely on it). Called with the
+    /// role lock held so concurrent raises are ordered.
+    fn raise_high_watermark(&self, hw: i64) {
+        self.high_watermark.send_if_modified(|cur| {
+            let moved = hw > *cur;
+            if moved {
+                *cur = hw;
+            }
+            moved
+        });
+    }
+
+    fn notify_state_change(&self) {
+        self.state_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn leader_and_isr(image: &PartitionImage) -> LeaderAndIsr {
+        LeaderAndIsr {
+            leader_epoch: image.leader_epoch,
+            partition_epoch: image.partition_epoch,
+            replicas: image.replicas.clone(),
+            isr: image.isr.iter().copied().collect(),
+        }
+    }
+
+    /// Under the role lock, on the first role given to a partition with several replicas: the
+    /// HW of a replicated log is not known at open (there is no HW checkpoint), so it restarts
+    /// from the log start offset, as Kafka does without its checkpoint, instead of exposing
+    /// records nobody committed. The leader state or the leader's fetch responses raise it.
+    fn reset_unknown_high_watermark(&self, role: &Role, image: &PartitionImage) {
+        if matches!(role, Role::Unassigned) && image.replicas.len() > 1 {
+            let lso = self.log_start_offset();
+            self.high_watermark.send_replace(lso);
+        }
+    }
+
+    /// Becomes (or stays) the leader of `image.leader_epoch`; `image.leader` must be this
+    /// broker. A new leader epoch (or a leadership after a follower spell) starts a fresh
+    /// [`LeaderState`] from the local LEO and HW; the same epoch applies the image as an ISR /
+    /// replica update and `cfg` as a config update.
+    pub fn become_leader(&self, image: &PartitionImage, cfg: ReplicationConfig, now_ms: i64) {
+        let mut role = self.role();
+        self.leader_id.store(image.leader, Ordering::Release);
+        if let Role::Leader(l) = &mut *role {
+            if l.state.leader_epoch() == image.leader_epoch {
+                let moved = match l
+                    .state
+                    .on_partition_change(Self::leader_and_isr(image), now_ms)
+                {
+                    Ok(moved) => moved,
+                    Err(ReplicaStateError::StalePartitionEpoch { .. }) => None,
+                    Err(e) => {
+                        tracing::error!(topic = %self.topic, partition = self.index, "ignoring partition update: {e}");
+                        None
+                    }
+                };
+                let moved = if l.state.config() != cfg {
+                    match l.state.set_config(cfg, now_ms) {
+                        Ok(m) => m.or(moved),
+                        Err(e) => {
+                            tracing::error!(topic = %self.topic, partition = self.index, "ignoring replication config: {e}");
+                            moved
+                        }
+                    }
+                } else {
+                    moved
+                };
+                if let Some(hw) = moved {
+                    self.raise_high_watermark(hw);
+                }
+                drop(role);
+                self.notify_state_change();
+                return;
+            }
+        }
+        self.reset_unknown_high_watermark(&role, image);
+        let leo = {
+            let g = self.lock();
+            let Some(log) = g.as_ref() else { return };
+            self.leader_epoch
+                .fetch_max(image.leader_epoch, Ordering::AcqRel);
+            self.accepts_leader_appends.store(true, Ordering::Release);
+            let leo = log.log_end_offset();
+            self.log_end_offset.send_replace(leo);
+            leo
+        };
+        let hw = self.high_watermark().clamp(0, leo.max(0));
+        match LeaderState::new(
+            image.leader,
+            Self::leader_and_isr(image),
+            cfg,
+            leo,
+            hw,
+            now_ms,
+        ) {
+            Ok(state) => {
+                // The HW of a former follower may be lower than what was published before
+                // (a reset); the leader state starts from it and only raises it.
+                self.high_watermark.send_replace(hw);
+                self.raise_high_watermark(state.high_watermark());
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                *role = Role::Leader(Box::new(Leadership {
+                    state,
+                    unsent: None,
+                    in_flight: false,
+                }));
+            }
+            Err(e) => {
+                // The controller never names a leader outside its ISR; refuse leadership
+                // rather than replicate from a state we cannot trust.
+                tracing::error!(topic = %self.topic, partition = self.index, "cannot become leader: {e}");
+                let g = self.lock();
+                if g.is_some() {
+                    self.accepts_leader_appends.store(false, Ordering::Release);
+                }
+                *role = Role::Follower {
+                    leader_id: -1,
+                    leader_epoch: image.leader_epoch,
+                };
+            }
+        }
+        drop(role);
+        self.notify_state_change();
+    }
+
+    /// Becomes (or stays) a follower of `image.leader`. Returns true when the leader or the
+    /// leader epoch changed: the fetcher must find the truncation point again.
+    pub fn become_follower(&self, image: &PartitionImage) -> bool {
+        let mut role = self.role();
+        self.leader_id.store(image.leader, Ordering::Release);
+        if let Role::Follower {
+            leader_id,
+            leader_epoch,
+        } = &*role
+        {
+            if *leader_id == image.leader && *leader_epoch == image.leader_epoch {
+                return false;
+            }
+        }
+        self.reset_unknown_high_watermark(&role, image);
+        {
+            let g = self.lock();
+            if g.is_some() {
+                self.accepts_leader_appends.store(false, Ordering::Release);
+            }
+            self.leader_epoch
+                .fetch_max(image.leader_epoch, Ordering::AcqRel);
+        }
+        *role = Role::Follower {
+            leader_id: image.leader,
+            leader_epoch: image.leader_epoch,
+        };
+        drop(role);
+        self.notify_state_change();
+        true
+    }
+
+    /// Whether this broker takes produce and consumer fetches for the partition (the leader,
+    /// or a partition no role was assigned to yet: a single node).
+    pub fn is_leader(&self) -> bool {
+        !matches!(*self.role(), Role::Follower { .. })
+    }
+
+    /// The leader named by the latest image, -1 if none was given.
+    pub fn leader_id(&self) -> i32 {
+        self.leader_id.load(Ordering::Acquire)
+    }
+
+    /// Appends batches a leader sent, keeping their offsets and leader epochs (the fetcher).
+    /// Blocking. Refused unless this partition is a follower.
+    pub fn append_as_follower(
+        &self,
+        batches: &mut [u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, PartitionError> {
+        let mut g = self.lock();
+        let log = g.as_mut().ok_or(PartitionError::NotHosted)?;
+        if self.accepts_leader_appends.load(Ordering::Acquire) {
+            return Err(PartitionError::NotLeaderOrFollower);
+        }
+        let info = log.append_as_follower(batches, now_ms)?;
+        let leo = log.log_end_offset();
+        let lso = log.log_start_offset();
+        let flush_due = log.flush_due(now_ms);
+        self.log_end_offset.send_replace(leo);
+        drop(g);
+        self.log_start_offset.send_replace(lso);
+        if flush_due {
+            self.flush_wanted.notify_one();
+        }
+        Ok(info)
+    }
+
+    /// A follower takes the leader's HW, capped at its own log end; it never moves back.
+    pub fn update_follower_high_watermark(&self, leader_hw: i64) {
+        let role = self.role();
+        if !matches!(*role, Role::Follower { .. }) {
+            return;
+        }
+        let hw = leader_hw.min(self.log_end_offset());
+        self.raise_high_watermark(hw);
+    }
+
+    /// Follower truncation: removes every batch at or past `offset` (the point the leader
+    /// gave through OffsetForLeaderEpoch or a diverging epoch). Blocking.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), PartitionError> {
+        let _role = self.role();
+        let mut g = self.lock();
+        let log = g.as_mut().ok_or(PartitionError::NotHosted)?;
+        if self.accepts_leader_appends.load(Ordering::Acquire) {
+            // A leader's log only grows within its epoch.
+            return Err(PartitionError::NotLeaderOrFollower);
+        }
+        log.truncate_to(offset)?;
+        let leo = log.log_end_offset();
+        self.log_end_offset.send_replace(leo);
+        // Truncation below the HW is possible after an unclean election; the HW follows.
+        self.high_watermark.send_if_modified(|hw| {
+            let moved = *hw > leo;
+            if moved {
+                *hw = leo;
+            }
+            moved
+        });
+        self.durable.send_if_modified(|d| {
+            let moved = *d > leo;
+            if moved {
+                *d = leo;
+            }
+            moved
+        });
+        Ok(())
+    }
+
+    /// Follower whose log end is below the leader's log start offset: drops the whole log and
+    /// starts empty at `offset` (Kafka's `truncateFullyAndStartAt`). Blocking.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), PartitionError> {
+        let _role = self.role();
+        let mut g = self.lock();
+        let log = g.as_mut().ok_or(PartitionError::NotHosted)?;
+        if self.accepts_leader_appends.load(Ordering::Acquire) {
+            return Err(PartitionError::NotLeaderOrFollower);
+        }
+        log.truncate_fully_and_start_at(offset)?;
+        let leo = log.log_end_offset();
+        let lso = log.log_start_offset();
+        self.log_end_offset.send_replace(leo);
+        self.log_start_offset.send_replace(lso);
+        // Everything below the leader's log start is committed: the HW is the new log end.
+        self.high_watermark.send_replace(leo);
+        self.durable.send_replace(leo);
+        Ok(())
+    }
+
+    /// The log end offset (the next offset to append).
+    pub fn log_end_offset(&self) -> i64 {
+        *self.log_end_offset.borrow()
+    }
+
+    /// A receiver that wakes whenever the log end offset moves (follower long-poll fetch).
+    pub fn watch_log_end_offset(&self) -> watch::Receiver<i64> {
+        self.log_end_offset.subscribe()
+    }
+
+    /// The newest leader epoch that wrote to the log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.with_log(|log| Ok(log.latest_epoch())).ok().flatten()
+    }
+
+    /// acks=all before the append: NOT_ENOUGH_REPLICAS while the ISR is below the effective
+    /// min.insync.replicas; a follower answers NOT_LEADER_OR_FOLLOWER.
+    pub fn check_enough_replicas(&self) -> Result<(), PartitionError> {
+        match &*self.role() {
+            Role::Unassigned => Ok(()),
+            Role::Leader(l) => l
+                .state
+                .check_enough_replicas()
+                .map_err(|_| PartitionError::NotEnoughReplicas),
+            Role::Follower { .. } => Err(PartitionError::NotLeaderOrFollower),
+        }
+    }
+
+    /// Where an acks=all produce of offsets below `required_offset` stands, for the leadership
+    /// of `epoch`.
+    fn acks_all_status(
+        &self,
+        epoch: i32,
+        required_offset: i64,
+    ) -> Result<AcksAllStatus, PartitionError> {
+        let role = self.role();
+        if self.lock().is_none() {
+            return Err(PartitionError::NotHosted);
+        }
+        if self.leader_epoch() != epoch {
+            // Leadership moved on since the append: the records may be truncated away.
+            return Err(PartitionError::NotLeaderOrFollower);
+        }
+        match &*role {
+            Role::Unassigned => Ok(if self.high_watermark() >= required_offset {
+                AcksAllStatus::Committed
+            } else {
+                AcksAllStatus::Pending
+            }),
+            Role::Leader(l) => {
+                let status = l.state.check_enough_replicas_reach_offset(required_offset);
+                // The HW does not move while the ISR is below min.insync.replicas (KIP-966):
+                // answer now rather than at the timeout.
+                if status == AcksAllStatus::Pending && l.state.is_under_min_isr() {
+                    return Ok(AcksAllStatus::NotEnoughReplicasAfterAppend);
+                }
+                Ok(status)
+            }
+            Role::Follower { .. } => Err(PartitionError::NotLeaderOrFollower),
+        }
+    }
+
+    /// acks=all after the append: waits (parked on the HW, no thread blocked) until the HW is
+    /// past `last_offset`. NotEnoughReplicasAfterAppend when the ISR falls below
+    /// min.insync.replicas, NotLeaderOrFollower when the leadership is lost, RequestTimedOut
+    /// after `timeout`.
+    pub async fn wait_replicated(
+        &self,
+        last_offset: i64,
+        timeout: Duration,
+    ) -> Result<(), PartitionError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let epoch = self.leader_epoch();
+        let required = last_offset.saturating_add(1);
+        let mut hw = self.high_watermark.subscribe();
+        let mut changes = self.state_changes.subscribe();
+        loop {
+            // Marked before the check, so a change between the check and the wait wakes us.
+            hw.mark_unchanged();
+            changes.mark_unchanged();
+            match self.acks_all_status(epoch, required)? {
+                AcksAllStatus::Committed => return Ok(()),
+                AcksAllStatus::NotEnoughReplicasAfterAppend => {
+                    return Err(PartitionError::NotEnoughReplicasAfterAppend)
+                }
+                AcksAllStatus::Pending => {}
+            }
+            tokio::select! {
+                r = hw.changed() => if r.is_err() { return Err(PartitionError::NotHosted) },
+                r = changes.changed() => if r.is_err() { return Err(PartitionError::NotHosted) },
+                _ = tokio::time::sleep_until(deadline) => return Err(PartitionError::RequestTimedOut),
+            }
+        }
+    }
+
+    /// Leader: records a follower's Fetch at `fetch_offset` (its log end) with its log start
+    /// offset. May move the HW (releasing acks=all producers) and queue an ISR expansion;
+    /// returns whether an AlterPartition is ready to send ([`Partition::take_alter_partition`]).
+    pub fn on_follower_fetch(
+        &self,
+        replica_id: i32,
+        fetch_offset: i64,
+        log_start_offset: i64,
+        now_ms: i64,
+    ) -> Result<bool, FollowerFetchError> {
+        let mut role = self.role();
+        let Role::Leader(l) = &mut *role else {
+            return Err(FollowerFetchError::NotLeader);
+        };
+        let leo = self.log_end_offset();
+        let outcome =
+            l.state
+                .on_follower_fetch(replica_id, fetch_offset, log_start_offset, now_ms, leo)?;
+        if let Some(hw) = outcome.new_high_watermark {
+            self.raise_high_watermark(hw);
+        }
+        if let Some(p) = outcome.alter_partition {
+            l.unsent = Some(p);
+        }
+        Ok(l.unsent.is_some() && !l.in_flight)
+    }
+
+    /// Leader, from the ISR maintenance task: proposes removing followers that have not
+    /// caught up within replica.lag.time.max.ms. Returns whether an AlterPartition is ready
+    /// to send.
+    pub fn maybe_shrink_isr(&self, now_ms: i64) -> bool {
+        let mut role = self.role();
+        let Role::Leader(l) = &mut *role else {
+            return false;
+        };
+        if let Some(p) = l.state.maybe_shrink_isr(now_ms) {
+            l.unsent = Some(p);
+        }
+        l.unsent.is_some() && !l.in_flight
+    }
+
+    /// Takes the AlterPartition to send, if any and none is in flight; the caller must answer
+    /// with [`Partition::complete_alter_partition`].
+    pub fn take_alter_partition(&self) -> Option<AlterPartitionTicket> {
+        let mut role = self.role();
+        let Role::Leader(l) = &mut *role else {
+            return None;
+        };
+        if l.in_flight {
+            return None;
+        }
+        let proposal = l.unsent.take()?;
+        l.in_flight = true;
+        Some(AlterPartitionTicket {
+            generation: self.generation.load(Ordering::Acquire),
+            proposal,
+        })
+    }
+
+    /// The controller's answer (or a transport failure, as a retriable rejection) to a
+    /// ticket. A committed ISR may move the HW; a transient failure queues the proposal
+    /// again; an answer for an older leadership is dropped.
+    pub fn complete_alter_partition(
+        &self,
+        generation: u64,
+        response: AlterPartitionResponse,
+        now_ms: i64,
+    ) {
+        let mut role = self.role();
+        let Role::Leader(l) = &mut *role else {
+            return;
+        };
+        if generation != self.generation.load(Ordering::Acquire) {
+            return;
+        }
+        l.in_flight = false;
+        match l.state.on_alter_partition_response(response, now_ms) {
+            AlterPartitionResponseOutcome::Committed { new_high_watermark }
+            | AlterPartitionResponseOutcome::Reverted { new_high_watermark } => {
+                if let Some(hw) = new_high_watermark {
+                    self.raise_high_watermark(hw);
+                }
+            }
+            AlterPartitionResponseOutcome::Resend(p) => l.unsent = Some(p),
+            AlterPartitionResponseOutcome::Ignored
+            | AlterPartitionResponseOutcome::AwaitingMetadata => {}
+        }
+        drop(role);
+        self.notify_state_change();
+    }
+
+    /// Leader: brokers that are fenced or shutting down (from the image) never join the ISR.
+    pub fn set_ineligible_replicas(&self, ineligible: BTreeSet<i32>) {
+        if let Role::Leader(l) = &mut *self.role() {
+            l.state.set_ineligible_replicas(ineligible);
+        }
+    }
+
+    /// Leader: the committed ISR, for reporting (None when not the leader).
+    pub fn leader_isr(&self) -> Option<Vec<i32>> {
+        match &*self.role() {
+            Role::Leader(l) => Some(l.state.isr().iter().copied().collect()),
+            _ => None,
+        }
     }
 
     /// The current leader epoch, written into every appended batch.
@@ -180,6 +746,16 @@ impl Partition {
     ) -> Result<ReadPlan, PartitionError> {
         let hw = self.high_watermark();
         self.with_log(|log| log.read_plan(offset, max_bytes, hw, min_one_batch))
+    }
+
+    /// Plans a follower's read: up to the log end offset, not the HW.
+    pub fn read_plan_for_follower(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadPlan, PartitionError> {
+        self.with_log(|log| log.read_plan(offset, max_bytes, i64::MAX, min_one_batch))
     }
 
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, PartitionError> {
@@ -302,6 +878,7 @@ impl Partition {
     pub fn take_log(&self) -> Option<Log> {
         let log = self.lock().take();
         self.flush_wanted.notify_one();
+        self.notify_state_change();
         log
     }
 }

@@ -50,7 +50,12 @@ pub(crate) fn partition_error_code(
     use kavka_protocol::error::ErrorCode;
     use kavka_storage::{ProducerStateError, StorageError};
     match e {
-        PartitionError::NotHosted => ErrorCode::NotLeaderOrFollower,
+        PartitionError::NotHosted | PartitionError::NotLeaderOrFollower => {
+            ErrorCode::NotLeaderOrFollower
+        }
+        PartitionError::NotEnoughReplicas => ErrorCode::NotEnoughReplicas,
+        PartitionError::NotEnoughReplicasAfterAppend => ErrorCode::NotEnoughReplicasAfterAppend,
+        PartitionError::RequestTimedOut => ErrorCode::RequestTimedOut,
         PartitionError::Storage(StorageError::RecordTooLarge { .. }) => ErrorCode::MessageTooLarge,
         PartitionError::Storage(StorageError::CorruptBatch(_)) => ErrorCode::CorruptMessage,
         PartitionError::Storage(StorageError::InvalidRecord(_)) => ErrorCode::InvalidRecord,

@@ -342,6 +342,22 @@ fn validate(
     Ok(())
 }
 
+fn check_config(config: &ReplicationConfig) -> Result<(), ReplicaStateError> {
+    if config.min_insync_replicas < 1 {
+        return Err(ReplicaStateError::InvalidConfig(format!(
+            "min.insync.replicas must be at least 1, not {}",
+            config.min_insync_replicas
+        )));
+    }
+    if config.replica_lag_time_max_ms < 0 {
+        return Err(ReplicaStateError::InvalidConfig(format!(
+            "replica.lag.time.max.ms must not be negative, not {}",
+            config.replica_lag_time_max_ms
+        )));
+    }
+    Ok(())
+}
+
 impl LeaderState {
     /// Becomes leader for `state.leader_epoch` with the local log's end offset and high
     /// watermark. Followers in the ISR count as caught up now, the others as never (Kafka's
@@ -355,18 +371,7 @@ impl LeaderState {
         now_ms: i64,
     ) -> Result<Self, ReplicaStateError> {
         validate(leader_id, &state.replicas, &state.isr)?;
-        if config.min_insync_replicas < 1 {
-            return Err(ReplicaStateError::InvalidConfig(format!(
-                "min.insync.replicas must be at least 1, not {}",
-                config.min_insync_replicas
-            )));
-        }
-        if config.replica_lag_time_max_ms < 0 {
-            return Err(ReplicaStateError::InvalidConfig(format!(
-                "replica.lag.time.max.ms must not be negative, not {}",
-                config.replica_lag_time_max_ms
-            )));
-        }
+        check_config(&config)?;
         if log_end_offset < 0 || high_watermark < 0 || high_watermark > log_end_offset {
             return Err(ReplicaStateError::InvalidPartitionState(format!(
                 "high watermark {high_watermark} and log end offset {log_end_offset} are inconsistent"
@@ -468,6 +473,20 @@ impl LeaderState {
 
     pub fn config(&self) -> ReplicationConfig {
         self.config
+    }
+
+    /// A topic config change (min.insync.replicas, replica.lag.time.max.ms) within the leader
+    /// epoch: followers' positions are kept. A lower min.insync.replicas may free the HW.
+    pub fn set_config(
+        &mut self,
+        config: ReplicationConfig,
+        now_ms: i64,
+    ) -> Result<Option<i64>, ReplicaStateError> {
+        check_config(&config)?;
+        self.config = config;
+        let moved = self.maybe_increment_high_watermark(now_ms);
+        self.debug_check();
+        Ok(moved)
     }
 
     /// `min.insync.replicas` capped at the replication factor, as Kafka does.
