@@ -28,6 +28,8 @@ enum Command {
     ConsoleConsumer(cli::console_consumer::ConsoleConsumerArgs),
     /// List, describe, reset the offsets of, and delete consumer groups.
     ConsumerGroups(cli::consumer_groups::ConsumerGroupsArgs),
+    /// Describe a cluster: its id, nodes, active controller and unhealthy partitions.
+    Cluster(cli::cluster::ClusterArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::ConsoleProducer(args) => cli::run(cli::console_producer::run(args)),
         Command::ConsoleConsumer(args) => cli::run(cli::console_consumer::run(args)),
         Command::ConsumerGroups(args) => cli::run(cli::consumer_groups::run(args)),
+        Command::Cluster(args) => cli::run(cli::cluster::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! Kafka-style command-line tools. Each speaks the Kafka protocol through `kavka-client`,
 //! so it works against any Kafka-compatible broker.
 
+pub mod cluster;
 pub mod console_consumer;
 pub mod console_producer;
 pub mod consumer_groups;
