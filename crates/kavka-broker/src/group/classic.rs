@@ -352,6 +352,20 @@ impl ClassicGroup {
         self.transition(ClassicState::Dead, now_ms);
     }
 
+    /// This broker no longer coordinates the group: every parked JoinGroup and SyncGroup
+    /// hears NOT_COORDINATOR and its client looks the coordinator up again (Kafka's
+    /// `onGroupUnloaded`). The group itself is dropped by the caller.
+    pub fn unload(&mut self) {
+        for m in self.members.values_mut() {
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(JoinResult::error(ErrorCode::NotCoordinator, &m.member_id));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(SyncResult::error(ErrorCode::NotCoordinator));
+            }
+        }
+    }
+
     /// Members and their assignments, as DescribeGroups shows them: metadata and assignment
     /// only once the group is Stable, as Kafka does.
     pub fn describe(&self) -> (String, Vec<MemberSummary>) {

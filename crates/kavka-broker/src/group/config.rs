@@ -9,6 +9,9 @@ pub struct GroupConfig {
     pub offsets_topic_segment_bytes: u64,
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
+    /// How long an offset commit (or any group write) waits for the ISR to have it before
+    /// the client hears COORDINATOR_NOT_AVAILABLE (Kafka's offsets.commit.timeout.ms).
+    pub offsets_commit_timeout_ms: u64,
     pub offset_metadata_max_bytes: usize,
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
@@ -31,6 +34,7 @@ pub const GROUP_CONFIG_KEYS: &[&str] = &[
     "offsets.topic.segment.bytes",
     "offsets.retention.minutes",
     "offsets.retention.check.interval.ms",
+    "offsets.commit.timeout.ms",
     "offset.metadata.max.bytes",
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
@@ -68,6 +72,13 @@ impl GroupConfig {
                 600_000,
                 1,
                 u64::MAX,
+            )?,
+            offsets_commit_timeout_ms: ranged(
+                get,
+                "offsets.commit.timeout.ms",
+                5000,
+                1,
+                i32::MAX as u64,
             )?,
             offset_metadata_max_bytes: ranged(get, "offset.metadata.max.bytes", 4096, 0, 1 << 20)?,
             min_session_timeout_ms: ranged(get, "group.min.session.timeout.ms", 6000, 1, i32::MAX)?,
@@ -186,6 +197,7 @@ mod tests {
         assert_eq!(c.offsets_topic_num_partitions, 50);
         assert_eq!(c.offsets_retention_ms, 7 * 24 * 3600 * 1000);
         assert!(c.consumer_protocol_enabled);
+        assert_eq!(c.offsets_commit_timeout_ms, 5000);
         p.insert("group.initial.rebalance.delay.ms".into(), "-1".into());
         assert!(GroupConfig::from_props(&p).is_err());
         p.clear();

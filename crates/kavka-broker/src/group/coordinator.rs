@@ -5,8 +5,13 @@
 //! is validated, appended to its partition and applied in memory, so the log's order is the
 //! memory's order and a replay rebuilds exactly what clients were told. Appends are small
 //! page-cache writes; waiting for fsync (when the log asks for it) happens after the lock is
-//! released.
+//! released; waiting for the ISR to have the write (Kafka's acks=-1) likewise.
+//!
+//! In a cluster a shard lives where its partition's leader is: [`leadership`] follows the
+//! metadata image, replays a shard when this broker becomes its leader and drops it when
+//! leadership moves away.
 
+pub use super::append_wait::AppendWait;
 use super::classic::{
     ClassicGroup, ClassicLimits, ClassicState, JoinRequest, JoinResult, MemberSummary, Outcome,
     SyncRequest, SyncResult,
@@ -15,7 +20,6 @@ use super::config::GroupConfig;
 use super::consumer::{ConsumerGroup, ConsumerGroupConfig, TopicInfo, TopicResolver};
 use super::offsets::CommittedOffsets;
 use super::record::{self, GroupRecord, OffsetValue};
-use crate::partition::Partition;
 use crate::replica_manager::{now_ms, ReplicaManager};
 use bytes::Bytes;
 use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as DescribedConsumerGroup;
@@ -24,7 +28,8 @@ use kafka_protocol::records::Record;
 use kavka_metadata::{Controller, CreateTopicSpec, TopicDefaults};
 use kavka_protocol::error::ErrorCode;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
 
 /// The internal topic holding groups and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -99,26 +104,38 @@ enum StoredGroup {
     Consumer(Bytes),
 }
 
-#[derive(Default)]
+/// Where a shard stands on this broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShardStatus {
+    /// Another broker leads the partition: requests hear NOT_COORDINATOR.
+    NotCoordinator,
+    /// This broker leads it; the replay is pending (`claimed: false`) or running.
+    /// Requests hear COORDINATOR_LOAD_IN_PROGRESS.
+    Loading {
+        claimed: bool,
+    },
+    Loaded,
+}
+
 struct Shard {
-    loaded: bool,
-    /// A loader has claimed this shard and is replaying it.
-    loading: bool,
+    status: ShardStatus,
+    /// Moves at every election and resignation: a replay started under an older epoch
+    /// finished too late and is discarded.
+    epoch: u64,
     groups: HashMap<String, Group>,
 }
 
-/// Waits for an append to be fsynced before the answer goes out (when the log says so).
-pub struct DurableWait {
-    partition: Arc<Partition>,
-    offset: i64,
-}
+impl Shard {
+    fn new(status: ShardStatus) -> Self {
+        Shard {
+            status,
+            epoch: 0,
+            groups: HashMap::new(),
+        }
+    }
 
-impl DurableWait {
-    pub async fn wait(self) -> Result<(), ErrorCode> {
-        self.partition
-            .wait_durable(self.offset)
-            .await
-            .map_err(|_| ErrorCode::NotCoordinator)
+    fn is_loaded(&self) -> bool {
+        self.status == ShardStatus::Loaded
     }
 }
 
@@ -174,6 +191,17 @@ pub struct GroupCoordinator {
     shards: OnceLock<Vec<Mutex<Shard>>>,
     /// Serialises the lazy creation of `__consumer_offsets`.
     creating: Mutex<()>,
+    /// Replication factor `__consumer_offsets` is created with (capped at the live brokers).
+    offsets_topic_replication_factor: i16,
+    /// Where replays run when leadership arrives (listeners are called synchronously, on
+    /// whichever thread committed the metadata change).
+    runtime: Option<tokio::runtime::Handle>,
+    /// Set by [`GroupCoordinator::follow_leadership`]: shards follow partition leadership.
+    /// Unset (single node, until startup switches), every shard is this broker's.
+    me: OnceLock<Weak<GroupCoordinator>>,
+    /// The offset of the last metadata image whose leadership was applied; serialises
+    /// applications so an older image never undoes a newer one.
+    applied_image: Mutex<i64>,
     /// The metadata image offset KIP-848 groups last saw (topic changes move targets).
     seen_metadata_offset: std::sync::atomic::AtomicI64,
 }
@@ -231,8 +259,19 @@ impl GroupCoordinator {
             controller,
             shards: OnceLock::new(),
             creating: Mutex::new(()),
+            offsets_topic_replication_factor: 3,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            me: OnceLock::new(),
+            applied_image: Mutex::new(i64::MIN),
             seen_metadata_offset: std::sync::atomic::AtomicI64::new(-1),
         }
+    }
+
+    /// offsets.topic.replication.factor (default 3, Kafka's); the topic is created with
+    /// at most as many replicas as there are live brokers, and at least one.
+    pub fn with_offsets_topic_replication_factor(mut self, replication_factor: i16) -> Self {
+        self.offsets_topic_replication_factor = replication_factor.max(1);
+        self
     }
 
     pub fn config(&self) -> &GroupConfig {
@@ -266,10 +305,17 @@ impl GroupCoordinator {
         }
     }
 
+    /// One shard per partition. Single node: each awaits its replay. Following
+    /// leadership: none is ours until the image says so.
     fn init_shards(&self, partitions: usize) -> &[Mutex<Shard>] {
+        let status = if self.follows_leadership() {
+            ShardStatus::NotCoordinator
+        } else {
+            ShardStatus::Loading { claimed: false }
+        };
         self.shards.get_or_init(|| {
             (0..partitions)
-                .map(|_| Mutex::new(Shard::default()))
+                .map(|_| Mutex::new(Shard::new(status)))
                 .collect()
         })
     }
@@ -279,39 +325,16 @@ impl GroupCoordinator {
         self.load_all();
     }
 
-    /// Replays every shard not yet loaded. Blocking (reads the logs). A shard is claimed
-    /// before it is read, so two loaders never replay the same one.
+    /// Replays every shard awaiting its replay. Blocking (reads the logs). A shard is
+    /// claimed before it is read, so two loaders never replay the same one.
     pub fn load_all(&self) {
         let Some(shards) = self.shards.get() else {
             return;
         };
         let started = std::time::Instant::now();
         let mut groups = 0;
-        for (p, shard) in shards.iter().enumerate() {
-            {
-                let mut s = lock(shard);
-                if s.loaded || s.loading {
-                    continue;
-                }
-                s.loading = true;
-            }
-            let loaded = self.load_partition(p as i32);
-            groups += loaded.len();
-            let mut s = lock(shard);
-            debug_assert!(
-                s.groups.is_empty(),
-                "requests never touch an unloaded shard"
-            );
-            s.groups = loaded;
-            // Topics deleted while the broker was down take their offsets with them.
-            self.drop_offsets_of_deleted_topics(
-                p as i32,
-                &mut s,
-                &self.controller.image(),
-                now_ms(),
-            );
-            s.loaded = true;
-            s.loading = false;
+        for p in 0..shards.len() {
+            groups += self.load_shard(p as i32).unwrap_or(0);
         }
         tracing::info!(
             partitions = shards.len(),
@@ -319,6 +342,55 @@ impl GroupCoordinator {
             "group coordinator loaded {OFFSETS_TOPIC} in {} ms",
             started.elapsed().as_millis()
         );
+    }
+
+    /// Replays one shard if it awaits its replay; returns how many groups it loaded, or
+    /// `None` when there was nothing to do or the replay turned stale. Blocking.
+    fn load_shard(&self, p: i32) -> Option<usize> {
+        let epoch = self.claim_load(p)?;
+        let loaded = self.load_partition(p);
+        let n = loaded.len();
+        self.finish_load(p, epoch, loaded).then_some(n)
+    }
+
+    /// Marks a pending replay as running; returns the epoch it runs under.
+    fn claim_load(&self, p: i32) -> Option<u64> {
+        let shard = self.shards.get()?.get(usize::try_from(p).ok()?)?;
+        let mut s = lock(shard);
+        if s.status != (ShardStatus::Loading { claimed: false }) {
+            return None;
+        }
+        s.status = ShardStatus::Loading { claimed: true };
+        Some(s.epoch)
+    }
+
+    /// Installs a replay's groups, unless leadership moved since it was claimed (then it
+    /// is dropped: another replay, or none, is the right one). Returns whether installed.
+    fn finish_load(&self, p: i32, epoch: u64, loaded: HashMap<String, Group>) -> bool {
+        let Some(shard) = self
+            .shards
+            .get()
+            .and_then(|s| s.get(usize::try_from(p).ok()?))
+        else {
+            return false;
+        };
+        let mut s = lock(shard);
+        if s.epoch != epoch || s.status != (ShardStatus::Loading { claimed: true }) {
+            tracing::info!(
+                partition = p,
+                "discarding a stale {OFFSETS_TOPIC} replay (leadership moved meanwhile)"
+            );
+            return false;
+        }
+        debug_assert!(
+            s.groups.is_empty(),
+            "requests never touch an unloaded shard"
+        );
+        s.groups = loaded;
+        // Topics deleted while the broker was down take their offsets with them.
+        self.drop_offsets_of_deleted_topics(p, &mut s, &self.controller.image(), now_ms());
+        s.status = ShardStatus::Loaded;
+        true
     }
 
     /// Replays one partition: the last record per key wins, tombstones delete.
@@ -484,7 +556,7 @@ impl GroupCoordinator {
     }
 
     /// FindCoordinator: makes sure `__consumer_offsets` exists (Kafka creates it on first
-    /// use) and is loaded. Blocking (the metadata log fsyncs).
+    /// use) and, on a single node, is loaded. Blocking (the metadata log fsyncs).
     pub fn ensure_ready(&self) -> Result<(), ErrorCode> {
         if self.shards.get().is_some() {
             return Ok(());
@@ -493,7 +565,29 @@ impl GroupCoordinator {
         if self.shards.get().is_some() {
             return Ok(());
         }
-        if self.controller.image().topic(OFFSETS_TOPIC).is_none() {
+        self.create_offsets_topic()?;
+        let image = self.controller.image();
+        if self.follows_leadership() {
+            // The creation's image reached the listener already; applying it again is
+            // harmless and covers a topic another broker created first.
+            self.apply_leadership(&image);
+            return Ok(());
+        }
+        let partitions = image
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partitions.len())
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        self.init_and_load(partitions);
+        Ok(())
+    }
+
+    /// Creates `__consumer_offsets` unless it exists, with offsets.topic.replication.factor
+    /// replicas capped at the live brokers. Blocking.
+    fn create_offsets_topic(&self) -> Result<(), ErrorCode> {
+        let image = self.controller.image();
+        if image.topic(OFFSETS_TOPIC).is_none() {
+            let live = i16::try_from(image.live_brokers().count()).unwrap_or(i16::MAX);
+            let replication_factor = self.offsets_topic_replication_factor.min(live).max(1);
             let mut configs = BTreeMap::new();
             configs.insert("cleanup.policy".to_string(), "compact".to_string());
             configs.insert(
@@ -503,13 +597,13 @@ impl GroupCoordinator {
             let spec = CreateTopicSpec {
                 name: OFFSETS_TOPIC.to_string(),
                 num_partitions: self.config.offsets_topic_num_partitions,
-                replication_factor: 1,
+                replication_factor,
                 assignments: Vec::new(),
                 configs,
             };
             let defaults = TopicDefaults {
                 num_partitions: self.config.offsets_topic_num_partitions,
-                replication_factor: 1,
+                replication_factor,
             };
             let result = self.controller.create_topics(vec![spec], false, &defaults);
             if let Some(Err(e)) = result.into_iter().next() {
@@ -518,15 +612,8 @@ impl GroupCoordinator {
                     return Err(ErrorCode::CoordinatorNotAvailable);
                 }
             }
-            tracing::info!("created {OFFSETS_TOPIC}");
+            tracing::info!(replication_factor, "created {OFFSETS_TOPIC}");
         }
-        let partitions = self
-            .controller
-            .image()
-            .topic(OFFSETS_TOPIC)
-            .map(|t| t.partitions.len())
-            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-        self.init_and_load(partitions);
         Ok(())
     }
 
@@ -553,19 +640,22 @@ impl GroupCoordinator {
         }
         let (p, shard) = self.shard_of(group_id)?;
         let mut s = lock(shard);
-        if !s.loaded {
-            return Err(ErrorCode::CoordinatorLoadInProgress);
+        match s.status {
+            ShardStatus::Loaded => Ok(f(p, &mut s)),
+            ShardStatus::Loading { .. } => Err(ErrorCode::CoordinatorLoadInProgress),
+            ShardStatus::NotCoordinator => Err(ErrorCode::NotCoordinator),
         }
-        Ok(f(p, &mut s))
     }
 
     /// Appends records to a `__consumer_offsets` partition. Called with the shard locked.
+    /// The write is acknowledged once the returned wait resolves (replicated, and fsynced
+    /// when the log asks for it).
     fn append(
         &self,
         partition: i32,
         records: Vec<(Bytes, Option<Bytes>)>,
         now: i64,
-    ) -> Result<Option<DurableWait>, ErrorCode> {
+    ) -> Result<Option<AppendWait>, ErrorCode> {
         if records.is_empty() {
             return Ok(None);
         }
@@ -601,21 +691,16 @@ impl GroupCoordinator {
             .try_into_mut()
             .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
         match part.append(&mut buf, now) {
-            Ok((info, must_wait)) => Ok(must_wait.then_some(DurableWait {
-                partition: part,
-                offset: info.last_offset,
-            })),
+            Ok((info, fsync)) => Ok(Some(AppendWait::new(
+                part,
+                info.last_offset,
+                fsync,
+                Duration::from_millis(self.config.offsets_commit_timeout_ms),
+            ))),
             Err(e) => {
                 let code = crate::handlers::partition_error_code(&e, OFFSETS_TOPIC, partition);
                 tracing::warn!(partition, "cannot append to {OFFSETS_TOPIC}: {e}");
-                // Kafka's mapping of store failures for group requests.
-                Err(match code {
-                    ErrorCode::MessageTooLarge
-                    | ErrorCode::RecordListTooLarge
-                    | ErrorCode::InvalidFetchSize => ErrorCode::UnknownServerError,
-                    ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
-                    _ => ErrorCode::CoordinatorNotAvailable,
-                })
+                Err(super::append_wait::store_error(code))
             }
         }
     }
@@ -787,7 +872,7 @@ impl GroupCoordinator {
         group_id: &str,
         who: &Committer,
         parts: &[CommitPartition],
-    ) -> (Vec<Option<ErrorCode>>, Option<DurableWait>) {
+    ) -> (Vec<Option<ErrorCode>>, Option<AppendWait>) {
         let now = now_ms();
         let image = self.controller.image();
         let all = |e: ErrorCode| (vec![Some(e); parts.len()], None);
@@ -1102,8 +1187,11 @@ impl GroupCoordinator {
         let mut out = Vec::new();
         for shard in shards {
             let s = lock(shard);
-            if !s.loaded {
-                return Err(ErrorCode::CoordinatorLoadInProgress);
+            match s.status {
+                ShardStatus::Loaded => {}
+                ShardStatus::Loading { .. } => return Err(ErrorCode::CoordinatorLoadInProgress),
+                // Another broker lists that partition's groups.
+                ShardStatus::NotCoordinator => continue,
             }
             for (id, g) in &s.groups {
                 let state = g.state_name();
@@ -1163,7 +1251,7 @@ impl GroupCoordinator {
             != image.offset;
         for (p, shard) in shards.iter().enumerate() {
             let mut s = lock(shard);
-            if !s.loaded {
+            if !s.is_loaded() {
                 continue;
             }
             if metadata_changed {
@@ -1240,7 +1328,7 @@ impl GroupCoordinator {
         let mut expired_total = 0;
         for (p, shard) in shards.iter().enumerate() {
             let mut s = lock(shard);
-            if !s.loaded {
+            if !s.is_loaded() {
                 continue;
             }
             let mut dead = Vec::new();
@@ -1368,6 +1456,10 @@ mod tests {
         }
     }
 }
+
+#[path = "leadership.rs"]
+mod leadership;
+pub use leadership::{CoordinatorNode, LeadershipListener};
 
 #[cfg(test)]
 #[path = "coordinator_tests.rs"]

@@ -7,7 +7,7 @@ use crate::group::classic::{JoinRequest, Outcome, SyncRequest};
 struct Node {
     controller: Arc<Controller>,
     replicas: Arc<ReplicaManager>,
-    groups: GroupCoordinator,
+    groups: Arc<GroupCoordinator>,
 }
 
 fn start(dir: &std::path::Path) -> Node {
@@ -15,6 +15,23 @@ fn start(dir: &std::path::Path) -> Node {
 }
 
 fn start_with(dir: &std::path::Path, replay: bool) -> Node {
+    let n = start_unloaded(dir);
+    if replay {
+        n.groups.load_existing();
+    } else {
+        n.groups.init_existing();
+    }
+    n
+}
+
+/// A node whose coordinator follows `__consumer_offsets` leadership (startup in a cluster).
+fn start_following(dir: &std::path::Path) -> Node {
+    let n = start_unloaded(dir);
+    n.groups.follow_leadership();
+    n
+}
+
+fn start_unloaded(dir: &std::path::Path) -> Node {
     let overrides = vec![
         format!("log.dirs={}", dir.join("logs").display()),
         format!("metadata.log.dir={}", dir.join("meta").display()),
@@ -35,12 +52,11 @@ fn start_with(dir: &std::path::Path, replay: bool) -> Node {
     controller
         .register_broker(config.node_id, "127.0.0.1", 9092, None)
         .expect("register");
-    let groups = GroupCoordinator::new(config.group.clone(), replicas.clone(), controller.clone());
-    if replay {
-        groups.load_existing();
-    } else {
-        groups.init_existing();
-    }
+    let groups = Arc::new(GroupCoordinator::new(
+        config.group.clone(),
+        replicas.clone(),
+        controller.clone(),
+    ));
     Node {
         controller,
         replicas,
@@ -531,5 +547,249 @@ async fn one_commit_is_one_batch() {
         kavka_protocol::records::decode_batches_detailed(&bytes, 1 << 20).expect("decode");
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].records.len(), 4);
+    n.replicas.shutdown();
+}
+
+// ---- Following `__consumer_offsets` leadership (cluster) ----
+
+/// `image` with partition `p` of `__consumer_offsets` led by `leader` (a new leader
+/// epoch), at the same image offset so later real commits still apply after it.
+fn with_offsets_leader(
+    image: &kavka_metadata::MetadataImage,
+    p: i32,
+    leader: i32,
+) -> kavka_metadata::MetadataImage {
+    let mut image = image.clone();
+    let mut topic = (**image.topics.get(OFFSETS_TOPIC).expect("offsets topic")).clone();
+    let part = topic.partitions.get_mut(&p).expect("partition");
+    part.leader = leader;
+    part.leader_epoch += 1;
+    image
+        .topics
+        .insert(OFFSETS_TOPIC.to_string(), Arc::new(topic));
+    image
+}
+
+/// Polls (bounded) until the group's shard is no longer loading; returns its answer.
+async fn after_load(n: &Node, group: &str) -> Result<FetchedOffsets, ErrorCode> {
+    for _ in 0..1000 {
+        match n.groups.fetch_offsets(group, None, None) {
+            Err(ErrorCode::CoordinatorLoadInProgress) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => return other,
+        }
+    }
+    panic!("the replay of {group}'s partition never finished");
+}
+
+fn committed(got: &FetchedOffsets) -> Vec<(String, i32, i64)> {
+    got.iter()
+        .flat_map(|(t, parts)| {
+            parts
+                .iter()
+                .filter_map(move |(p, v)| v.as_ref().map(|v| (t.clone(), *p, v.offset)))
+        })
+        .collect()
+}
+
+/// Resigning a partition drops its groups: requests, and joins parked in a rebalance, hear
+/// NOT_COORDINATOR; groups of partitions still led here are untouched. Regaining it replays
+/// what was committed, and an acknowledged commit's wait resolves (single node: at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_follow_the_leadership_of_their_partition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = start_following(dir.path());
+    let me = n.controller.node_id();
+    n.groups.ensure_ready().expect("ready");
+    create_topic(&n, "t", 1);
+    let p = partition_for("g", 3);
+    let other_group = (0..100)
+        .map(|i| format!("other-{i}"))
+        .find(|g| partition_for(g, 3) != p)
+        .expect("a group on another partition");
+
+    let (codes, wait) = n.groups.commit_offsets("g", &admin(), &[commit("t", 0, 9)]);
+    assert_eq!(codes, vec![None]);
+    let wait = wait.expect("a stored commit is acknowledged through its wait");
+    assert_eq!(wait.wait().await, Ok(()));
+    let (codes, _) = n
+        .groups
+        .commit_offsets(&other_group, &admin(), &[commit("t", 0, 4)]);
+    assert_eq!(codes, vec![None]);
+    // A second member's join parks until the first rejoins.
+    join_one(&n, "g");
+    let second = JoinRequest {
+        member_id: String::new(),
+        group_instance_id: None,
+        client_id: "c2".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 60_000,
+        rebalance_timeout_ms: 60_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+        require_known_member_id: false,
+    };
+    let Outcome::Wait(mut parked) = n.groups.join_group("g", second) else {
+        panic!("the second member waits for the rebalance")
+    };
+
+    let image = n.controller.image();
+    n.groups
+        .apply_leadership(&with_offsets_leader(&image, p, me + 1));
+    let answered = parked.try_recv().expect("the parked join is answered");
+    assert_eq!(answered.error, Some(ErrorCode::NotCoordinator));
+    assert_eq!(
+        n.groups.fetch_offsets("g", None, None),
+        Err(ErrorCode::NotCoordinator)
+    );
+    let (codes, wait) = n
+        .groups
+        .commit_offsets("g", &admin(), &[commit("t", 0, 10)]);
+    assert_eq!(codes, vec![Some(ErrorCode::NotCoordinator)]);
+    assert!(wait.is_none());
+    assert_eq!(
+        n.groups.heartbeat("g", "m", None, 1),
+        Err(ErrorCode::NotCoordinator)
+    );
+    assert_eq!(
+        committed(
+            &n.groups
+                .fetch_offsets(&other_group, None, None)
+                .expect("still ours")
+        ),
+        vec![("t".to_string(), 0, 4)]
+    );
+    let listed: Vec<String> = n
+        .groups
+        .list_groups(&[], &[])
+        .expect("list")
+        .into_iter()
+        .map(|g| g.group_id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![other_group.clone()],
+        "only the groups coordinated here"
+    );
+
+    // Leadership comes back (the image the controller holds names this node again).
+    n.groups.apply_leadership(&n.controller.image());
+    let got = after_load(&n, "g").await.expect("replayed");
+    assert_eq!(committed(&got), vec![("t".to_string(), 0, 9)]);
+    n.replicas.shutdown();
+}
+
+/// A replay that finishes after its partition's leadership moved away (and maybe came
+/// back) installs nothing: the shard stays resigned, or the newer replay wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_replay_is_discarded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let n = start(dir.path());
+        n.groups.ensure_ready().expect("ready");
+        create_topic(&n, "t", 1);
+        let (codes, _) = n.groups.commit_offsets("g", &admin(), &[commit("t", 0, 9)]);
+        assert_eq!(codes, vec![None]);
+        n.replicas.shutdown();
+    }
+    let n = start_with(dir.path(), false);
+    let me = n.controller.node_id();
+    let p = partition_for("g", 3);
+    // A replay claims the shard ...
+    let stale = n.groups.claim_load(p).expect("pending replay");
+    n.groups.follow_leadership();
+    // ... leadership moves away before it finishes.
+    let image = n.controller.image();
+    n.groups
+        .apply_leadership(&with_offsets_leader(&image, p, me + 1));
+    let replayed = n.groups.load_partition(p);
+    assert!(
+        replayed.contains_key("g"),
+        "the replay itself read the group"
+    );
+    assert!(!n.groups.finish_load(p, stale, replayed));
+    assert_eq!(
+        n.groups.fetch_offsets("g", None, None),
+        Err(ErrorCode::NotCoordinator)
+    );
+
+    // Elected again: a fresh replay runs; the stale one, finishing late, changes nothing.
+    n.groups.apply_leadership(&image);
+    assert!(!n.groups.finish_load(p, stale, HashMap::new()));
+    let got = after_load(&n, "g").await.expect("replayed");
+    assert_eq!(committed(&got), vec![("t".to_string(), 0, 9)]);
+    n.replicas.shutdown();
+}
+
+/// FindCoordinator names the leader of the group's partition, with its registered
+/// endpoint; `__consumer_offsets` is created with offsets.topic.replication.factor
+/// replicas capped at the live brokers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_coordinator_answers_the_partition_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = start_unloaded(dir.path());
+    let me = n.controller.node_id();
+    n.controller
+        .register_broker(me + 1, "127.0.0.2", 9093, None)
+        .expect("register");
+    let groups = Arc::new(
+        GroupCoordinator::new(
+            n.groups.config().clone(),
+            n.replicas.clone(),
+            n.controller.clone(),
+        )
+        .with_offsets_topic_replication_factor(5),
+    );
+    groups.follow_leadership();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..50 {
+        let group = format!("group-{i}");
+        let node = groups.coordinator_for(&group).expect("a coordinator");
+        let image = n.controller.image();
+        let topic = image.topic(OFFSETS_TOPIC).expect("created");
+        let part = &topic.partitions[&partition_for(&group, 3)];
+        assert_eq!(part.replicas.len(), 2, "capped at the live brokers");
+        assert_eq!(node.node_id, part.leader);
+        let expected = if node.node_id == me {
+            ("127.0.0.1", 9092)
+        } else {
+            ("127.0.0.2", 9093)
+        };
+        assert_eq!((node.host.as_str(), node.port), expected);
+        if node.node_id != me {
+            assert_eq!(
+                groups.fetch_offsets(&group, None, None),
+                Err(ErrorCode::NotCoordinator),
+                "another broker's group"
+            );
+        }
+        seen.insert(node.node_id);
+    }
+    assert_eq!(seen.len(), 2, "both brokers lead some partition");
+
+    // No leader, a fenced leader or no topic: no coordinator (clients retry).
+    let p = partition_for("group-0", 3);
+    let image = n.controller.image();
+    assert!(leadership::coordinator_in(&image, "group-0").is_ok());
+    let leaderless = with_offsets_leader(&image, p, -1);
+    assert_eq!(
+        leadership::coordinator_in(&leaderless, "group-0"),
+        Err(ErrorCode::CoordinatorNotAvailable)
+    );
+    let mut fenced = image.as_ref().clone();
+    for b in fenced.brokers.values_mut() {
+        b.fenced = true;
+    }
+    assert_eq!(
+        leadership::coordinator_in(&fenced, "group-0"),
+        Err(ErrorCode::CoordinatorNotAvailable)
+    );
+    let mut none = image.as_ref().clone();
+    none.topics.remove(OFFSETS_TOPIC);
+    assert_eq!(
+        leadership::coordinator_in(&none, "group-0"),
+        Err(ErrorCode::CoordinatorNotAvailable)
+    );
     n.replicas.shutdown();
 }

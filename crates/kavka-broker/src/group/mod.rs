@@ -4,8 +4,11 @@
 //! - `classic`: the JoinGroup/SyncGroup state machine (pure, time passed in).
 //! - `consumer`: the next-generation (KIP-848) consumer group and its server-side assignors.
 //! - `offsets`: a group's committed offsets; `record`: the `__consumer_offsets` record layouts.
-//! - `coordinator`: ties them to the log, sharded by `__consumer_offsets` partition.
+//! - `coordinator`: ties them to the log, sharded by `__consumer_offsets` partition; its
+//!   `leadership` part moves shards with the partitions' leadership in a cluster.
+//! - `append_wait`: what a group write waits for before it is acknowledged.
 
+pub mod append_wait;
 pub mod classic;
 pub mod config;
 pub mod consumer;
@@ -14,4 +17,4 @@ pub mod offsets;
 pub mod record;
 
 pub use config::GroupConfig;
-pub use coordinator::{GroupCoordinator, OFFSETS_TOPIC};
+pub use coordinator::{CoordinatorNode, GroupCoordinator, LeadershipListener, OFFSETS_TOPIC};
