@@ -162,6 +162,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (stop_heartbeats, heartbeats_rx) = watch::channel(false);
 
+    // ISR expiration: leaders drop followers that stopped catching up.
+    tokio::spawn(replication::isr::run_isr_maintenance(
+        broker.clone(),
+        shutdown_rx.clone(),
+    ));
+
     if let Some(cluster) = &config.cluster {
         tokio::spawn(heartbeat_loop(
             broker.clone(),

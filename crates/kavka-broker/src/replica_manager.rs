@@ -7,7 +7,9 @@
 use crate::config::BrokerConfig;
 use crate::log_config::log_config_for_topic;
 use crate::partition::Partition;
-use kavka_metadata::{ImageListener, MetadataImage, TopicImage};
+use crate::replication::fetcher::{FetcherManager, LeaderEndpoint};
+use crate::replication::isr::replication_config_for_topic;
+use kavka_metadata::{ImageListener, MetadataImage, PartitionImage, TopicImage};
 use kavka_storage::Log;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,6 +23,8 @@ pub struct ReplicaManager {
     config: Arc<BrokerConfig>,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     runtime: Handle,
+    /// Copies the partitions this broker follows from their leaders.
+    fetchers: Arc<FetcherManager>,
 }
 
 pub fn now_ms() -> i64 {
@@ -32,10 +36,15 @@ pub fn now_ms() -> i64 {
 
 impl ReplicaManager {
     pub fn new(config: Arc<BrokerConfig>, runtime: Handle) -> Arc<Self> {
+        let fetchers = {
+            let _entered = runtime.enter();
+            FetcherManager::new(config.node_id, config.replication.clone())
+        };
         Arc::new(ReplicaManager {
             config,
             partitions: RwLock::new(HashMap::new()),
             runtime,
+            fetchers,
         })
     }
 
@@ -110,6 +119,7 @@ impl ReplicaManager {
             keys.into_iter().filter_map(|k| map.remove(&k)).collect()
         };
         for p in removed {
+            self.fetchers.remove_partition(&p.topic, p.index);
             if let Some(log) = p.take_log() {
                 if let Err(e) = log.delete() {
                     tracing::warn!(topic = %p.topic, partition = p.index, "deleting log failed: {e}");
@@ -128,12 +138,25 @@ impl ReplicaManager {
                 }
             }
         }
+        let brokers_changed = old.is_none_or(|o| o.brokers != new.brokers);
         for (name, t) in &new.topics {
+            let old_topic = old
+                .and_then(|o| o.topics.get(name))
+                .filter(|o| o.topic_id == t.topic_id);
+            let configs_changed = old_topic.is_none_or(|o| o.configs != t.configs);
+            self.drop_reassigned_away(t);
+            let opened_before: Vec<i32> = self.hosted_indexes(name);
             self.open_topic(t);
-            // Batches are stamped with the leader epoch the image gives each partition.
             for (index, image) in &t.partitions {
-                if let Some(p) = self.get(name, *index) {
-                    p.set_leader_epoch(image.leader_epoch);
+                let Some(p) = self.get(name, *index) else {
+                    continue;
+                };
+                let unchanged = old_topic.and_then(|o| o.partitions.get(index)) == Some(image)
+                    && opened_before.contains(index)
+                    && !brokers_changed
+                    && !configs_changed;
+                if !unchanged {
+                    self.apply_role(&p, image, t, new);
                 }
             }
             let changed = old
@@ -147,6 +170,81 @@ impl ReplicaManager {
                 }
             }
         }
+    }
+
+    /// Leader or follower, as the image says: a leader takes produce and serves followers; a
+    /// follower fetches from its leader (and truncates first when the leader changed).
+    fn apply_role(
+        &self,
+        p: &Arc<Partition>,
+        image: &PartitionImage,
+        topic: &TopicImage,
+        metadata: &MetadataImage,
+    ) {
+        let node = self.config.node_id;
+        if image.leader == node {
+            self.fetchers.remove_partition(&p.topic, p.index);
+            let cfg = replication_config_for_topic(&self.config, &topic.configs);
+            p.become_leader(image, cfg, now_ms());
+            return;
+        }
+        p.become_follower(image);
+        match metadata.brokers.get(&image.leader) {
+            Some(leader) if image.leader >= 0 => {
+                let endpoint = LeaderEndpoint {
+                    node_id: leader.node_id,
+                    host: leader.host.clone(),
+                    port: leader.port,
+                };
+                self.fetchers
+                    .add_partition(p.clone(), endpoint, image.leader_epoch);
+            }
+            // No leader (offline) or an unknown one: wait for the next image.
+            _ => self.fetchers.remove_partition(&p.topic, p.index),
+        }
+    }
+
+    fn hosted_indexes(&self, topic: &str) -> Vec<i32> {
+        let map = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        map.keys()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, i)| *i)
+            .collect()
+    }
+
+    /// Deletes the local replicas of `topic` this broker is no longer assigned (reassignment).
+    fn drop_reassigned_away(&self, topic: &TopicImage) {
+        let node = self.config.node_id;
+        let removed: Vec<Arc<Partition>> = {
+            let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<TopicPartition> = map
+                .iter()
+                .filter(|((t, i), p)| {
+                    t == &topic.name
+                        && p.topic_id == topic.topic_id
+                        && topic
+                            .partitions
+                            .get(i)
+                            .is_some_and(|img| !img.replicas.contains(&node))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter().filter_map(|k| map.remove(&k)).collect()
+        };
+        for p in removed {
+            tracing::info!(topic = %p.topic, partition = p.index, "replica moved away: deleting it");
+            self.fetchers.remove_partition(&p.topic, p.index);
+            if let Some(log) = p.take_log() {
+                if let Err(e) = log.delete() {
+                    tracing::warn!(topic = %p.topic, partition = p.index, "deleting log failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// The follower fetchers (for shutdown and operations).
+    pub fn fetchers(&self) -> &Arc<FetcherManager> {
+        &self.fetchers
     }
 
     /// Runs retention, time-based roll and time-based flush for every partition. Blocking.
@@ -167,6 +265,7 @@ impl ReplicaManager {
 
     /// Closes every log cleanly (flush, checkpoints, clean-shutdown marker).
     pub fn shutdown(&self) {
+        self.fetchers.shutdown();
         let all: Vec<Arc<Partition>> = {
             let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
             map.drain().map(|(_, p)| p).collect()
