@@ -37,13 +37,24 @@ impl AppendWait {
         self.last_offset
     }
 
-    /// Resolves once the batch is replicated (and fsynced when required), or with the
-    /// error the group request answers.
-    pub async fn wait(self) -> Result<(), ErrorCode> {
+    /// The high watermark already covers the batch (a single node, an ISR of one): the
+    /// answer need not park.
+    pub fn is_replicated(&self) -> bool {
+        self.partition.high_watermark() > self.last_offset
+    }
+
+    /// Resolves once the ISR has the batch, or with the error the group request answers.
+    pub async fn replicated(&self) -> Result<(), ErrorCode> {
         self.partition
             .wait_replicated(self.last_offset, self.timeout)
             .await
-            .map_err(|e| self.store_error(&e))?;
+            .map_err(|e| self.store_error(&e))
+    }
+
+    /// Resolves once the batch is replicated (and fsynced when required), or with the
+    /// error the group request answers.
+    pub async fn wait(self) -> Result<(), ErrorCode> {
+        self.replicated().await?;
         if self.fsync {
             self.partition
                 .wait_durable(self.last_offset)

@@ -178,6 +178,14 @@ pub struct ListedGroup {
     pub group_type: String,
 }
 
+/// A classic group's stored record, awaiting its replication.
+struct StoreAt {
+    partition: i32,
+    epoch: u64,
+    group_id: String,
+    generation: i32,
+}
+
 /// Per topic, per partition: `None` for success or the error.
 pub type PartitionCodes = Vec<(String, Vec<(i32, Option<ErrorCode>)>)>;
 
@@ -706,8 +714,10 @@ impl GroupCoordinator {
     }
 
     /// After any change to a classic group: store its metadata if it changed, then release
-    /// or fail the SyncGroups parked on that store.
-    fn store_classic(&self, partition: i32, g: &mut ClassicGroup, now: i64) {
+    /// or fail the SyncGroups parked on that store once the ISR has it (at once when it
+    /// already does: a single node). `epoch` is the shard's, checked when a late
+    /// replication completes.
+    fn store_classic(&self, partition: i32, epoch: u64, g: &mut ClassicGroup, now: i64) {
         if !g.take_needs_store() {
             return;
         }
@@ -717,9 +727,68 @@ impl GroupCoordinator {
             vec![(record::group_key(&g.group_id), Some(value))],
             now,
         ) {
+            Ok(Some(wait)) if !wait.is_replicated() => {
+                let at = StoreAt {
+                    partition,
+                    epoch,
+                    group_id: g.group_id.clone(),
+                    generation: g.generation(),
+                };
+                if let Err(wait) = self.complete_store_later(at, wait) {
+                    // No runtime to wait on (tests, shutdown): the append is what we have.
+                    drop(wait);
+                    g.on_stored();
+                }
+            }
             Ok(_) => g.on_stored(),
             Err(code) => g.on_store_failed(code, self.limits(), now),
         }
+    }
+
+    /// Waits for a classic group's record to be replicated off the shard lock, then
+    /// answers its parked SyncGroups (or fails them and rebalances, as Kafka's store
+    /// callback does). Gives the wait back when there is nowhere to run it.
+    fn complete_store_later(&self, at: StoreAt, wait: AppendWait) -> Result<(), AppendWait> {
+        let (Some(me), Some(rt)) = (self.me.get().and_then(Weak::upgrade), &self.runtime) else {
+            return Err(wait);
+        };
+        rt.spawn(async move {
+            let result = wait.replicated().await;
+            me.finish_store(&at, result);
+        });
+        Ok(())
+    }
+
+    /// The replication of a classic group's record ended. Ignored when the shard changed
+    /// hands since (its waiters were answered NOT_COORDINATOR) or the group moved on to
+    /// another generation (its waiters were answered by the rebalance).
+    fn finish_store(&self, at: &StoreAt, result: Result<(), ErrorCode>) {
+        let Some(shard) = self
+            .shards
+            .get()
+            .and_then(|s| s.get(usize::try_from(at.partition).ok()?))
+        else {
+            return;
+        };
+        let mut s = lock(shard);
+        if s.epoch != at.epoch || !s.is_loaded() {
+            return;
+        }
+        let Some(Group {
+            kind: GroupKind::Classic(g),
+            ..
+        }) = s.groups.get_mut(&at.group_id)
+        else {
+            return;
+        };
+        if g.generation() != at.generation {
+            return;
+        }
+        match result {
+            Ok(()) => g.on_stored(),
+            Err(code) => g.on_store_failed(code, self.limits(), now_ms()),
+        }
+        self.store_classic(at.partition, at.epoch, g, now_ms());
     }
 
     fn new_member_id(prefix: &str) -> String {
@@ -771,6 +840,7 @@ impl GroupCoordinator {
         }
         prefix.truncate(cut);
         let r = self.with_shard(group_id, |p, shard| {
+            let epoch = shard.epoch;
             if !shard.groups.contains_key(group_id) {
                 if !req.member_id.is_empty() {
                     return Outcome::Done(JoinResult::error(
@@ -798,7 +868,7 @@ impl GroupCoordinator {
                 return Outcome::Done(JoinResult::error(ErrorCode::UnknownServerError, ""));
             };
             let out = g.join(req, Self::new_member_id(&prefix), limits, now);
-            self.store_classic(p, g, now);
+            self.store_classic(p, epoch, g, now);
             out
         });
         r.unwrap_or_else(fail)
@@ -807,6 +877,7 @@ impl GroupCoordinator {
     pub fn sync_group(&self, group_id: &str, req: SyncRequest) -> Outcome<SyncResult> {
         let now = now_ms();
         let r = self.with_shard(group_id, |p, shard| {
+            let epoch = shard.epoch;
             let Some(group) = shard.groups.get_mut(group_id) else {
                 return Outcome::Done(SyncResult::error(ErrorCode::UnknownMemberId));
             };
@@ -814,7 +885,7 @@ impl GroupCoordinator {
                 return Outcome::Done(SyncResult::error(ErrorCode::UnknownMemberId));
             };
             let out = g.sync(req, now);
-            self.store_classic(p, g, now);
+            self.store_classic(p, epoch, g, now);
             out
         });
         r.unwrap_or_else(|e| Outcome::Done(SyncResult::error(e)))
@@ -845,22 +916,25 @@ impl GroupCoordinator {
     ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
         let now = now_ms();
         let limits = self.limits();
-        self.with_shard(group_id, |p, shard| match shard.groups.get_mut(group_id) {
-            None => vec![Err(ErrorCode::UnknownMemberId); members.len()],
-            Some(Group {
-                kind: GroupKind::Consumer(_),
-                ..
-            }) => vec![Err(ErrorCode::UnknownMemberId); members.len()],
-            Some(group) => {
-                let GroupKind::Classic(g) = &mut group.kind else {
-                    return Vec::new();
-                };
-                let codes = members
-                    .iter()
-                    .map(|(m, i)| g.leave(m, i.as_deref(), limits, now))
-                    .collect();
-                self.store_classic(p, g, now);
-                codes
+        self.with_shard(group_id, |p, shard| {
+            let epoch = shard.epoch;
+            match shard.groups.get_mut(group_id) {
+                None => vec![Err(ErrorCode::UnknownMemberId); members.len()],
+                Some(Group {
+                    kind: GroupKind::Consumer(_),
+                    ..
+                }) => vec![Err(ErrorCode::UnknownMemberId); members.len()],
+                Some(group) => {
+                    let GroupKind::Classic(g) = &mut group.kind else {
+                        return Vec::new();
+                    };
+                    let codes = members
+                        .iter()
+                        .map(|(m, i)| g.leave(m, i.as_deref(), limits, now))
+                        .collect();
+                    self.store_classic(p, epoch, g, now);
+                    codes
+                }
             }
         })
     }
@@ -1257,6 +1331,7 @@ impl GroupCoordinator {
             if metadata_changed {
                 self.drop_offsets_of_deleted_topics(p as i32, &mut s, &image, now);
             }
+            let epoch = s.epoch;
             for group in s.groups.values_mut() {
                 match &mut group.kind {
                     GroupKind::Classic(g) => {
@@ -1264,7 +1339,7 @@ impl GroupCoordinator {
                             continue;
                         }
                         g.tick(limits, now);
-                        self.store_classic(p as i32, g, now);
+                        self.store_classic(p as i32, epoch, g, now);
                     }
                     GroupKind::Consumer(g) => {
                         if metadata_changed {
