@@ -1,1 +1,837 @@
-//! (being written: issue 4)
+//! The follower side of replication (Kafka's `ReplicaFetcherManager` and
+//! `ReplicaFetcherThread`): one task per leader broker fetches, in one Fetch request, every
+//! partition this broker follows from that leader, and appends what arrives with the
+//! leader's offsets.
+//!
+//! A partition added (or whose leader or leader epoch changed) first finds where its log
+//! diverges from the new leader's (KIP-101/KIP-279): it asks OffsetForLeaderEpoch for its
+//! latest epoch and truncates to the smaller of the two end offsets; a follower without any
+//! epoch truncates to its high watermark, as Kafka does. Then it fetches from its log end.
+//! Partition errors (the leader moved, epochs disagree, the topic is gone) back the
+//! partition off for `replica.fetch.backoff.ms` until the metadata catches up and
+//! [`FetcherManager::add_partition`] names a new leader or epoch; a connection failure backs
+//! the whole leader off. Every wait also ends on shutdown.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{FetchRequest, OffsetForLeaderEpochRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kavka_protocol::error::ErrorCode;
+use kavka_protocol::record_batch;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::leader_client::{
+    LeaderClient, LeaderClientConfig, LeaderClientError, FETCH_VERSION,
+    OFFSET_FOR_LEADER_EPOCH_VERSION,
+};
+use crate::config::ReplicationSettings;
+use crate::partition::Partition;
+use crate::replica_manager::now_ms;
+
+/// Kafka's `UNDEFINED_EPOCH` and `UNDEFINED_EPOCH_OFFSET`.
+const UNDEFINED_EPOCH: i32 = -1;
+const UNDEFINED_EPOCH_OFFSET: i64 = -1;
+/// The sessionless full Fetch (KIP-227 `FINAL_EPOCH`): kavka keeps no fetch sessions.
+const SESSIONLESS_EPOCH: i32 = -1;
+
+/// Where a partition's leader listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaderEndpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl LeaderEndpoint {
+    fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+type PartitionKey = (String, i32);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Find the divergence point with the leader (OffsetForLeaderEpoch) and truncate.
+    Truncating,
+    Fetching,
+}
+
+struct FollowedPartition {
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    phase: Phase,
+    /// Backed off until then after an error.
+    delayed_until: Option<Instant>,
+    /// Set by each (re)add: the answer to a request sent for an older state is dropped.
+    version: u64,
+}
+
+/// A partition as one request round sees it.
+#[derive(Clone)]
+struct Work {
+    key: PartitionKey,
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    version: u64,
+}
+
+/// The partitions one leader's fetcher works on, shared with the manager.
+#[derive(Default)]
+struct FetcherState {
+    partitions: Mutex<HashMap<PartitionKey, FollowedPartition>>,
+    /// A partition was added or changed: an idle fetcher looks again.
+    wake: Notify,
+}
+
+/// One round's work: what to truncate, what to fetch, and when a backed-off partition is due.
+#[derive(Default)]
+struct Round {
+    truncating: Vec<Work>,
+    fetching: Vec<Work>,
+    next_due: Option<Instant>,
+}
+
+impl FetcherState {
+    fn lock(&self) -> MutexGuard<'_, HashMap<PartitionKey, FollowedPartition>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn round(&self, now: Instant) -> Round {
+        let mut round = Round::default();
+        for (key, p) in self.lock().iter_mut() {
+            if let Some(until) = p.delayed_until {
+                if until > now {
+                    round.next_due = Some(round.next_due.map_or(until, |d| d.min(until)));
+                    continue;
+                }
+                p.delayed_until = None;
+            }
+            let w = Work {
+                key: key.clone(),
+                partition: p.partition.clone(),
+                leader_epoch: p.leader_epoch,
+                version: p.version,
+            };
+            match p.phase {
+                Phase::Truncating => round.truncating.push(w),
+                Phase::Fetching => round.fetching.push(w),
+            }
+        }
+        round
+    }
+
+    /// Whether `w` still describes the partition's state (not removed or re-added since).
+    fn is_current(&self, w: &Work) -> bool {
+        self.lock()
+            .get(&w.key)
+            .is_some_and(|p| p.version == w.version)
+    }
+
+    /// Moves `w` to `phase` and optionally backs it off, if it is still current.
+    fn update(&self, w: &Work, phase: Phase, delay: Option<Duration>) {
+        if let Some(p) = self.lock().get_mut(&w.key) {
+            if p.version == w.version {
+                p.phase = phase;
+                if let Some(d) = delay {
+                    p.delayed_until = Some(Instant::now() + d);
+                }
+            }
+        }
+    }
+
+    fn delay(&self, w: &Work, delay: Duration) {
+        if let Some(p) = self.lock().get_mut(&w.key) {
+            if p.version == w.version {
+                p.delayed_until = Some(Instant::now() + delay);
+            }
+        }
+    }
+}
+
+struct FetcherHandle {
+    endpoint: LeaderEndpoint,
+    state: Arc<FetcherState>,
+    stop: watch::Sender<bool>,
+}
+
+impl FetcherHandle {
+    fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+struct ManagerInner {
+    /// By leader node id.
+    fetchers: HashMap<i32, FetcherHandle>,
+    /// The leader node each followed partition fetches from.
+    leaders: HashMap<PartitionKey, i32>,
+    next_version: u64,
+    shut_down: bool,
+}
+
+/// Starts and stops the per-leader fetcher tasks as partitions are followed and dropped.
+pub struct FetcherManager {
+    node_id: i32,
+    settings: ReplicationSettings,
+    /// Where fetcher tasks run; `add_partition` may be called from blocking threads.
+    runtime: Option<tokio::runtime::Handle>,
+    inner: Mutex<ManagerInner>,
+}
+
+impl std::fmt::Debug for FetcherManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetcherManager")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FetcherManager {
+    /// A manager for broker `node_id`. Fetcher tasks run on the current tokio runtime (the
+    /// one this is called in, or the one `add_partition` is called in).
+    pub fn new(node_id: i32, settings: ReplicationSettings) -> Arc<Self> {
+        Arc::new(FetcherManager {
+            node_id,
+            settings,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            inner: Mutex::new(ManagerInner {
+                fetchers: HashMap::new(),
+                leaders: HashMap::new(),
+                next_version: 0,
+                shut_down: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ManagerInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Follows `partition` from `leader` under `leader_epoch`; called again when either
+    /// changes, which makes the partition truncate again before it fetches. A call with the
+    /// same leader, epoch and partition changes nothing.
+    pub fn add_partition(
+        &self,
+        partition: Arc<Partition>,
+        leader: LeaderEndpoint,
+        leader_epoch: i32,
+    ) {
+        let key = (partition.topic.clone(), partition.index);
+        let mut inner = self.lock();
+        if inner.shut_down {
+            return;
+        }
+        if let Some(old) = inner.leaders.get(&key).copied() {
+            if old != leader.node_id {
+                Self::detach(&mut inner, &key, old);
+            }
+        }
+        if inner
+            .fetchers
+            .get(&leader.node_id)
+            .is_some_and(|f| f.endpoint != leader)
+        {
+            // The leader's address changed: restart its fetcher with the same partitions.
+            if let Some(old) = inner.fetchers.remove(&leader.node_id) {
+                old.stop();
+                let moved = std::mem::take(&mut *old.state.lock());
+                match self.spawn_fetcher(leader.clone()) {
+                    Some(handle) => {
+                        handle.state.lock().extend(moved);
+                        inner.fetchers.insert(leader.node_id, handle);
+                    }
+                    None => inner.leaders.retain(|_, id| *id != leader.node_id),
+                }
+            }
+        }
+        let version = inner.next_version;
+        inner.next_version += 1;
+        let state = match inner.fetchers.entry(leader.node_id) {
+            Entry::Occupied(f) => f.get().state.clone(),
+            Entry::Vacant(slot) => match self.spawn_fetcher(leader.clone()) {
+                Some(handle) => slot.insert(handle).state.clone(),
+                None => return,
+            },
+        };
+        {
+            let mut parts = state.lock();
+            let unchanged = parts.get(&key).is_some_and(|p| {
+                p.leader_epoch == leader_epoch && Arc::ptr_eq(&p.partition, &partition)
+            });
+            if !unchanged {
+                info!(topic = %key.0, partition = key.1, leader = leader.node_id, leader_epoch, "following partition");
+                parts.insert(
+                    key.clone(),
+                    FollowedPartition {
+                        partition,
+                        leader_epoch,
+                        phase: Phase::Truncating,
+                        delayed_until: None,
+                        version,
+                    },
+                );
+            }
+        }
+        inner.leaders.insert(key, leader.node_id);
+        state.wake.notify_one();
+    }
+
+    /// Stops following a partition (it became leader, or was deleted or reassigned away).
+    pub fn remove_partition(&self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        let mut inner = self.lock();
+        if let Some(leader) = inner.leaders.get(&key).copied() {
+            Self::detach(&mut inner, &key, leader);
+        }
+    }
+
+    /// The partitions followed, with their leader node (diagnostics and tests).
+    pub fn followed(&self) -> Vec<(String, i32, i32)> {
+        let inner = self.lock();
+        let mut v: Vec<_> = inner
+            .leaders
+            .iter()
+            .map(|((t, p), l)| (t.clone(), *p, *l))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Stops every fetcher task; later `add_partition` calls are ignored.
+    pub fn shutdown(&self) {
+        let mut inner = self.lock();
+        inner.shut_down = true;
+        for (_, f) in inner.fetchers.drain() {
+            f.stop();
+        }
+        inner.leaders.clear();
+    }
+
+    /// Removes `key` from `leader`'s fetcher, stopping the fetcher when it has nothing left.
+    fn detach(inner: &mut ManagerInner, key: &PartitionKey, leader: i32) {
+        inner.leaders.remove(key);
+        let empty = inner.fetchers.get(&leader).is_some_and(|f| {
+            let mut parts = f.state.lock();
+            parts.remove(key);
+            parts.is_empty()
+        });
+        if empty {
+            if let Some(f) = inner.fetchers.remove(&leader) {
+                debug!(
+                    leader,
+                    "no partition left to fetch from this leader; stopping its fetcher"
+                );
+                f.stop();
+            }
+        }
+    }
+
+    fn spawn_fetcher(&self, endpoint: LeaderEndpoint) -> Option<FetcherHandle> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.runtime.clone());
+        let Some(runtime) = runtime else {
+            warn!(
+                leader = endpoint.node_id,
+                "no tokio runtime to run a replica fetcher on"
+            );
+            return None;
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let state = Arc::new(FetcherState::default());
+        let client = LeaderClient::new(LeaderClientConfig {
+            addr: endpoint.addr(),
+            client_id: format!("broker-{}-fetcher-{}", self.node_id, endpoint.node_id),
+            socket_timeout: Duration::from_millis(self.settings.replica_socket_timeout_ms.max(1)),
+        });
+        let fetcher = Fetcher {
+            node_id: self.node_id,
+            leader_id: endpoint.node_id,
+            settings: self.settings.clone(),
+            state: state.clone(),
+            client,
+            stop: stop_rx,
+        };
+        runtime.spawn(fetcher.run());
+        Some(FetcherHandle {
+            endpoint,
+            state,
+            stop,
+        })
+    }
+}
+
+/// Where a follower truncates, from the leader's answer for an epoch (Kafka's
+/// `getOffsetTruncationState`). Not `complete` when the follower lacks the leader's epoch:
+/// it truncates to the end of its own largest epoch below and asks again for that one, so
+/// each round asks an older epoch and the loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Truncation {
+    offset: i64,
+    complete: bool,
+}
+
+fn truncation_point(partition: &Partition, leader_epoch: i32, leader_end: i64) -> Truncation {
+    let leo = partition.log_end_offset();
+    let t = if leader_end == UNDEFINED_EPOCH_OFFSET {
+        // The leader knows no epoch at or below ours: keep what is committed.
+        Truncation {
+            offset: partition.high_watermark(),
+            complete: true,
+        }
+    } else if leader_epoch == UNDEFINED_EPOCH {
+        Truncation {
+            offset: leader_end,
+            complete: true,
+        }
+    } else {
+        match partition.end_offset_for_leader_epoch(UNDEFINED_EPOCH, leader_epoch) {
+            Ok(Some((ours, our_end))) if ours != leader_epoch => Truncation {
+                offset: our_end,
+                complete: false,
+            },
+            Ok(Some((_, our_end))) => Truncation {
+                offset: leader_end.min(our_end),
+                complete: true,
+            },
+            Ok(None) | Err(_) => Truncation {
+                offset: leader_end,
+                complete: true,
+            },
+        }
+    };
+    let offset = t.offset.min(leo);
+    Truncation {
+        offset,
+        // Nothing to cut means the next question would be the same one.
+        complete: t.complete || offset >= leo,
+    }
+}
+
+/// Length of the whole v2 batches at the start of `records`: a fetch response may end with
+/// a partial batch, which the next fetch brings whole.
+fn whole_batches_len(records: &[u8]) -> usize {
+    let mut pos = 0usize;
+    while let Some(rest) = records.get(pos..).filter(|r| !r.is_empty()) {
+        match record_batch::peek_header(rest) {
+            Ok(h) if h.total_len() <= rest.len() => pos += h.total_len(),
+            _ => break,
+        }
+    }
+    pos
+}
+
+/// The task fetching every partition followed from one leader.
+struct Fetcher {
+    node_id: i32,
+    leader_id: i32,
+    settings: ReplicationSettings,
+    state: Arc<FetcherState>,
+    client: LeaderClient,
+    stop: watch::Receiver<bool>,
+}
+
+impl Fetcher {
+    fn backoff(&self) -> Duration {
+        Duration::from_millis(self.settings.replica_fetch_backoff_ms.max(1))
+    }
+
+    async fn run(mut self) {
+        info!(
+            leader = self.leader_id,
+            addr = self.client.addr(),
+            "replica fetcher started"
+        );
+        while !*self.stop.borrow() {
+            let round = self.state.round(Instant::now());
+            let result = if !round.truncating.is_empty() {
+                self.truncate(round.truncating).await
+            } else if !round.fetching.is_empty() {
+                self.fetch(round.fetching).await
+            } else {
+                // Idle until a partition is added, a backoff ends, or shutdown.
+                let until = round
+                    .next_due
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                tokio::select! {
+                    _ = self.state.wake.notified() => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = self.stop.changed() => break,
+                }
+                continue;
+            };
+            if let Err(e) = result {
+                warn!(leader = self.leader_id, error = %e, "replica fetch failed; backing off");
+                self.client.disconnect();
+                if !self.pause(self.backoff()).await {
+                    break;
+                }
+            }
+        }
+        info!(leader = self.leader_id, "replica fetcher stopped");
+    }
+
+    /// Sleeps `d` unless stopped (returns false then).
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.stop.changed() => false,
+        }
+    }
+
+    /// OffsetForLeaderEpoch for the partitions that must find their divergence point, then
+    /// truncation. A follower without epochs truncates to its high watermark unasked.
+    async fn truncate(&mut self, parts: Vec<Work>) -> Result<(), LeaderClientError> {
+        let mut ask = Vec::new();
+        for w in parts {
+            match w.partition.latest_epoch() {
+                Some(epoch) => ask.push((w, epoch)),
+                None => {
+                    let t = Truncation {
+                        offset: w.partition.high_watermark(),
+                        complete: true,
+                    };
+                    self.apply_truncation(&w, t).await;
+                }
+            }
+        }
+        if ask.is_empty() {
+            return Ok(());
+        }
+        let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
+        for (w, epoch) in &ask {
+            let part = OffsetForLeaderPartition::default()
+                .with_partition(w.key.1)
+                .with_current_leader_epoch(w.leader_epoch)
+                .with_leader_epoch(*epoch);
+            match topics.iter_mut().find(|t| t.topic.0.as_str() == w.key.0) {
+                Some(t) => t.partitions.push(part),
+                None => topics.push(
+                    OffsetForLeaderTopic::default()
+                        .with_topic(topic_name(&w.key.0))
+                        .with_partitions(vec![part]),
+                ),
+            }
+        }
+        let request = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(self.node_id.into())
+            .with_topics(topics);
+        let response = tokio::select! {
+            r = self.client.offset_for_leader_epoch(&request, OFFSET_FOR_LEADER_EPOCH_VERSION) => r?,
+            _ = self.stop.changed() => return Ok(()),
+        };
+        let mut answers = HashMap::new();
+        for t in response.topics {
+            let topic = t.topic.0.to_string();
+            for p in t.partitions {
+                answers.insert((topic.clone(), p.partition), p);
+            }
+        }
+        for (w, _) in ask {
+            if !self.state.is_current(&w) {
+                continue;
+            }
+            let Some(answer) = answers.get(&w.key) else {
+                debug!(topic = %w.key.0, partition = w.key.1, "leader left the partition out of its OffsetForLeaderEpoch answer");
+                self.state.delay(&w, self.backoff());
+                continue;
+            };
+            if answer.error_code != 0 {
+                self.partition_error(&w, answer.error_code, "OffsetForLeaderEpoch");
+                continue;
+            }
+            let t = truncation_point(&w.partition, answer.leader_epoch, answer.end_offset);
+            self.apply_truncation(&w, t).await;
+        }
+        Ok(())
+    }
+
+    /// Truncates (blocking file work, off the reactor) and moves on to fetching when the
+    /// truncation point is final.
+    async fn apply_truncation(&self, w: &Work, t: Truncation) {
+        if !self.state.is_current(w) {
+            return;
+        }
+        let leo = w.partition.log_end_offset();
+        if t.offset < leo {
+            info!(topic = %w.key.0, partition = w.key.1, log_end_offset = leo, offset = t.offset, "truncating follower log to the leader's");
+        }
+        let p = w.partition.clone();
+        let offset = t.offset;
+        match tokio::task::spawn_blocking(move || p.truncate_to(offset)).await {
+            Ok(Ok(())) => {
+                let next = if t.complete {
+                    Phase::Fetching
+                } else {
+                    Phase::Truncating
+                };
+                self.state.update(w, next, None);
+            }
+            Ok(Err(e)) => {
+                warn!(topic = %w.key.0, partition = w.key.1, error = %e, "follower truncation failed");
+                self.state.delay(w, self.backoff());
+            }
+            Err(e) => {
+                warn!(topic = %w.key.0, partition = w.key.1, error = %e, "follower truncation task failed");
+                self.state.delay(w, self.backoff());
+            }
+        }
+    }
+
+    /// One Fetch for every partition ready to fetch, and its answer applied.
+    async fn fetch(&mut self, parts: Vec<Work>) -> Result<(), LeaderClientError> {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        let mut sent: HashMap<PartitionKey, (Work, i64)> = HashMap::new();
+        for w in parts {
+            let fetch_offset = w.partition.log_end_offset();
+            let part = FetchPartition::default()
+                .with_partition(w.key.1)
+                .with_current_leader_epoch(w.leader_epoch)
+                .with_fetch_offset(fetch_offset)
+                .with_last_fetched_epoch(w.partition.latest_epoch().unwrap_or(UNDEFINED_EPOCH))
+                .with_log_start_offset(w.partition.log_start_offset())
+                .with_partition_max_bytes(self.settings.replica_fetch_max_bytes);
+            match topics.iter_mut().find(|t| t.topic.0.as_str() == w.key.0) {
+                Some(t) => t.partitions.push(part),
+                None => topics.push(
+                    FetchTopic::default()
+                        .with_topic(topic_name(&w.key.0))
+                        .with_topic_id(w.partition.topic_id)
+                        .with_partitions(vec![part]),
+                ),
+            }
+            sent.insert(w.key.clone(), (w, fetch_offset));
+        }
+        let max_wait_ms = self.settings.replica_fetch_wait_max_ms.max(0);
+        let request = FetchRequest::default()
+            .with_replica_id(self.node_id.into())
+            .with_replica_state(ReplicaState::default().with_replica_id(self.node_id.into()))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(self.settings.replica_fetch_min_bytes)
+            .with_max_bytes(self.settings.replica_fetch_response_max_bytes)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(SESSIONLESS_EPOCH)
+            .with_topics(topics);
+        let started = Instant::now();
+        let response = tokio::select! {
+            r = self.client.fetch(&request, FETCH_VERSION) => r?,
+            _ = self.stop.changed() => return Ok(()),
+        };
+        if response.error_code != 0 {
+            warn!(
+                leader = self.leader_id,
+                error_code = response.error_code,
+                "leader refused the fetch"
+            );
+            for (w, _) in sent.values() {
+                self.state.delay(w, self.backoff());
+            }
+            return Ok(());
+        }
+        let mut appended = false;
+        for topic in response.responses {
+            let name = topic.topic.0.to_string();
+            for data in topic.partitions {
+                let Some((w, fetch_offset)) = sent.get(&(name.clone(), data.partition_index))
+                else {
+                    continue;
+                };
+                if self.state.is_current(w) {
+                    appended |= self.process_partition(w, *fetch_offset, data).await;
+                }
+            }
+        }
+        if !appended {
+            // A leader that answers at once without data must not make us spin: no more than
+            // one empty fetch per max wait, unless a partition is added meanwhile.
+            let until = started + Duration::from_millis(max_wait_ms as u64);
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = self.state.wake.notified() => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one partition's fetch answer. Returns whether records were appended.
+    async fn process_partition(&self, w: &Work, fetch_offset: i64, data: PartitionData) -> bool {
+        if data.error_code != 0 {
+            if data.error_code == ErrorCode::OffsetOutOfRange.code() {
+                self.offset_out_of_range(w, data.log_start_offset).await;
+            } else {
+                self.partition_error(w, data.error_code, "Fetch");
+            }
+            return false;
+        }
+        let diverging = &data.diverging_epoch;
+        if diverging.epoch >= 0 && diverging.end_offset >= 0 {
+            // The leader saw our last fetched epoch end earlier in its log (KIP-320).
+            let t = truncation_point(&w.partition, diverging.epoch, diverging.end_offset);
+            self.apply_truncation(w, t).await;
+            return false;
+        }
+        let mut appended = false;
+        let records = data.records.unwrap_or_default();
+        let whole = whole_batches_len(&records);
+        if whole > 0 {
+            if w.partition.log_end_offset() != fetch_offset {
+                // The log moved meanwhile (a truncation): the next round fetches afresh.
+                return false;
+            }
+            appended = self.append(w, records.slice(..whole)).await;
+        }
+        w.partition
+            .update_follower_high_watermark(data.high_watermark);
+        self.follow_log_start_offset(w, data.log_start_offset).await;
+        appended
+    }
+
+    async fn append(&self, w: &Work, records: Bytes) -> bool {
+        let p = w.partition.clone();
+        let mut buf = records.to_vec();
+        let result =
+            crate::offload::run_io(buf.len(), move || p.append_as_follower(&mut buf, now_ms()))
+                .await;
+        match result {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                // Offsets that do not continue our log mean we diverged: find out again.
+                warn!(topic = %w.key.0, partition = w.key.1, error = %e, "follower append failed");
+                self.state
+                    .update(w, Phase::Truncating, Some(self.backoff()));
+                false
+            }
+            Err(e) => {
+                warn!(topic = %w.key.0, partition = w.key.1, error = %e, "follower append task failed");
+                self.state.delay(w, self.backoff());
+                false
+            }
+        }
+    }
+
+    /// The leader's log start moved up (retention, DeleteRecords): ours follows, within what
+    /// we know to be committed (Kafka's `maybeIncrementLogStartOffset`).
+    async fn follow_log_start_offset(&self, w: &Work, leader_log_start: i64) {
+        let p = &w.partition;
+        if leader_log_start <= p.log_start_offset() || leader_log_start > p.high_watermark() {
+            return;
+        }
+        let p = p.clone();
+        match tokio::task::spawn_blocking(move || p.delete_records_before(leader_log_start)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                warn!(topic = %w.key.0, partition = w.key.1, error = %e, "cannot advance the follower's log start offset")
+            }
+            Err(e) => {
+                warn!(topic = %w.key.0, partition = w.key.1, error = %e, "log start offset task failed")
+            }
+        }
+    }
+
+    /// OFFSET_OUT_OF_RANGE (Kafka's `handleOutOfRangeError`): behind the leader's log start,
+    /// the follower starts over there; otherwise (ahead of the leader's end) it truncates
+    /// to where OffsetForLeaderEpoch says.
+    async fn offset_out_of_range(&self, w: &Work, leader_log_start: i64) {
+        let leo = w.partition.log_end_offset();
+        if leader_log_start > leo {
+            info!(topic = %w.key.0, partition = w.key.1, log_end_offset = leo, leader_log_start, "follower is behind the leader's log start; starting over there");
+            let p = w.partition.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                p.truncate_fully_and_start_at(leader_log_start)
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => self.state.update(w, Phase::Fetching, None),
+                Ok(Err(e)) => {
+                    warn!(topic = %w.key.0, partition = w.key.1, error = %e, "cannot restart the follower log");
+                    self.state.delay(w, self.backoff());
+                }
+                Err(e) => {
+                    warn!(topic = %w.key.0, partition = w.key.1, error = %e, "follower restart task failed");
+                    self.state.delay(w, self.backoff());
+                }
+            }
+        } else {
+            self.state
+                .update(w, Phase::Truncating, Some(self.backoff()));
+        }
+    }
+
+    /// A partition-level error: the leader moved or the epochs disagree (metadata will
+    /// catch up and re-add the partition), or a failure on the leader. Retried after the
+    /// backoff.
+    fn partition_error(&self, w: &Work, code: i16, api: &str) {
+        let error = ErrorCode::try_from_code(code)
+            .map_or_else(|| format!("error code {code}"), |e| format!("{e:?}"));
+        let expected = [
+            ErrorCode::NotLeaderOrFollower,
+            ErrorCode::FencedLeaderEpoch,
+            ErrorCode::UnknownLeaderEpoch,
+            ErrorCode::UnknownTopicOrPartition,
+        ]
+        .iter()
+        .any(|e| e.code() == code);
+        if expected {
+            debug!(topic = %w.key.0, partition = w.key.1, leader_epoch = w.leader_epoch, api, error, "partition parked until the metadata catches up");
+        } else {
+            warn!(topic = %w.key.0, partition = w.key.1, api, error, "leader answered with an error");
+        }
+        self.state.delay(w, self.backoff());
+    }
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_batches_stop_at_a_partial_one() {
+        use bytes::Bytes;
+        use kafka_protocol::records::Compression;
+        use kavka_protocol::records::{encode_batch, plain_record};
+        let b = encode_batch(
+            &[plain_record(0, 1, None, Some(Bytes::from_static(b"v")))],
+            Compression::None,
+        )
+        .unwrap()
+        .to_vec();
+        let two = [b.clone(), b.clone()].concat();
+        assert_eq!(whole_batches_len(&two), two.len());
+        assert_eq!(whole_batches_len(&two[..two.len() - 1]), b.len());
+        assert_eq!(whole_batches_len(&two[..10]), 0);
+        assert_eq!(whole_batches_len(&[]), 0);
+    }
+
+    #[test]
+    fn endpoint_address_brackets_ipv6() {
+        let e = |host: &str| LeaderEndpoint {
+            node_id: 1,
+            host: host.into(),
+            port: 9092,
+        };
+        assert_eq!(e("127.0.0.1").addr(), "127.0.0.1:9092");
+        assert_eq!(e("::1").addr(), "[::1]:9092");
+    }
+}
