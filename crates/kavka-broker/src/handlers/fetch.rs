@@ -1,15 +1,28 @@
-//! Fetch with long polling: read what is available up to the high watermark; if it is less
-//! than `min_bytes`, park on the partitions' high-watermark notifications until enough
-//! arrives or `max_wait_ms` passes. Never sleeps, never blocks a reactor thread.
+//! Fetch with long polling, from consumers and from follower replicas.
+//!
+//! A consumer (replica id < 0) reads from the leader up to the high watermark; if that is
+//! less than `min_bytes`, the request parks on the partitions' high-watermark notifications
+//! until enough arrives or `max_wait_ms` passes. A follower (replica id >= 0) reads up to the
+//! log end offset, and its fetch offset tells the leader how far it has replicated: the HW
+//! moves, a caught-up follower is proposed back into the ISR, and acks=all producers waiting
+//! on the HW are released. Follower fetches park on log-end-offset changes. Never sleeps,
+//! never blocks a reactor thread.
 
 use crate::broker::Broker;
-use crate::partition::{Partition, PartitionError};
+use crate::partition::{FollowerFetchError, LeaderEpochError, Partition, PartitionError};
+use crate::replica_manager::now_ms;
 use bytes::Bytes;
 use futures_util::future::{select_all, FutureExt};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_request::FetchPartition;
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kavka_metadata::MetadataImage;
 use kavka_protocol::error::ErrorCode;
 use kavka_storage::StorageError;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -17,13 +30,21 @@ use tokio::sync::watch;
 /// Upper bound on how long a client may park a fetch, whatever it asks for.
 const MAX_WAIT_CAP_MS: i32 = 5 * 60 * 1000;
 
+/// What a requested partition is answered with.
+enum Target {
+    /// Read from the partition: up to the HW for a consumer, the log end for a follower.
+    Read(Arc<Partition>),
+    /// Answered without reading (an error, or a follower's diverging epoch).
+    Fixed(Box<PartitionData>),
+}
+
 /// One requested partition, resolved against the image.
 struct Slot {
     topic_idx: usize,
     partition: i32,
     fetch_offset: i64,
     max_bytes: i32,
-    target: Result<Arc<Partition>, ErrorCode>,
+    target: Target,
 }
 
 fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
@@ -37,21 +58,43 @@ fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
+/// The partition's leader and leader epoch in `image`, when it has a leader.
+pub(crate) fn image_leader(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Option<(i32, i32)> {
+    image
+        .topic(topic)
+        .and_then(|t| t.partitions.get(&partition))
+        .filter(|p| p.leader >= 0)
+        .map(|p| (p.leader, p.leader_epoch))
+}
+
+/// Whether a partition error tells the client where the leader is (KIP-951).
+fn names_leader(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NotLeaderOrFollower | ErrorCode::FencedLeaderEpoch
+    )
+}
+
 /// Reads every slot once. Blocking (positional file reads). Returns the partition data and
 /// the number of record bytes gathered.
 fn read_once(
     slots: &[Slot],
     response_max_bytes: i32,
     read_committed: bool,
+    from_follower: bool,
 ) -> (Vec<PartitionData>, usize) {
     let mut remaining = response_max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut out = Vec::with_capacity(slots.len());
     for s in slots {
         let part = match &s.target {
-            Ok(p) => p,
-            Err(code) => {
-                out.push(error_partition(s.partition, *code));
+            Target::Read(p) => p,
+            Target::Fixed(d) => {
+                out.push((**d).clone());
                 continue;
             }
         };
@@ -60,12 +103,15 @@ fn read_once(
         // if it exceeds the limits, so a consumer can always make progress.
         let min_one = total == 0;
         let hw = part.high_watermark();
-        let read = part
-            .read_plan(s.fetch_offset, limit, min_one)
-            .and_then(|plan| {
-                plan.execute()
-                    .map_err(|e| PartitionError::Storage(StorageError::Io(e)))
-            });
+        let plan = if from_follower {
+            part.read_plan_for_follower(s.fetch_offset, limit, min_one)
+        } else {
+            part.read_plan(s.fetch_offset, limit, min_one)
+        };
+        let read = plan.and_then(|plan| {
+            plan.execute()
+                .map_err(|e| PartitionError::Storage(StorageError::Io(e)))
+        });
         match read {
             Ok(records) => {
                 total += records.len();
@@ -94,6 +140,101 @@ fn read_once(
     (out, total)
 }
 
+/// The fetching replica: `replica_id` before v15, `replica_state.replica_id` from v15 on.
+fn replica_id(req: &FetchRequest, version: i16) -> i32 {
+    if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    }
+}
+
+/// Resolves one requested partition: leadership and epoch checks, and for a follower the
+/// diverging-epoch check and the update of its position on the leader.
+fn resolve(
+    b: &Arc<Broker>,
+    image: &MetadataImage,
+    topic: &Result<String, ErrorCode>,
+    p: &FetchPartition,
+    version: i16,
+    replica: i32,
+) -> Target {
+    let fixed = |code: ErrorCode| Target::Fixed(Box::new(error_partition(p.partition, code)));
+    let name = match topic {
+        Ok(name) => name,
+        Err(code) => return fixed(*code),
+    };
+    let Some(part) = b.replicas.get(name, p.partition) else {
+        // Kafka: a partition the cluster has but this broker does not host is answered
+        // NOT_LEADER_OR_FOLLOWER, so the client refreshes its metadata.
+        return match image_leader(image, name, p.partition) {
+            Some(_) => fixed(ErrorCode::NotLeaderOrFollower),
+            None => fixed(ErrorCode::UnknownTopicOrPartition),
+        };
+    };
+    // Kafka checks the epoch before the leadership.
+    if let Err(e) = part.check_current_leader_epoch(p.current_leader_epoch) {
+        return fixed(epoch_error_code(&e));
+    }
+    if !part.is_leader() {
+        return fixed(ErrorCode::NotLeaderOrFollower);
+    }
+    if replica < 0 {
+        return Target::Read(part);
+    }
+    // KIP-320: a follower whose last fetched epoch ended earlier on the leader has diverged;
+    // it is told where, and truncates before fetching again.
+    if version >= 12 && p.last_fetched_epoch >= 0 {
+        match part.end_offset_for_leader_epoch(-1, p.last_fetched_epoch) {
+            Ok(Some((epoch, end_offset)))
+                if epoch < p.last_fetched_epoch || end_offset < p.fetch_offset =>
+            {
+                let hw = part.high_watermark();
+                return Target::Fixed(Box::new(
+                    PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(hw)
+                        .with_log_start_offset(part.log_start_offset())
+                        .with_diverging_epoch(
+                            EpochEndOffset::default()
+                                .with_epoch(epoch)
+                                .with_end_offset(end_offset),
+                        )
+                        .with_records(Some(Bytes::new())),
+                ));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return fixed(ErrorCode::OffsetOutOfRange),
+            Err(e) => return fixed(epoch_error_code(&e)),
+        }
+    }
+    if p.fetch_offset < part.log_start_offset() {
+        return fixed(ErrorCode::OffsetOutOfRange);
+    }
+    let log_start_offset = if version >= 5 { p.log_start_offset } else { -1 };
+    match part.on_follower_fetch(replica, p.fetch_offset, log_start_offset, now_ms()) {
+        Ok(send) => {
+            if send {
+                crate::replication::isr::send_pending_alter_partition(b, &part);
+            }
+            Target::Read(part)
+        }
+        Err(FollowerFetchError::NotLeader) => fixed(ErrorCode::NotLeaderOrFollower),
+        Err(FollowerFetchError::Refused(e)) => {
+            fixed(ErrorCode::try_from_code(e.code()).unwrap_or(ErrorCode::UnknownServerError))
+        }
+    }
+}
+
+fn epoch_error_code(e: &LeaderEpochError) -> ErrorCode {
+    match e {
+        LeaderEpochError::Fenced { .. } => ErrorCode::FencedLeaderEpoch,
+        LeaderEpochError::Unknown { .. } => ErrorCode::UnknownLeaderEpoch,
+        LeaderEpochError::Partition(_) => ErrorCode::NotLeaderOrFollower,
+    }
+}
+
 pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
     // kavka does not keep incremental fetch sessions (KIP-227); session id 0 tells the client
     // to send full fetch requests. A client that names a session we never gave it is told so.
@@ -102,6 +243,8 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
     }
     let image = b.controller.image();
     let use_ids = version >= 13;
+    let replica = replica_id(&req, version);
+    let from_follower = replica >= 0;
     let mut topics = Vec::with_capacity(req.topics.len());
     let mut slots = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -121,18 +264,18 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
                 .with_topic_id(t.topic_id),
         );
         for p in &t.partitions {
-            let target = resolved.clone().and_then(|name| {
-                b.replicas
-                    .get(&name, p.partition)
-                    .ok_or(ErrorCode::UnknownTopicOrPartition)
-            });
             slots.push(Slot {
                 topic_idx: ti,
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
-                target,
+                target: resolve(&b, &image, &resolved, p, version, replica),
             });
+        }
+        if let Ok(name) = resolved {
+            if let Some(t) = topics.last_mut() {
+                t.topic = TopicName(StrBytes::from_string(name));
+            }
         }
     }
     let response_max_bytes = if version >= 3 {
@@ -144,6 +287,8 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
     let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS) as u64);
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = req.min_bytes.max(0) as usize;
+    // A diverging epoch or an error is answered at once.
+    let answer_now = slots.iter().any(|s| matches!(s.target, Target::Fixed(_)));
     // The most a read of this request can return: decides whether it may run inline.
     let read_bound = slots
         .iter()
@@ -155,15 +300,24 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
         // Subscribe before reading so an append between the read and the wait still wakes us.
         let mut watchers: Vec<watch::Receiver<i64>> = slots
             .iter()
-            .filter_map(|s| s.target.as_ref().ok())
-            .map(|p| p.watch_high_watermark())
+            .filter_map(|s| match &s.target {
+                Target::Read(p) => Some(p),
+                Target::Fixed(_) => None,
+            })
+            .map(|p| {
+                if from_follower {
+                    p.watch_log_end_offset()
+                } else {
+                    p.watch_high_watermark()
+                }
+            })
             .collect();
         for w in &mut watchers {
             w.mark_unchanged();
         }
         let s2 = slots.clone();
         let Ok((data, bytes)) = crate::offload::run_io(read_bound, move || {
-            read_once(&s2, response_max_bytes, read_committed)
+            read_once(&s2, response_max_bytes, read_committed, from_follower)
         })
         .await
         else {
@@ -172,6 +326,7 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
         let any_error = data.iter().any(|d| d.error_code != 0);
         if bytes >= min_bytes
             || any_error
+            || answer_now
             || watchers.is_empty()
             || tokio::time::Instant::now() >= deadline
         {
@@ -182,21 +337,49 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
             // Timed out: answer with what there is (re-read, cheap, in case of a race).
             let s2 = slots.clone();
             break crate::offload::run_io(read_bound, move || {
-                read_once(&s2, response_max_bytes, read_committed).0
+                read_once(&s2, response_max_bytes, read_committed, from_follower).0
             })
             .await
             .unwrap_or_default();
         }
     };
-    for (slot, d) in slots.iter().zip(data) {
-        if let Some(t) = topics.get_mut(slot.topic_idx) {
-            t.partitions.push(d);
+    let mut leaders = BTreeSet::new();
+    for (slot, mut d) in slots.iter().zip(data) {
+        let Some(t) = topics.get_mut(slot.topic_idx) else {
+            continue;
+        };
+        let code = ErrorCode::try_from_code(d.error_code);
+        if version >= 12 && code.is_some_and(names_leader) {
+            if let Some((leader, epoch)) = image_leader(&image, &t.topic, slot.partition) {
+                d.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+                leaders.insert(leader);
+            }
         }
+        t.partitions.push(d);
     }
+    let node_endpoints = if version >= 16 {
+        leaders
+            .into_iter()
+            .filter_map(|id| image.brokers.get(&id).filter(|br| !br.fenced))
+            .map(|br| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(br.node_id))
+                    .with_host(StrBytes::from_string(br.host.clone()))
+                    .with_port(i32::from(br.port))
+                    .with_rack(br.rack.clone().map(StrBytes::from_string))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     if use_ids {
         for t in &mut topics {
             t.topic = TopicName::default();
         }
     }
-    FetchResponse::default().with_responses(topics)
+    FetchResponse::default()
+        .with_responses(topics)
+        .with_node_endpoints(node_endpoints)
 }
