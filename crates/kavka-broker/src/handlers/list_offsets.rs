@@ -1,5 +1,8 @@
+//! ListOffsets: the offsets at the log start, the high watermark, or a timestamp, answered by
+//! the partition leader.
+
 use crate::broker::Broker;
-use crate::partition::PartitionError;
+use crate::partition::{LeaderEpochError, PartitionError};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -13,7 +16,12 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
+/// The replica id of Kafka's debugging tools: may read from any replica.
+const DEBUGGING_REPLICA_ID: i32 = -2;
+
 pub fn handle(b: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let image = b.controller.image();
+    let replica_id = req.replica_id.0;
     let topics = req
         .topics
         .iter()
@@ -24,15 +32,45 @@ pub fn handle(b: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsR
                 .map(|p| {
                     let resp = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    let Some(part) = b.replicas.get(&t.name, p.partition_index) else {
-                        return resp
-                            .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
+                    let refuse = |code: ErrorCode| {
+                        resp.clone()
+                            .with_error_code(code.code())
                             .with_timestamp(-1)
-                            .with_offset(-1);
+                            .with_offset(-1)
                     };
-                    // Without transactions the last stable offset equals the high watermark.
+                    let Some(part) = b.replicas.get(&t.name, p.partition_index) else {
+                        return refuse(
+                            match super::fetch::image_leader(&image, &t.name, p.partition_index) {
+                                Some(_) => ErrorCode::NotLeaderOrFollower,
+                                None => ErrorCode::UnknownTopicOrPartition,
+                            },
+                        );
+                    };
+                    // Kafka checks the epoch (v4+) before the leadership.
+                    let current_leader_epoch = if version >= 4 {
+                        p.current_leader_epoch
+                    } else {
+                        -1
+                    };
+                    if let Err(e) = part.check_current_leader_epoch(current_leader_epoch) {
+                        return refuse(match e {
+                            LeaderEpochError::Fenced { .. } => ErrorCode::FencedLeaderEpoch,
+                            LeaderEpochError::Unknown { .. } => ErrorCode::UnknownLeaderEpoch,
+                            LeaderEpochError::Partition(_) => ErrorCode::NotLeaderOrFollower,
+                        });
+                    }
+                    if replica_id != DEBUGGING_REPLICA_ID && !part.is_leader() {
+                        return refuse(ErrorCode::NotLeaderOrFollower);
+                    }
+                    // A replica is told the log end; a consumer the high watermark (without
+                    // transactions the last stable offset equals it).
+                    let latest = if replica_id >= 0 {
+                        part.log_end_offset()
+                    } else {
+                        part.high_watermark()
+                    };
                     let found: Result<(i64, i64), PartitionError> = match p.timestamp {
-                        LATEST => Ok((-1, part.high_watermark())),
+                        LATEST => Ok((-1, latest)),
                         EARLIEST | EARLIEST_LOCAL => Ok((-1, part.log_start_offset())),
                         LATEST_TIERED => Ok((-1, -1)),
                         MAX_TIMESTAMP => part.max_timestamp_and_offset().map(|o| match o {
@@ -48,11 +86,16 @@ pub fn handle(b: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsR
                         }),
                     };
                     match found {
-                        // The leader epoch field exists from v4 on.
+                        // The leader epoch field exists from v4 on. The current one is safe
+                        // for a consumer's later validation: its end offset is the log end.
                         Ok((ts, off)) => resp
                             .with_timestamp(ts)
                             .with_offset(off)
-                            .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
+                            .with_leader_epoch(if version >= 4 {
+                                part.leader_epoch()
+                            } else {
+                                -1
+                            }),
                         Err(e) => resp.with_error_code(
                             super::partition_error_code(&e, &t.name, p.partition_index).code(),
                         ),

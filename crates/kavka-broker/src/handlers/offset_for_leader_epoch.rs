@@ -13,7 +13,8 @@ use kavka_metadata::MetadataImage;
 use kavka_protocol::error::ErrorCode;
 
 /// `replica_id` (v3+) is accepted from consumers (-1, -2) and followers alike: both are
-/// answered by the leader.
+/// answered by the leader only (a follower truncates to the leader's answer), as Kafka's
+/// `fetchOnlyFromLeader`.
 pub fn handle(
     b: &Broker,
     req: OffsetForLeaderEpochRequest,
@@ -59,7 +60,7 @@ fn end_offset(
     if let Err(e) = part.check_current_leader_epoch(p.current_leader_epoch) {
         return error(leader_epoch_error_code(&e, topic, p.partition));
     }
-    if leader != b.node_id() {
+    if leader != b.node_id() || !part.is_leader() {
         return error(ErrorCode::NotLeaderOrFollower);
     }
     match part.end_offset_for_leader_epoch(p.current_leader_epoch, p.leader_epoch) {

@@ -1,17 +1,28 @@
 //! Produce: validate each partition's batches (header, CRC, counts; never decompress),
-//! append them in request order, then acknowledge per `acks` (and after fsync when the
-//! topic's flush policy says so).
+//! append them in request order on the partitions this broker leads, then acknowledge per
+//! `acks`: acks=1 after the local append, acks=all once the high watermark covers the batch
+//! (every in-sync replica has it), waiting parked on the HW up to the request timeout; both
+//! after fsync when the topic's flush policy says so.
 
 use crate::broker::Broker;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionError};
 use crate::replica_manager::now_ms;
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use futures_util::future::join_all;
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use kavka_metadata::MetadataImage;
 use kavka_protocol::error::ErrorCode;
 use kavka_protocol::record_batch::{self, BatchError};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bound on how long an acks=all produce waits for replication, whatever it asks for.
+const MAX_TIMEOUT_MS: i32 = 5 * 60 * 1000;
 
 /// Why a partition's records were refused, before touching the log.
 fn validate(records: &[u8], version: i16) -> Result<(), (ErrorCode, String)> {
@@ -65,8 +76,45 @@ fn validate(records: &[u8], version: i16) -> Result<(), (ErrorCode, String)> {
 struct Appended {
     topic: usize,
     response: PartitionProduceResponse,
-    /// Wait for fsync up to this offset before acknowledging.
-    durable_wait: Option<(Arc<Partition>, i64)>,
+    /// What must happen before acknowledging, when the append succeeded.
+    wait: Option<AckWait>,
+}
+
+/// An appended batch waiting to be acknowledged.
+struct AckWait {
+    partition: Arc<Partition>,
+    last_offset: i64,
+    /// The topic's flush policy wants an fsync first.
+    durable: bool,
+    /// acks=all: the high watermark must pass `last_offset`.
+    replicated: bool,
+}
+
+impl AckWait {
+    /// Waits for fsync and replication as required; a failure replaces the response.
+    async fn run(
+        self,
+        response: PartitionProduceResponse,
+        timeout: Duration,
+    ) -> PartitionProduceResponse {
+        let part = &self.partition;
+        let waited = async {
+            if self.durable {
+                part.wait_durable(self.last_offset).await?;
+            }
+            if self.replicated {
+                part.wait_replicated(self.last_offset, timeout).await?;
+            }
+            Ok::<(), PartitionError>(())
+        };
+        match waited.await {
+            Ok(()) => response,
+            Err(e) => {
+                let code = super::partition_error_code(&e, &part.topic, part.index);
+                error_response(response.index, code, Some(e.to_string()))
+            }
+        }
+    }
 }
 
 fn error_response(
@@ -84,15 +132,22 @@ fn error_response(
 }
 
 /// Appends every partition's data. Blocking (file writes).
-fn append_all(b: &Broker, req: &ProduceRequest, version: i16, convert: ConvertFn) -> Vec<Appended> {
+fn append_all(
+    b: &Broker,
+    image: &MetadataImage,
+    req: &ProduceRequest,
+    version: i16,
+    convert: ConvertFn,
+) -> Vec<Appended> {
     let now = now_ms();
+    let acks_all = req.acks == -1;
     let mut out = Vec::new();
     for (ti, topic) in req.topic_data.iter().enumerate() {
         for p in &topic.partition_data {
             let response = |code, msg| Appended {
                 topic: ti,
                 response: error_response(p.index, code, msg),
-                durable_wait: None,
+                wait: None,
             };
             // Only the coordinator writes its internal topic (Kafka's "Cannot append to
             // internal topic").
@@ -104,9 +159,19 @@ fn append_all(b: &Broker, req: &ProduceRequest, version: i16, convert: ConvertFn
                 continue;
             }
             let Some(part) = b.replicas.get(&topic.name, p.index) else {
-                out.push(response(ErrorCode::UnknownTopicOrPartition, None));
+                // A partition the cluster has but this broker does not host: the client
+                // refreshes its metadata and goes to the leader.
+                let code = match super::fetch::image_leader(image, &topic.name, p.index) {
+                    Some(_) => ErrorCode::NotLeaderOrFollower,
+                    None => ErrorCode::UnknownTopicOrPartition,
+                };
+                out.push(response(code, None));
                 continue;
             };
+            if !part.is_leader() {
+                out.push(response(ErrorCode::NotLeaderOrFollower, None));
+                continue;
+            }
             let records: Bytes = p.records.clone().unwrap_or_default();
             let mut buf: BytesMut = match convert(records, version) {
                 Ok(b) => b,
@@ -119,6 +184,14 @@ fn append_all(b: &Broker, req: &ProduceRequest, version: i16, convert: ConvertFn
                 out.push(response(code, Some(msg)));
                 continue;
             }
+            // Kafka refuses acks=all before the append when the ISR is too small.
+            if acks_all {
+                if let Err(e) = part.check_enough_replicas() {
+                    let code = super::partition_error_code(&e, &topic.name, p.index);
+                    out.push(response(code, Some(e.to_string())));
+                    continue;
+                }
+            }
             match part.append(&mut buf, now) {
                 Ok((info, must_sync)) => {
                     let resp = PartitionProduceResponse::default()
@@ -126,11 +199,16 @@ fn append_all(b: &Broker, req: &ProduceRequest, version: i16, convert: ConvertFn
                         .with_base_offset(info.first_offset)
                         .with_log_append_time_ms(info.log_append_time)
                         .with_log_start_offset(info.log_start_offset);
-                    let durable_wait = must_sync.then(|| (part.clone(), info.last_offset));
+                    let wait = (must_sync || acks_all).then(|| AckWait {
+                        partition: part.clone(),
+                        last_offset: info.last_offset,
+                        durable: must_sync,
+                        replicated: acks_all,
+                    });
                     out.push(Appended {
                         topic: ti,
                         response: resp,
-                        durable_wait,
+                        wait,
                     });
                 }
                 Err(e) => {
@@ -180,6 +258,9 @@ pub async fn handle_with(
         return Ok(Some(resp));
     }
     let names: Vec<_> = req.topic_data.iter().map(|t| t.name.clone()).collect();
+    let timeout = Duration::from_millis(req.timeout_ms.clamp(0, MAX_TIMEOUT_MS) as u64);
+    let image = b.controller.image();
+    let image2 = image.clone();
     let b2 = b.clone();
     let io_bytes: usize = req
         .topic_data
@@ -187,10 +268,11 @@ pub async fn handle_with(
         .flat_map(|t| &t.partition_data)
         .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
         .sum();
-    let appended =
-        crate::offload::run_io(io_bytes, move || append_all(&b2, &req, version, convert))
-            .await
-            .map_err(|e| format!("produce handler failed: {e}"))?;
+    let appended = crate::offload::run_io(io_bytes, move || {
+        append_all(&b2, &image2, &req, version, convert)
+    })
+    .await
+    .map_err(|e| format!("produce handler failed: {e}"))?;
     if acks == 0 {
         return Ok(None);
     }
@@ -198,17 +280,47 @@ pub async fn handle_with(
         .into_iter()
         .map(|n| TopicProduceResponse::default().with_name(n))
         .collect();
-    for a in appended {
-        let mut response = a.response;
-        if let Some((part, offset)) = a.durable_wait {
-            if let Err(e) = part.wait_durable(offset).await {
-                let code = super::partition_error_code(&e, &part.topic, part.index);
-                response = error_response(response.index, code, Some(e.to_string()));
+    // Every partition waits at once (each parked on its own watch), under one timeout.
+    let responses = join_all(appended.into_iter().map(|a| async move {
+        let response = match a.wait {
+            Some(wait) => wait.run(a.response, timeout).await,
+            None => a.response,
+        };
+        (a.topic, response)
+    }))
+    .await;
+    let mut leaders = BTreeSet::new();
+    for (ti, mut response) in responses {
+        let Some(t) = topics.get_mut(ti) else {
+            continue;
+        };
+        // KIP-951: tell the client where the leader is.
+        if version >= 10 && response.error_code == ErrorCode::NotLeaderOrFollower.code() {
+            if let Some((leader, epoch)) =
+                super::fetch::image_leader(&image, &t.name, response.index)
+            {
+                response.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+                leaders.insert(leader);
             }
         }
-        if let Some(t) = topics.get_mut(a.topic) {
-            t.partition_responses.push(response);
-        }
+        t.partition_responses.push(response);
     }
-    Ok(Some(ProduceResponse::default().with_responses(topics)))
+    let node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| image.brokers.get(&id).filter(|br| !br.fenced))
+        .map(|br| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(br.node_id))
+                .with_host(StrBytes::from_string(br.host.clone()))
+                .with_port(i32::from(br.port))
+                .with_rack(br.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    Ok(Some(
+        ProduceResponse::default()
+            .with_responses(topics)
+            .with_node_endpoints(node_endpoints),
+    ))
 }
