@@ -20,10 +20,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{FetchRequest, OffsetForLeaderEpochRequest, TopicName};
+use kafka_protocol::messages::{
+    FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kavka_protocol::error::ErrorCode;
 use kavka_protocol::record_batch;
@@ -32,7 +35,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::leader_client::{
-    LeaderClient, LeaderClientConfig, LeaderClientError, FETCH_VERSION,
+    LeaderClient, LeaderClientConfig, LeaderClientError, FETCH_VERSION, LIST_OFFSETS_VERSION,
     OFFSET_FOR_LEADER_EPOCH_VERSION,
 };
 use crate::config::ReplicationSettings;
@@ -42,6 +45,8 @@ use crate::replica_manager::now_ms;
 /// Kafka's `UNDEFINED_EPOCH` and `UNDEFINED_EPOCH_OFFSET`.
 const UNDEFINED_EPOCH: i32 = -1;
 const UNDEFINED_EPOCH_OFFSET: i64 = -1;
+/// ListOffsets' timestamp asking for the log start offset.
+const EARLIEST_TIMESTAMP: i64 = -2;
 /// The sessionless full Fetch (KIP-227 `FINAL_EPOCH`): kavka keeps no fetch sessions.
 const SESSIONLESS_EPOCH: i32 = -1;
 
@@ -564,9 +569,9 @@ impl Fetcher {
 
     /// Truncates (blocking file work, off the reactor) and moves on to fetching when the
     /// truncation point is final.
-    async fn apply_truncation(&self, w: &Work, t: Truncation) {
+    async fn apply_truncation(&self, w: &Work, t: Truncation) -> bool {
         if !self.state.is_current(w) {
-            return;
+            return false;
         }
         let leo = w.partition.log_end_offset();
         if t.offset < leo {
@@ -582,14 +587,17 @@ impl Fetcher {
                     Phase::Truncating
                 };
                 self.state.update(w, next, None);
+                true
             }
             Ok(Err(e)) => {
                 warn!(topic = %w.key.0, partition = w.key.1, error = %e, "follower truncation failed");
                 self.state.delay(w, self.backoff());
+                false
             }
             Err(e) => {
                 warn!(topic = %w.key.0, partition = w.key.1, error = %e, "follower truncation task failed");
                 self.state.delay(w, self.backoff());
+                false
             }
         }
     }
@@ -645,7 +653,7 @@ impl Fetcher {
             }
             return Ok(());
         }
-        let mut appended = false;
+        let mut progressed = false;
         for topic in response.responses {
             let name = topic.topic.0.to_string();
             for data in topic.partitions {
@@ -654,11 +662,11 @@ impl Fetcher {
                     continue;
                 };
                 if self.state.is_current(w) {
-                    appended |= self.process_partition(w, *fetch_offset, data).await;
+                    progressed |= self.process_partition(w, *fetch_offset, data).await;
                 }
             }
         }
-        if !appended {
+        if !progressed {
             // A leader that answers at once without data must not make us spin: no more than
             // one empty fetch per max wait, unless a partition is added meanwhile.
             let until = started + Duration::from_millis(max_wait_ms as u64);
@@ -671,22 +679,26 @@ impl Fetcher {
         Ok(())
     }
 
-    /// Applies one partition's fetch answer. Returns whether records were appended.
-    async fn process_partition(&self, w: &Work, fetch_offset: i64, data: PartitionData) -> bool {
+    /// Applies one partition's fetch answer. Returns whether the log changed (records
+    /// appended, or a truncation the leader pointed at), so the next fetch goes at once.
+    async fn process_partition(
+        &mut self,
+        w: &Work,
+        fetch_offset: i64,
+        data: PartitionData,
+    ) -> bool {
         if data.error_code != 0 {
             if data.error_code == ErrorCode::OffsetOutOfRange.code() {
-                self.offset_out_of_range(w, data.log_start_offset).await;
-            } else {
-                self.partition_error(w, data.error_code, "Fetch");
+                return self.offset_out_of_range(w, data.log_start_offset).await;
             }
+            self.partition_error(w, data.error_code, "Fetch");
             return false;
         }
         let diverging = &data.diverging_epoch;
         if diverging.epoch >= 0 && diverging.end_offset >= 0 {
             // The leader saw our last fetched epoch end earlier in its log (KIP-320).
             let t = truncation_point(&w.partition, diverging.epoch, diverging.end_offset);
-            self.apply_truncation(w, t).await;
-            return false;
+            return self.apply_truncation(w, t).await;
         }
         let mut appended = false;
         let records = data.records.unwrap_or_default();
@@ -748,8 +760,26 @@ impl Fetcher {
 
     /// OFFSET_OUT_OF_RANGE (Kafka's `handleOutOfRangeError`): behind the leader's log start,
     /// the follower starts over there; otherwise (ahead of the leader's end) it truncates
-    /// to where OffsetForLeaderEpoch says.
-    async fn offset_out_of_range(&self, w: &Work, leader_log_start: i64) {
+    /// to where OffsetForLeaderEpoch says. The leader's log start comes with the error, or
+    /// else from ListOffsets. Returns whether the log was restarted.
+    async fn offset_out_of_range(&mut self, w: &Work, leader_log_start: i64) -> bool {
+        let leader_log_start = if leader_log_start >= 0 {
+            leader_log_start
+        } else {
+            match self.leader_log_start_offset(w).await {
+                Ok(Some(offset)) => offset,
+                Ok(None) => {
+                    self.state.delay(w, self.backoff());
+                    return false;
+                }
+                Err(e) => {
+                    warn!(topic = %w.key.0, partition = w.key.1, error = %e, "cannot ask the leader for its log start offset");
+                    self.client.disconnect();
+                    self.state.delay(w, self.backoff());
+                    return false;
+                }
+            }
+        };
         let leo = w.partition.log_end_offset();
         if leader_log_start > leo {
             info!(topic = %w.key.0, partition = w.key.1, log_end_offset = leo, leader_log_start, "follower is behind the leader's log start; starting over there");
@@ -759,20 +789,57 @@ impl Fetcher {
             })
             .await;
             match result {
-                Ok(Ok(())) => self.state.update(w, Phase::Fetching, None),
+                Ok(Ok(())) => {
+                    self.state.update(w, Phase::Fetching, None);
+                    return true;
+                }
                 Ok(Err(e)) => {
                     warn!(topic = %w.key.0, partition = w.key.1, error = %e, "cannot restart the follower log");
-                    self.state.delay(w, self.backoff());
                 }
                 Err(e) => {
                     warn!(topic = %w.key.0, partition = w.key.1, error = %e, "follower restart task failed");
-                    self.state.delay(w, self.backoff());
                 }
             }
+            self.state.delay(w, self.backoff());
         } else {
             self.state
                 .update(w, Phase::Truncating, Some(self.backoff()));
         }
+        false
+    }
+
+    /// The leader's log start offset (ListOffsets EARLIEST as a replica), `None` when the
+    /// leader answers with an error.
+    async fn leader_log_start_offset(
+        &mut self,
+        w: &Work,
+    ) -> Result<Option<i64>, LeaderClientError> {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(self.node_id.into())
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic_name(&w.key.0))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(w.key.1)
+                    .with_current_leader_epoch(w.leader_epoch)
+                    .with_timestamp(EARLIEST_TIMESTAMP)])]);
+        let response = self
+            .client
+            .list_offsets(&request, LIST_OFFSETS_VERSION)
+            .await?;
+        let answer = response
+            .topics
+            .iter()
+            .filter(|t| t.name.0.as_str() == w.key.0)
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == w.key.1);
+        Ok(match answer {
+            Some(p) if p.error_code == 0 && p.offset >= 0 => Some(p.offset),
+            Some(p) => {
+                self.partition_error(w, p.error_code, "ListOffsets");
+                None
+            }
+            None => None,
+        })
     }
 
     /// A partition-level error: the leader moved or the epochs disagree (metadata will

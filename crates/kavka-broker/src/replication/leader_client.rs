@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
-    RequestHeader, ResponseHeader,
+    ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use thiserror::Error;
@@ -30,6 +30,8 @@ pub const MAX_RESPONSE_BYTES: usize = kavka_protocol::frame::DEFAULT_MAX_REQUEST
 pub const FETCH_VERSION: i16 = 12;
 /// OffsetForLeaderEpoch v4 (flexible; replica_id since v3).
 pub const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
+/// ListOffsets v7 (current_leader_epoch since v4, flexible since v6).
+pub const LIST_OFFSETS_VERSION: i16 = 7;
 
 /// Bytes read from the socket per step while a frame arrives.
 const READ_CHUNK: usize = 64 * 1024;
@@ -153,6 +155,16 @@ impl LeaderClient {
         request: &OffsetForLeaderEpochRequest,
         version: i16,
     ) -> Result<OffsetForLeaderEpochResponse, LeaderClientError> {
+        self.send(request, version, Duration::ZERO).await
+    }
+
+    /// ListOffsets as a replica: the leader's log start offset when the follower fell behind
+    /// it.
+    pub async fn list_offsets(
+        &mut self,
+        request: &ListOffsetsRequest,
+        version: i16,
+    ) -> Result<ListOffsetsResponse, LeaderClientError> {
         self.send(request, version, Duration::ZERO).await
     }
 
