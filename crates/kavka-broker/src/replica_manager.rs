@@ -58,6 +58,11 @@ impl ReplicaManager {
         map.values().cloned().collect()
     }
 
+    /// Directory of a partition's log (DescribeLogDirs).
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.dir_for(topic, partition)
+    }
+
     /// Directory of a partition's log: `<log.dir>/<topic>-<partition>`, spread over log.dirs.
     fn dir_for(&self, topic: &str, partition: i32) -> PathBuf {
         let name = format!("{topic}-{partition}");

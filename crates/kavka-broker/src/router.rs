@@ -162,6 +162,9 @@ impl RequestHandler for Router {
             ApiKey::DescribeCluster => {
                 blocking_handler!(DescribeClusterRequest, handlers::describe_cluster::handle)
             }
+            ApiKey::DescribeLogDirs => {
+                blocking_handler!(DescribeLogDirsRequest, handlers::describe_log_dirs::handle)
+            }
             ApiKey::InitProducerId => {
                 blocking_handler!(InitProducerIdRequest, handlers::init_producer_id::handle)
             }
