@@ -661,6 +661,14 @@ impl Partition {
         self.notify_state_change();
     }
 
+    /// Leader: an AlterPartition is waiting to be sent (none in flight).
+    pub fn has_unsent_alter_partition(&self) -> bool {
+        match &*self.role() {
+            Role::Leader(l) => l.unsent.is_some() && !l.in_flight,
+            _ => false,
+        }
+    }
+
     /// Leader: brokers that are fenced or shutting down (from the image) never join the ISR.
     pub fn set_ineligible_replicas(&self, ineligible: BTreeSet<i32>) {
         if let Role::Leader(l) = &mut *self.role() {

@@ -213,6 +213,8 @@ fn resolve(
         return fixed(ErrorCode::OffsetOutOfRange);
     }
     let log_start_offset = if version >= 5 { p.log_start_offset } else { -1 };
+    // A fenced follower still fetching must not be proposed into the ISR (KIP-841).
+    part.set_ineligible_replicas(crate::replication::isr::ineligible_replicas(image, &part));
     match part.on_follower_fetch(replica, p.fetch_offset, log_start_offset, now_ms()) {
         Ok(send) => {
             if send {

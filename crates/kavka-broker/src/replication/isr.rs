@@ -2,7 +2,7 @@
 //! ISR changes the leader state proposes to the controller (AlterPartition), and the periodic
 //! task that shrinks the ISR of lagging followers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +11,12 @@ use crate::config::BrokerConfig;
 use crate::partition::{AlterPartitionTicket, Partition};
 use crate::replica_manager::now_ms;
 use crate::replication::{AlterPartitionError, AlterPartitionResponse, ReplicationConfig};
+use kavka_metadata::MetadataImage;
 
 const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+
+/// Pause before resending an AlterPartition that failed transiently.
+const ALTER_PARTITION_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A partition's replication settings: `min.insync.replicas` from the topic config, else the
 /// broker's, else 1; `replica.lag.time.max.ms` from the broker.
@@ -32,37 +36,6 @@ pub fn replication_config_for_topic(
     }
 }
 
-/// The fields of the controller's `AlterPartitionRequest`.
-struct IsrUpdate {
-    broker_id: i32,
-    topic_id: uuid::Uuid,
-    partition: i32,
-    leader_epoch: i32,
-    partition_epoch: i32,
-    new_isr: Vec<i32>,
-}
-
-/// The switch to the controller's AlterPartition.
-// TODO(lead): when `Controller::alter_partition` is on main, this becomes
-// `controller.alter_partition(kavka_metadata::AlterPartitionRequest { .. })`. Until then the
-// proposal is answered as retriable and resent by the ISR maintenance task.
-fn controller_alter_partition(
-    _controller: &kavka_metadata::Controller,
-    req: IsrUpdate,
-) -> Result<kavka_metadata::PartitionImage, kavka_metadata::ControllerError> {
-    let IsrUpdate {
-        broker_id,
-        topic_id,
-        partition,
-        leader_epoch,
-        partition_epoch,
-        new_isr,
-    } = req;
-    Err(kavka_metadata::ControllerError::NotController(format!(
-        "AlterPartition is not available yet (broker {broker_id}, {topic_id} {partition}, epochs {leader_epoch}/{partition_epoch}, ISR {new_isr:?})"
-    )))
-}
-
 /// Sends one AlterPartition to the controller and turns its answer into the leader state's
 /// terms. Blocking (the controller may forward it over the network): run it on a blocking
 /// thread.
@@ -72,7 +45,7 @@ fn alter_partition_blocking(
     ticket: &AlterPartitionTicket,
 ) -> AlterPartitionResponse {
     let p = &ticket.proposal;
-    let req = IsrUpdate {
+    let req = kavka_metadata::AlterPartitionRequest {
         broker_id: broker.node_id(),
         topic_id: part.topic_id,
         partition: part.index,
@@ -80,7 +53,7 @@ fn alter_partition_blocking(
         partition_epoch: p.partition_epoch,
         new_isr: p.new_isr.iter().copied().collect(),
     };
-    match controller_alter_partition(&broker.controller, req) {
+    match broker.controller.alter_partition(req) {
         Ok(image) => AlterPartitionResponse::Accepted {
             proposal_id: p.id,
             leader_epoch: image.leader_epoch,
@@ -119,7 +92,28 @@ pub fn send_pending_alter_partition(broker: &Arc<Broker>, part: &Arc<Partition>)
                 },
             };
         part.complete_alter_partition(ticket.generation, response, now_ms());
+        // A transient failure (controller moving, timeout) is resent after a pause, unless a
+        // follower's fetch sends it first.
+        if part.has_unsent_alter_partition() {
+            tokio::time::sleep(ALTER_PARTITION_RETRY_BACKOFF).await;
+            send_pending_alter_partition(&broker, &part);
+        }
     });
+}
+
+/// The brokers among `part`'s replicas that may not join its ISR: fenced, or not registered
+/// (KIP-841). The controller would refuse them with INELIGIBLE_REPLICA.
+pub fn ineligible_replicas(image: &MetadataImage, part: &Partition) -> BTreeSet<i32> {
+    image
+        .partition(&part.topic_id, part.index)
+        .map(|p| {
+            p.replicas
+                .iter()
+                .copied()
+                .filter(|&id| !image.is_live_broker(id))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The ISR expiration task (Kafka's `isr-expiration`): every half `replica.lag.time.max.ms`,
@@ -147,7 +141,12 @@ pub async fn run_isr_maintenance(
             return;
         }
         let now = now_ms();
+        let image = broker.controller.image();
         for part in broker.replicas.all() {
+            if !part.is_leader() {
+                continue;
+            }
+            part.set_ineligible_replicas(ineligible_replicas(&image, &part));
             if part.maybe_shrink_isr(now) {
                 send_pending_alter_partition(&broker, &part);
             }
