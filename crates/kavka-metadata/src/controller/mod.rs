@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 mod forward;
 mod quorum;
+mod reassignment;
 
 pub use forward::{ControllerOp, ControllerReply};
 pub use quorum::QuorumOptions;
@@ -126,7 +127,7 @@ enum Backend {
     /// listener notification.
     Local(Mutex<Box<dyn MetadataLog>>),
     /// A member of the Raft metadata quorum (cluster mode).
-    Quorum(quorum::Quorum),
+    Quorum(Box<quorum::Quorum>),
 }
 
 /// Held by a writer from validation to commit.
@@ -319,6 +320,7 @@ impl Controller {
         let image = self.image();
         let (records, partition) = crate::replication_control::alter_partition(&image, req)?;
         self.commit(&mut log, records)?;
+        self.complete_reassignment_here(&mut log, req.topic_id, req.partition);
         Ok(partition)
     }
 

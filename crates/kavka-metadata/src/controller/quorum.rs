@@ -306,7 +306,7 @@ impl Controller {
         let controller = Arc::new(Controller {
             node_id,
             options: ControllerOptions::default(),
-            backend: Backend::Quorum(quorum),
+            backend: Backend::Quorum(Box::new(quorum)),
             image: RwLock::new(image),
             listeners: RwLock::new(Vec::new()),
             publish_lock: Mutex::new(()),
@@ -410,6 +410,7 @@ impl Controller {
                 debug!(node_id, error = %e, "metadata: fencing failed; will retry");
             }
         }
+        self.complete_reassignments_duty();
         if q.rebalance_due() {
             if let Err(e) = self.rebalance_leaders_here() {
                 debug!(error = %e, "metadata: preferred leader election failed");
