@@ -6,7 +6,7 @@ use crate::image::{MetadataImage, PartitionImage};
 use crate::record::MetadataRecord;
 
 use super::partition_change::{build, Election};
-use super::{partition_record, unclean_election_enabled, NO_LEADER};
+use super::{partition_record, unclean_election_enabled, warn_if_unclean, NO_LEADER};
 
 /// The records that fence `node_id`: `FenceBroker` first, then one `Partition` record per
 /// partition that changes. The broker leaves every ISR it is in, except where it is the last
@@ -33,6 +33,7 @@ pub fn fence_broker(image: &MetadataImage, node_id: i32, unclean: bool) -> Vec<M
             }
             let target_isr = isr_without(p, node_id);
             if let Some(change) = build(p, &target_isr, election, &acceptable) {
+                warn_if_unclean(&topic.name, &change);
                 records.push(partition_record(topic.topic_id, &change.next));
             }
         }
@@ -63,6 +64,7 @@ pub fn unfence_broker(image: &MetadataImage, node_id: i32, unclean: bool) -> Vec
                 continue;
             }
             if let Some(change) = build(p, &p.isr, election, &acceptable) {
+                warn_if_unclean(&topic.name, &change);
                 records.push(partition_record(topic.topic_id, &change.next));
             }
         }

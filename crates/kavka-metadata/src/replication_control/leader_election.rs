@@ -9,7 +9,7 @@ use crate::image::{MetadataImage, PartitionImage};
 use crate::record::MetadataRecord;
 
 use super::partition_change::{build, Election};
-use super::{partition_record, NO_LEADER};
+use super::{partition_record, warn_if_unclean, NO_LEADER};
 
 /// The kind of election an ElectLeaders request asks for (Kafka's ElectionType).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -126,7 +126,10 @@ fn elect(
         }
     };
     match build(current, &current.isr, rule, &live) {
-        Some(change) => Ok(change.next),
+        Some(change) => {
+            warn_if_unclean(topic, &change);
+            Ok(change.next)
+        }
         None => Err(not_available.unwrap_or_else(|| {
             ControllerError::PreferredLeaderNotAvailable(format!(
                 "Failed to elect leader for partition {topic}-{index}"

@@ -47,6 +47,19 @@ pub fn unclean_election_enabled(topic: &TopicImage, default: bool) -> bool {
     }
 }
 
+/// Logs an unclean election: the operator must know that records may have been lost.
+pub(crate) fn warn_if_unclean(topic: &str, change: &partition_change::Change) {
+    if change.unclean {
+        tracing::warn!(
+            topic,
+            partition = change.next.partition,
+            leader = change.next.leader,
+            leader_epoch = change.next.leader_epoch,
+            "unclean leader election: a replica outside the ISR leads; records it lacks are lost"
+        );
+    }
+}
+
 /// The record that stores `p` as the new state of partition `p.partition` of `topic_id`.
 pub(crate) fn partition_record(topic_id: Uuid, p: &PartitionImage) -> MetadataRecord {
     MetadataRecord::Partition {
