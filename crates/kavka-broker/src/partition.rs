@@ -906,6 +906,7 @@ impl Partition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replication::AlterPartitionResponse;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -994,5 +995,282 @@ mod tests {
             Err(LeaderEpochError::Partition(PartitionError::NotHosted))
         ));
         log.close().unwrap();
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Arc<Partition> {
+        let log = Log::open(dir.path(), LogConfig::default(), 1_000).unwrap();
+        Partition::new("t".into(), Uuid::nil(), 0, log)
+    }
+
+    fn image(
+        replicas: &[i32],
+        isr: &[i32],
+        leader: i32,
+        epoch: i32,
+        pepoch: i32,
+    ) -> PartitionImage {
+        PartitionImage {
+            partition: 0,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: pepoch,
+        }
+    }
+
+    fn cfg(min_insync_replicas: i32) -> ReplicationConfig {
+        ReplicationConfig {
+            min_insync_replicas,
+            replica_lag_time_max_ms: 10_000,
+        }
+    }
+
+    /// A leader of replicas 1, 2, 3 (this broker is 1) with the given ISR, its log empty.
+    fn leader_of_three(dir: &tempfile::TempDir, isr: &[i32], min_isr: i32) -> Arc<Partition> {
+        let part = open(dir);
+        part.become_leader(&image(&[1, 2, 3], isr, 1, 1, 1), cfg(min_isr), 1_000);
+        assert!(part.is_leader());
+        part
+    }
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    #[tokio::test]
+    async fn a_single_node_commits_at_once_before_and_after_becoming_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = open(&dir);
+        assert!(part.is_leader(), "no role yet: a single node leads");
+        assert_eq!(part.leader_id(), -1);
+        part.append(&mut batch(), 1_000).unwrap();
+        assert_eq!(part.high_watermark(), 2);
+        part.wait_replicated(1, Duration::ZERO).await.unwrap();
+
+        part.become_leader(&image(&[1], &[1], 1, 0, 0), cfg(2), 1_000);
+        assert_eq!(part.leader_id(), 1);
+        assert_eq!(part.high_watermark(), 2, "a lone replica keeps its HW");
+        part.check_enough_replicas().unwrap();
+        let (info, _) = part.append(&mut batch(), 1_000).unwrap();
+        assert_eq!(part.log_end_offset(), 4);
+        assert_eq!(part.high_watermark(), 4, "HW = LEO after append");
+        part.wait_replicated(info.last_offset, Duration::ZERO)
+            .await
+            .unwrap();
+        part.take_log().unwrap().close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_follower_fetch_advancing_the_hw_releases_a_waiting_producer() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = leader_of_three(&dir, &[1, 2, 3], 2);
+        part.check_enough_replicas().unwrap();
+        let (info, _) = part.append(&mut batch(), 1_000).unwrap();
+        assert_eq!(info.last_offset, 1);
+        assert_eq!(part.high_watermark(), 0, "followers have not fetched it");
+
+        let mut wait = Box::pin(part.wait_replicated(info.last_offset, LONG));
+        assert!(futures_util::FutureExt::now_or_never(&mut wait).is_none());
+        // One follower is not enough: the HW waits for the whole ISR.
+        assert!(!part.on_follower_fetch(2, 2, 0, 1_001).unwrap());
+        assert_eq!(part.high_watermark(), 0);
+        assert!(futures_util::FutureExt::now_or_never(&mut wait).is_none());
+        assert!(!part.on_follower_fetch(3, 2, 0, 1_001).unwrap());
+        assert_eq!(part.high_watermark(), 2);
+        wait.await.unwrap();
+        part.take_log().unwrap().close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn below_min_insync_replicas_acks_all_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = leader_of_three(&dir, &[1], 2);
+        assert!(matches!(
+            part.check_enough_replicas(),
+            Err(PartitionError::NotEnoughReplicas)
+        ));
+        // acks=1 still appends, and the HW stays (KIP-966): an acks=all wait fails at once.
+        let (info, _) = part.append(&mut batch(), 1_000).unwrap();
+        assert!(matches!(
+            part.wait_replicated(info.last_offset, LONG).await,
+            Err(PartitionError::NotEnoughReplicasAfterAppend)
+        ));
+        part.take_log().unwrap().close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_not_replicated_in_time_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = leader_of_three(&dir, &[1, 2, 3], 2);
+        let (info, _) = part.append(&mut batch(), 1_000).unwrap();
+        assert!(matches!(
+            part.wait_replicated(info.last_offset, Duration::from_millis(20))
+                .await,
+            Err(PartitionError::RequestTimedOut)
+        ));
+        part.take_log().unwrap().close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_isr_shrinking_below_min_insync_fails_the_waiting_producer() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = open(&dir);
+        let lag0 = ReplicationConfig {
+            min_insync_replicas: 2,
+            replica_lag_time_max_ms: 0,
+        };
+        part.become_leader(&image(&[1, 2], &[1, 2], 1, 1, 1), lag0, 1_000);
+        let (info, _) = part.append(&mut batch(), 1_000).unwrap();
+        let mut wait = Box::pin(part.wait_replicated(info.last_offset, LONG));
+        assert!(futures_util::FutureExt::now_or_never(&mut wait).is_none());
+
+        // Follower 2 never fetched: the expiration round proposes dropping it.
+        assert!(part.maybe_shrink_isr(1_001));
+        let ticket = part.take_alter_partition().unwrap();
+        assert_eq!(ticket.proposal.new_isr, BTreeSet::from([1]));
+        assert!(part.take_alter_partition().is_none(), "one in flight");
+        part.complete_alter_partition(
+            ticket.generation,
+            AlterPartitionResponse::Accepted {
+                proposal_id: ticket.proposal.id,
+                leader_epoch: 1,
+                partition_epoch: 2,
+                isr: BTreeSet::from([1]),
+            },
+            1_002,
+        );
+        assert_eq!(part.leader_isr(), Some(vec![1]));
+        assert!(matches!(
+            wait.await,
+            Err(PartitionError::NotEnoughReplicasAfterAppend)
+        ));
+        part.take_log().unwrap().close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_caught_up_follower_is_proposed_back_into_the_isr() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = leader_of_three(&dir, &[1, 2], 1);
+        part.append(&mut batch(), 1_000).unwrap();
+        part.on_follower_fetch(2, 2, 0, 1_001).unwrap();
+        assert_eq!(part.high_watermark(), 2);
+        assert!(part.on_follower_fetch(3, 2, 0, 1_002).unwrap());
+        let ticket = part.take_alter_partition().unwrap();
+        assert_eq!(ticket.proposal.new_isr, BTreeSet::from([1, 2, 3]));
+        // A transient failure queues the same proposal again.
+        part.complete_alter_partition(
+            ticket.generation,
+            AlterPartitionResponse::Rejected {
+                proposal_id: ticket.proposal.id,
+                error: crate::replication::AlterPartitionError::Retriable,
+            },
+            1_003,
+        );
+        assert!(part.has_unsent_alter_partition());
+        let again = part.take_alter_partition().unwrap();
+        assert_eq!(again.proposal, ticket.proposal);
+        // An answer meant for an older leadership is dropped.
+        part.become_follower(&image(&[1, 2, 3], &[2, 3], 2, 2, 2));
+        part.become_leader(&image(&[1, 2, 3], &[1, 2], 1, 3, 3), cfg(1), 1_004);
+        part.complete_alter_partition(
+            again.generation,
+            AlterPartitionResponse::Rejected {
+                proposal_id: again.proposal.id,
+                error: crate::replication::AlterPartitionError::Retriable,
+            },
+            1_005,
+        );
+        assert!(!part.has_unsent_alter_partition());
+        part.take_log().unwrap().close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn losing_the_leadership_fails_waiting_producers_and_refuses_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = leader_of_three(&dir, &[1, 2, 3], 2);
+        let (info, _) = part.append(&mut batch(), 1_000).unwrap();
+        let mut wait = Box::pin(part.wait_replicated(info.last_offset, LONG));
+        assert!(futures_util::FutureExt::now_or_never(&mut wait).is_none());
+
+        assert!(part.become_follower(&image(&[1, 2, 3], &[2, 3], 2, 2, 2)));
+        assert!(!part.is_leader());
+        assert_eq!(part.leader_id(), 2);
+        assert_eq!(part.leader_epoch(), 2);
+        assert!(matches!(
+            wait.await,
+            Err(PartitionError::NotLeaderOrFollower)
+        ));
+        assert!(matches!(
+            part.append(&mut batch(), 1_000),
+            Err(PartitionError::NotLeaderOrFollower)
+        ));
+        assert!(matches!(
+            part.check_enough_replicas(),
+            Err(PartitionError::NotLeaderOrFollower)
+        ));
+        assert!(matches!(
+            part.on_follower_fetch(3, 0, 0, 1_000),
+            Err(FollowerFetchError::NotLeader)
+        ));
+        // The same image again changes nothing; a new epoch or leader does.
+        assert!(!part.become_follower(&image(&[1, 2, 3], &[2, 3], 2, 2, 2)));
+        assert!(part.become_follower(&image(&[1, 2, 3], &[2, 3], 3, 3, 3)));
+        part.take_log().unwrap().close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_follower_appends_the_leaders_batches_and_takes_its_hw() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let leader = leader_of_three(&leader_dir, &[1, 2, 3], 1);
+        leader.append(&mut batch(), 1_000).unwrap();
+        leader.append(&mut batch(), 1_000).unwrap();
+        let mut fetched = leader
+            .read_plan_for_follower(0, usize::MAX, false)
+            .unwrap()
+            .execute()
+            .unwrap()
+            .to_vec();
+        assert!(
+            leader.read_plan(0, usize::MAX, false).unwrap().is_empty(),
+            "consumers stop at the HW"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let part = open(&dir);
+        assert!(part.become_follower(&image(&[1, 2, 3], &[1, 2, 3], 1, 1, 1)));
+        assert_eq!(
+            part.high_watermark(),
+            0,
+            "a replicated log's HW is unknown at open"
+        );
+        assert!(matches!(part.check_current_leader_epoch(1), Ok(())));
+        let mut leo = part.watch_log_end_offset();
+        leo.mark_unchanged();
+        let info = part.append_as_follower(&mut fetched, 1_000).unwrap();
+        assert_eq!((info.first_offset, info.last_offset), (0, 3));
+        assert!(leo.has_changed().unwrap());
+        assert_eq!(part.log_end_offset(), 4);
+        assert_eq!(part.latest_epoch(), Some(1));
+
+        part.update_follower_high_watermark(9);
+        assert_eq!(part.high_watermark(), 4, "capped at the follower's log end");
+        part.update_follower_high_watermark(1);
+        assert_eq!(part.high_watermark(), 4, "never moves back");
+
+        part.truncate_to(2).unwrap();
+        assert_eq!(part.log_end_offset(), 2);
+        assert_eq!(part.high_watermark(), 2);
+
+        // As the leader again, it neither truncates nor takes follower appends.
+        part.become_leader(&image(&[1, 2, 3], &[2, 3], 2, 2, 2), cfg(1), 1_000);
+        assert!(matches!(
+            part.truncate_to(0),
+            Err(PartitionError::NotLeaderOrFollower)
+        ));
+        assert!(matches!(
+            part.append_as_follower(&mut batch(), 1_000),
+            Err(PartitionError::NotLeaderOrFollower)
+        ));
+        part.take_log().unwrap().close().unwrap();
+        leader.take_log().unwrap().close().unwrap();
     }
 }
