@@ -41,6 +41,36 @@ pub struct TopicImage {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A partition reassignment in progress (KIP-455): the partition's replicas are `target`
+/// followed by the `original` replicas not in it, until every target replica is in sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReassignment {
+    /// The replicas asked for, in the requested order (the first is the preferred leader).
+    pub target: Vec<i32>,
+    /// The replicas when the reassignment started: what a cancellation returns to.
+    pub original: Vec<i32>,
+}
+
+impl PendingReassignment {
+    /// Replicas being added: in the target, not in the original set.
+    pub fn adding(&self) -> Vec<i32> {
+        self.target
+            .iter()
+            .copied()
+            .filter(|r| !self.original.contains(r))
+            .collect()
+    }
+
+    /// Replicas being removed: in the original set, not in the target.
+    pub fn removing(&self) -> Vec<i32> {
+        self.original
+            .iter()
+            .copied()
+            .filter(|r| !self.target.contains(r))
+            .collect()
+    }
+}
+
 /// The cluster state after applying every record up to and including `offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataImage {
@@ -54,6 +84,9 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
     /// The first producer id not yet allocated to any broker.
     pub next_producer_id: i64,
+    /// Partition reassignments in progress, by (topic id, partition). Kept beside the
+    /// partitions rather than in [`PartitionImage`], whose serialized form is fixed.
+    pub reassignments: BTreeMap<(Uuid, i32), PendingReassignment>,
 }
 
 impl Default for MetadataImage {
@@ -73,6 +106,7 @@ impl MetadataImage {
             topic_ids: HashMap::new(),
             broker_configs: BTreeMap::new(),
             next_producer_id: 0,
+            reassignments: BTreeMap::new(),
         }
     }
 
@@ -131,6 +165,11 @@ impl MetadataImage {
         }
     }
 
+    /// The reassignment in progress of one partition, if any.
+    pub fn reassignment(&self, topic_id: &Uuid, partition: i32) -> Option<&PendingReassignment> {
+        self.reassignments.get(&(*topic_id, partition))
+    }
+
     /// The records that rebuild this image from empty (what a snapshot stores).
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut out = Vec::new();
@@ -163,11 +202,40 @@ impl MetadataImage {
         for topic in self.topics.values() {
             out.extend(topic_records(topic));
         }
+        out.extend(self.reassignment_records());
         if self.next_producer_id > 0 {
             out.push(MetadataRecord::ProducerIds {
                 broker_id: -1,
                 next_producer_id: self.next_producer_id,
             });
+        }
+        out
+    }
+
+    /// Rebuilds each pending reassignment in log order: the partition with its original
+    /// replicas, the reassignment (which captures them), then the partition as it is.
+    fn reassignment_records(&self) -> Vec<MetadataRecord> {
+        let mut out = Vec::with_capacity(3 * self.reassignments.len());
+        for ((topic_id, index), pending) in &self.reassignments {
+            let Some(p) = self.partition(topic_id, *index) else {
+                continue;
+            };
+            let record = |replicas: &[i32]| MetadataRecord::Partition {
+                topic_id: *topic_id,
+                partition: p.partition,
+                replicas: replicas.to_vec(),
+                isr: p.isr.clone(),
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+            };
+            out.push(record(&pending.original));
+            out.push(MetadataRecord::PartitionReassignment {
+                topic_id: *topic_id,
+                partition: *index,
+                target: Some(pending.target.clone()),
+            });
+            out.push(record(&p.replicas));
         }
         out
     }
@@ -204,11 +272,14 @@ impl MetadataImage {
             MetadataRecord::Topic { name, topic_id } => {
                 if let Some(old) = self.topics.get(name) {
                     warn!(topic = %name, "metadata: Topic record replaces an existing topic");
-                    self.topic_ids.remove(&old.topic_id);
+                    let old_id = old.topic_id;
+                    self.topic_ids.remove(&old_id);
+                    self.reassignments.retain(|(id, _), _| *id != old_id);
                 }
                 if let Some(old_name) = self.topic_ids.remove(topic_id) {
                     self.topics.remove(&old_name);
                 }
+                self.reassignments.retain(|(id, _), _| id != topic_id);
                 self.topic_ids.insert(*topic_id, name.clone());
                 self.topics.insert(
                     name.clone(),
@@ -276,9 +347,37 @@ impl MetadataImage {
                 // Never move backwards, whatever a damaged log says.
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
+            MetadataRecord::PartitionReassignment {
+                topic_id,
+                partition,
+                target,
+            } => {
+                let key = (*topic_id, *partition);
+                let Some(target) = target else {
+                    self.reassignments.remove(&key);
+                    return;
+                };
+                let Some(current) = self.partition(topic_id, *partition) else {
+                    warn!(%topic_id, partition, "metadata: PartitionReassignment for an unknown partition, skipped");
+                    return;
+                };
+                // A reassignment that replaces a pending one keeps the first original set.
+                let original = match self.reassignments.get(&key) {
+                    Some(pending) => pending.original.clone(),
+                    None => current.replicas.clone(),
+                };
+                self.reassignments.insert(
+                    key,
+                    PendingReassignment {
+                        target: target.clone(),
+                        original,
+                    },
+                );
+            }
             MetadataRecord::RemoveTopic { topic_id } => match self.topic_ids.remove(topic_id) {
                 Some(name) => {
                     self.topics.remove(&name);
+                    self.reassignments.retain(|(id, _), _| id != topic_id);
                 }
                 None => {
                     warn!(%topic_id, "metadata: RemoveTopic for an unknown topic id, skipped");
@@ -463,6 +562,82 @@ mod tests {
         ]);
         assert!(img.topics.is_empty());
         assert_eq!(img.offset, 2);
+    }
+
+    fn reassign(topic_id: Uuid, target: Option<Vec<i32>>) -> MetadataRecord {
+        MetadataRecord::PartitionReassignment {
+            topic_id,
+            partition: 0,
+            target,
+        }
+    }
+
+    fn widened(topic_id: Uuid, replicas: Vec<i32>) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id,
+            partition: 0,
+            replicas,
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 1,
+        }
+    }
+
+    #[test]
+    fn reassignment_keeps_the_first_original_replicas_until_it_ends() {
+        let id = Uuid::new_v4();
+        let img = MetadataImage::empty().apply(&[
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            partition(id, 0),
+            reassign(id, Some(vec![2])),
+            widened(id, vec![2, 1]),
+        ]);
+        let pending = img.reassignment(&id, 0).expect("pending");
+        assert_eq!(
+            (pending.target.clone(), pending.original.clone()),
+            (vec![2], vec![1])
+        );
+        assert_eq!((pending.adding(), pending.removing()), (vec![2], vec![1]));
+        // Replaced by another target: the original stays [1].
+        let img = img.apply(&[reassign(id, Some(vec![3])), widened(id, vec![3, 1])]);
+        let pending = img.reassignment(&id, 0).expect("pending");
+        assert_eq!(
+            (pending.target.clone(), pending.original.clone()),
+            (vec![3], vec![1])
+        );
+        assert!(img.apply(&[reassign(id, None)]).reassignments.is_empty());
+        assert!(img
+            .apply(&[MetadataRecord::RemoveTopic { topic_id: id }])
+            .reassignments
+            .is_empty());
+        // Of an unknown partition: skipped.
+        let other = img.apply(&[MetadataRecord::PartitionReassignment {
+            topic_id: id,
+            partition: 9,
+            target: Some(vec![1]),
+        }]);
+        assert_eq!(other.reassignments.len(), 1);
+    }
+
+    #[test]
+    fn to_records_rebuilds_pending_reassignments() {
+        let id = Uuid::new_v4();
+        let img = MetadataImage::empty().apply(&[
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            partition(id, 0),
+            reassign(id, Some(vec![3, 2])),
+            widened(id, vec![3, 2, 1]),
+        ]);
+        let mut rebuilt = MetadataImage::empty().apply(&img.to_records());
+        rebuilt.offset = img.offset;
+        assert_eq!(rebuilt, img);
     }
 
     #[test]

@@ -61,4 +61,14 @@ pub enum MetadataRecord {
     FenceBroker { node_id: i32 },
     /// A fenced broker heartbeated again and may lead and join ISRs (UnfenceBrokerRecord).
     UnfenceBroker { node_id: i32 },
+    /// A reassignment of a partition's replicas to `target` started or changed (`Some`), or
+    /// ended (`None`: completed or cancelled) (KIP-455; Kafka keeps this in PartitionRecord's
+    /// adding/removing replicas). The replicas before the first `Some` are what a
+    /// cancellation returns to, so the Partition record that widens the replica set follows
+    /// this record, never precedes it.
+    PartitionReassignment {
+        topic_id: Uuid,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
 }

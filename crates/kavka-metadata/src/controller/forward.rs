@@ -60,6 +60,10 @@ pub enum ControllerOp {
         election: ElectionType,
         partitions: Option<Vec<(String, i32)>>,
     },
+    AlterPartitionReassignments {
+        requests: Vec<crate::replication_control::ReassignmentRequest>,
+        allow_replication_factor_change: bool,
+    },
 }
 
 /// One partition's election outcome.
@@ -93,6 +97,10 @@ pub enum ControllerReply {
         offset: i64,
         results: Vec<ElectionResult>,
     },
+    AlterPartitionReassignments {
+        offset: i64,
+        results: Vec<Result<(), crate::replication_control::ReassignmentError>>,
+    },
 }
 
 impl ControllerReply {
@@ -103,7 +111,8 @@ impl ControllerReply {
             | Self::CreateTopics { offset, .. }
             | Self::DeleteTopics { offset, .. }
             | Self::AlterPartition { offset, .. }
-            | Self::ElectLeaders { offset, .. } => *offset,
+            | Self::ElectLeaders { offset, .. }
+            | Self::AlterPartitionReassignments { offset, .. } => *offset,
         }
     }
 }
@@ -177,6 +186,14 @@ impl Controller {
                 offset: 0,
                 results: self.elect_leaders_here(election, partitions.as_deref()),
             },
+            ControllerOp::AlterPartitionReassignments {
+                requests,
+                allow_replication_factor_change,
+            } => ControllerReply::AlterPartitionReassignments {
+                offset: 0,
+                results: self
+                    .alter_partition_reassignments_here(&requests, allow_replication_factor_change),
+            },
         };
         // Everything committed for the operation is in the image by now.
         let offset = self.image().offset;
@@ -196,6 +213,9 @@ impl Controller {
             }
             ControllerReply::ElectLeaders { results, .. } => {
                 ControllerReply::ElectLeaders { offset, results }
+            }
+            ControllerReply::AlterPartitionReassignments { results, .. } => {
+                ControllerReply::AlterPartitionReassignments { offset, results }
             }
         }
     }

@@ -17,6 +17,7 @@ mod alter_partition;
 mod broker_fencing;
 mod leader_election;
 mod partition_change;
+mod reassignment;
 mod replica_placement;
 #[cfg(test)]
 mod test_support;
@@ -24,6 +25,10 @@ mod test_support;
 pub use alter_partition::{alter_partition, AlterPartitionRequest};
 pub use broker_fencing::{fence_broker, unfence_broker};
 pub use leader_election::{elect_leaders, ElectionType};
+pub use reassignment::{
+    alter_partition_reassignments, complete_reassignment, complete_reassignments,
+    list_partition_reassignments, OngoingReassignment, ReassignmentError, ReassignmentRequest,
+};
 pub use replica_placement::place_replicas;
 
 use uuid::Uuid;
