@@ -5,7 +5,7 @@
 //!
 //! Every schedule is reproducible from its seed: a failure prints it, and
 //! `KAVKA_SIM_SEED=<seed> cargo test -p kavka-metadata --test replication_simulation`
-//! replays that one schedule.
+//! replays that one schedule (`KAVKA_SIM_SEEDS=<n>` runs seeds 0..n, for a longer soak).
 
 use std::collections::BTreeMap;
 
@@ -428,9 +428,15 @@ fn run(seed: u64) -> Result<(), String> {
 
 #[test]
 fn random_schedules_keep_the_replication_invariants() {
-    let seeds: Vec<u64> = match std::env::var("KAVKA_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("KAVKA_SIM_SEED must be a number")],
-        Err(_) => (0..SEEDS).collect(),
+    let number = |var: &str| {
+        std::env::var(var).ok().map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{var} must be a number"))
+        })
+    };
+    let seeds: Vec<u64> = match (number("KAVKA_SIM_SEED"), number("KAVKA_SIM_SEEDS")) {
+        (Some(seed), _) => vec![seed],
+        (None, count) => (0..count.unwrap_or(SEEDS)).collect(),
     };
     let failures: Vec<String> = seeds
         .into_iter()
