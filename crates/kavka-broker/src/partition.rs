@@ -246,10 +246,12 @@ impl Partition {
         }
     }
 
-    /// Under the role lock, on the first role given to a partition with several replicas: the
-    /// HW of a replicated log is not known at open (there is no HW checkpoint), so it restarts
-    /// from the log start offset, as Kafka does without its checkpoint, instead of exposing
-    /// records nobody committed. The leader state or the leader's fetch responses raise it.
+    /// Under the role lock, when a replicated partition first becomes a follower: the HW of
+    /// its log is not known at open (there is no HW checkpoint; `new` sets it to the log end),
+    /// so it restarts from the log start offset, as Kafka does without its checkpoint, and
+    /// the leader's fetch responses raise it. Otherwise truncation would keep records nobody
+    /// committed as if they were. A partition that first becomes leader keeps the log end:
+    /// it was elected from the ISR, and the coordinator loads its shards up to the HW.
     fn reset_unknown_high_watermark(&self, role: &Role, image: &PartitionImage) {
         if matches!(role, Role::Unassigned) && image.replicas.len() > 1 {
             let lso = self.log_start_offset();
@@ -296,7 +298,6 @@ impl Partition {
                 return;
             }
         }
-        self.reset_unknown_high_watermark(&role, image);
         let leo = {
             let g = self.lock();
             let Some(log) = g.as_ref() else { return };
@@ -317,8 +318,7 @@ impl Partition {
             now_ms,
         ) {
             Ok(state) => {
-                // The HW of a former follower may be lower than what was published before
-                // (a reset); the leader state starts from it and only raises it.
+                // The leader state starts from the local HW and only raises it.
                 self.high_watermark.send_replace(hw);
                 self.raise_high_watermark(state.high_watermark());
                 self.generation.fetch_add(1, Ordering::AcqRel);
