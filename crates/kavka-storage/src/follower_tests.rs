@@ -363,13 +363,22 @@ fn an_empty_log_restarts_at_the_batch_holding_its_start_offset() {
     assert_eq!(follower.log_end_offset(), 7);
     assert_eq!(
         follower.read(4, usize::MAX, i64::MAX, false).unwrap(),
-        Bytes::from(rest)
+        Bytes::from(rest.clone())
     );
     // Once the log holds data, a batch below its end is an error again.
     assert!(matches!(
         follower.append_as_follower(&mut b[3].clone(), 1),
         Err(StorageError::OffsetsOutOfOrder { .. })
     ));
+    // A restart keeps the log start inside the first batch.
+    drop(follower);
+    let follower = open(fd.path(), config());
+    assert_eq!(follower.log_start_offset(), 4);
+    assert_eq!(follower.log_end_offset(), 7);
+    assert_eq!(
+        follower.read(4, usize::MAX, i64::MAX, false).unwrap(),
+        Bytes::from(rest)
+    );
 }
 
 #[test]

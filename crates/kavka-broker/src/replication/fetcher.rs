@@ -463,7 +463,7 @@ impl Fetcher {
             addr = self.client.addr(),
             "replica fetcher started"
         );
-        while !*self.stop.borrow() {
+        while !self.stopped() {
             let round = self.state.round(Instant::now());
             let result = if !round.truncating.is_empty() {
                 self.truncate(round.truncating).await
@@ -490,6 +490,11 @@ impl Fetcher {
             }
         }
         info!(leader = self.leader_id, "replica fetcher stopped");
+    }
+
+    /// Stop was asked, or the manager holding the other end is gone.
+    fn stopped(&self) -> bool {
+        *self.stop.borrow() || self.stop.has_changed().is_err()
     }
 
     /// Sleeps `d` unless stopped (returns false then).
@@ -889,6 +894,89 @@ mod tests {
         assert_eq!(whole_batches_len(&two[..two.len() - 1]), b.len());
         assert_eq!(whole_batches_len(&two[..10]), 0);
         assert_eq!(whole_batches_len(&[]), 0);
+    }
+
+    /// A follower partition of `t`-0 led by node 1 under epoch 0, over an empty log.
+    fn follower(dir: &std::path::Path) -> Arc<Partition> {
+        let log = kavka_storage::Log::open(dir, kavka_storage::LogConfig::default(), 0).unwrap();
+        let p = Partition::new("t".into(), uuid::Uuid::nil(), 0, log);
+        p.become_follower(&kavka_metadata::PartitionImage {
+            partition: 0,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        });
+        p
+    }
+
+    /// The fetcher's first request to a silent fake leader, then shutdown (or dropping the
+    /// manager) must end the task, which closes its connection.
+    #[tokio::test]
+    async fn shutdown_or_drop_ends_the_fetcher_task() {
+        use kafka_protocol::messages::ApiKey;
+        use kafka_protocol::protocol::Decodable;
+        use tokio::io::AsyncReadExt;
+        use tokio::net::TcpListener;
+        let limit = Duration::from_secs(10);
+        for drop_manager in [false, true] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let dir = tempfile::tempdir().unwrap();
+            let settings = crate::config::BrokerConfig::from_properties("", &[])
+                .unwrap()
+                .0
+                .replication;
+            let manager = FetcherManager::new(2, settings.clone());
+            let endpoint = LeaderEndpoint {
+                node_id: 1,
+                host: "127.0.0.1".into(),
+                port,
+            };
+            manager.add_partition(follower(dir.path()), endpoint, 0);
+            assert_eq!(manager.followed(), vec![("t".to_string(), 0, 1)]);
+
+            let (mut leader, _) = tokio::time::timeout(limit, listener.accept())
+                .await
+                .unwrap()
+                .unwrap();
+            // No epochs yet: no OffsetForLeaderEpoch, straight to a Fetch from offset 0.
+            let mut prefix = [0u8; 4];
+            leader.read_exact(&mut prefix).await.unwrap();
+            let len = kavka_protocol::frame::frame_len(prefix, 1 << 20).unwrap();
+            let mut body = vec![0u8; len];
+            leader.read_exact(&mut body).await.unwrap();
+            let (api, header, mut rest) =
+                kavka_protocol::frame::decode_request_header(Bytes::from(body)).unwrap();
+            assert_eq!(api, ApiKey::Fetch);
+            let req = FetchRequest::decode(&mut rest, header.request_api_version).unwrap();
+            assert_eq!(req.replica_id.0, 2);
+            assert_eq!(req.max_wait_ms, settings.replica_fetch_wait_max_ms);
+            assert_eq!(req.max_bytes, settings.replica_fetch_response_max_bytes);
+            let part = &req.topics[0].partitions[0];
+            assert_eq!((part.fetch_offset, part.current_leader_epoch), (0, 0));
+            assert_eq!(part.partition_max_bytes, settings.replica_fetch_max_bytes);
+
+            if drop_manager {
+                drop(manager);
+            } else {
+                manager.shutdown();
+                assert!(manager.followed().is_empty());
+            }
+            let mut byte = [0u8; 1];
+            let n = tokio::time::timeout(limit, leader.read(&mut byte))
+                .await
+                .expect("the fetcher kept its connection open")
+                .unwrap_or(0);
+            assert_eq!(n, 0, "drop_manager={drop_manager}");
+            // And it does not come back (a task still running would reconnect at once).
+            let again = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await;
+            assert!(
+                again.is_err(),
+                "drop_manager={drop_manager}: the fetcher reconnected"
+            );
+        }
     }
 
     #[test]

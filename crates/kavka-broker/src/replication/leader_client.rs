@@ -169,7 +169,8 @@ impl LeaderClient {
     }
 
     /// Sends any request at `version` and waits for its response, at most the socket timeout
-    /// plus `extra`. Connects first if needed; drops the connection on any failure.
+    /// plus `extra`. Connects first if needed; drops the connection on any failure, and when
+    /// the returned future is dropped before it completes.
     pub async fn send<R: Request>(
         &mut self,
         request: &R,
@@ -196,7 +197,10 @@ impl LeaderClient {
         self.connect().await?;
         let addr = self.config.addr.clone();
         let timeout = self.config.socket_timeout + extra;
-        let Some(stream) = self.stream.as_mut() else {
+        // Out of `self` while in use: if this future is dropped halfway (the caller stopped
+        // waiting), the half-used connection goes with it instead of serving the next
+        // request a stale response.
+        let Some(mut stream) = self.stream.take() else {
             return Err(LeaderClientError::Io {
                 addr,
                 source: std::io::ErrorKind::NotConnected.into(),
@@ -210,7 +214,7 @@ impl LeaderClient {
                     addr: addr.clone(),
                     source,
                 })?;
-            read_frame(stream, MAX_RESPONSE_BYTES, &addr).await
+            read_frame(&mut stream, MAX_RESPONSE_BYTES, &addr).await
         };
         let response = match tokio::time::timeout(timeout, round_trip).await {
             Ok(r) => r?,
@@ -222,7 +226,9 @@ impl LeaderClient {
                 })
             }
         };
-        decode_response::<R>(&addr, response, version, correlation_id)
+        let response = decode_response::<R>(&addr, response, version, correlation_id)?;
+        self.stream = Some(stream);
+        Ok(response)
     }
 }
 
@@ -451,6 +457,31 @@ mod tests {
             "{err}"
         );
         assert!(!client.is_connected());
+    }
+
+    #[tokio::test]
+    async fn a_request_abandoned_halfway_drops_its_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let silent = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            // Never answers; reads until the client goes away.
+            let mut buf = [0u8; 1024];
+            while s.read(&mut buf).await.unwrap_or(0) > 0 {}
+        });
+        let mut client = LeaderClient::new(config(addr));
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(200),
+            client.fetch(&FetchRequest::default(), FETCH_VERSION),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the fake never answers");
+        assert!(!client.is_connected());
+        // The fake sees the connection close.
+        tokio::time::timeout(Duration::from_secs(10), silent)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]
