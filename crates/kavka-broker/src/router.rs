@@ -165,6 +165,17 @@ impl RequestHandler for Router {
             ApiKey::DescribeLogDirs => {
                 blocking_handler!(DescribeLogDirsRequest, handlers::describe_log_dirs::handle)
             }
+            ApiKey::AlterPartitionReassignments => blocking_handler!(
+                AlterPartitionReassignmentsRequest,
+                handlers::alter_partition_reassignments::handle
+            ),
+            ApiKey::ListPartitionReassignments => blocking_handler!(
+                ListPartitionReassignmentsRequest,
+                handlers::list_partition_reassignments::handle
+            ),
+            ApiKey::ElectLeaders => {
+                blocking_handler!(ElectLeadersRequest, handlers::elect_leaders::handle)
+            }
             ApiKey::InitProducerId => {
                 blocking_handler!(InitProducerIdRequest, handlers::init_producer_id::handle)
             }

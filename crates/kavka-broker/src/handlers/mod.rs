@@ -1,6 +1,7 @@
 //! Request handlers: each takes a decoded request plus the broker context and returns the
 //! response. They know nothing of sockets; errors become Kafka error codes here, at the edge.
 
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod configs;
 pub mod consumer_group_describe;
@@ -13,6 +14,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -22,6 +24,7 @@ pub mod leave_group;
 pub mod legacy;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
