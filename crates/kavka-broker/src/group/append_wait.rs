@@ -90,29 +90,3 @@ pub(super) fn store_error(code: ErrorCode) -> ErrorCode {
         _ => ErrorCode::CoordinatorNotAvailable,
     }
 }
-
-/// Stop-gap until `Partition::wait_replicated` (replication-leader) is on main: an
-/// inherent method of that name takes precedence over this trait's, so the call in
-/// [`AppendWait::wait`] switches to the real one by itself when it lands. Until then
-/// every partition is a single-node leader whose high watermark is its log end, so the
-/// append is already "replicated". Delete this trait once the inherent method exists.
-#[allow(dead_code)]
-trait WaitReplicatedStopGap {
-    async fn wait_replicated(
-        &self,
-        last_offset: i64,
-        timeout: Duration,
-    ) -> Result<(), PartitionError>;
-}
-
-#[allow(dead_code)]
-impl WaitReplicatedStopGap for Partition {
-    async fn wait_replicated(
-        &self,
-        last_offset: i64,
-        _timeout: Duration,
-    ) -> Result<(), PartitionError> {
-        debug_assert!(self.high_watermark() > last_offset);
-        Ok(())
-    }
-}

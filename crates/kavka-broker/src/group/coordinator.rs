@@ -1536,32 +1536,6 @@ mod tests {
     }
 }
 
-/// Stop-gap until `Partition::read_plan_for_follower` (replication-leader) is on main: an
-/// inherent method of that name takes precedence over this trait's, so the replay switches
-/// to it by itself. Until then every partition is a single-node leader whose high watermark
-/// is its log end. Delete this trait once the inherent method exists.
-#[allow(dead_code)]
-trait ReadToLogEndStopGap {
-    fn read_plan_for_follower(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one_batch: bool,
-    ) -> Result<kavka_storage::ReadPlan, crate::partition::PartitionError>;
-}
-
-#[allow(dead_code)]
-impl ReadToLogEndStopGap for crate::partition::Partition {
-    fn read_plan_for_follower(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one_batch: bool,
-    ) -> Result<kavka_storage::ReadPlan, crate::partition::PartitionError> {
-        self.read_plan(offset, max_bytes, min_one_batch)
-    }
-}
-
 #[path = "leadership.rs"]
 mod leadership;
 pub use leadership::{CoordinatorNode, LeadershipListener};
