@@ -1,6 +1,6 @@
 //! Seeded randomized simulation of the controller's replication decisions on a 3-5 broker
 //! cluster: brokers are fenced and unfenced, leaders shrink and expand ISRs (sometimes from a
-//! stale view), admins elect leaders, and a tiny data model (each replica's log end offset,
+//! stale view), admins elect leaders and reassign partitions, and a tiny data model (each replica's log end offset,
 //! the high watermark) checks that no committed record is lost when leadership moves.
 //!
 //! Every schedule is reproducible from its seed: a failure prints it, and
@@ -10,8 +10,9 @@
 use std::collections::BTreeMap;
 
 use kavka_metadata::replication_control::{
-    alter_partition, elect_leaders, fence_broker, place_replicas, unfence_broker,
-    AlterPartitionRequest, ElectionType, NO_LEADER,
+    alter_partition, alter_partition_reassignments, complete_reassignment, complete_reassignments,
+    elect_leaders, fence_broker, place_replicas, unfence_broker, AlterPartitionRequest,
+    ElectionType, ReassignmentRequest, NO_LEADER,
 };
 use kavka_metadata::{MetadataImage, MetadataRecord, PartitionImage};
 use uuid::Uuid;
@@ -86,6 +87,10 @@ struct Sim {
     stale: MetadataImage,
     data: Data,
     log: Vec<String>,
+    /// The partition whose ISR this step's AlterPartition changed.
+    altered: Option<Key>,
+    /// The reassignment target this step's request asked for.
+    requested: Option<(Key, Vec<i32>)>,
 }
 
 fn keys(image: &MetadataImage) -> Vec<Key> {
@@ -148,6 +153,8 @@ impl Sim {
             image,
             data: Data::default(),
             log: vec![format!("{brokers} brokers, unclean={unclean}")],
+            altered: None,
+            requested: None,
         })
     }
 
@@ -161,14 +168,34 @@ impl Sim {
             10..=19 => self.unfence(),
             20..=49 => self.alter()?,
             50..=59 => self.elect()?,
+            60..=65 => self.reassign()?,
+            66..=68 => {
+                let records = complete_reassignments(&self.image);
+                self.log
+                    .push(format!("complete reassignments: {} records", records.len()));
+                records
+            }
             _ => {
                 self.replicate()?;
                 Vec::new()
             }
         };
-        self.image = self.image.apply(&records);
-        self.on_new_image(&before)?;
-        check(&before, &self.image, self.unclean)
+        self.commit(&before, &records)?;
+        // As the controller does right after an AlterPartition commit (a second commit).
+        if let Some(key) = self.altered.take() {
+            let before = self.image.clone();
+            let records = complete_reassignment(&self.image, key.0, key.1);
+            self.commit(&before, &records)?;
+        }
+        self.requested = None;
+        Ok(())
+    }
+
+    /// Applies one committed batch and checks the invariants across it.
+    fn commit(&mut self, before: &MetadataImage, records: &[MetadataRecord]) -> Result<(), String> {
+        self.image = self.image.apply(records);
+        self.on_new_image(before)?;
+        check(before, &self.image, self.unclean, self.requested.as_ref())
     }
 
     fn fence(&mut self) -> Vec<MetadataRecord> {
@@ -267,6 +294,7 @@ impl Sim {
                 if records.is_empty() != (new_isr == current.isr) {
                     return Err("records present iff the ISR changed".into());
                 }
+                self.altered = Some(key);
                 Ok(records)
             }
             Err(e) if fresh && all_live => Err(format!("fresh valid request refused: {e}")),
@@ -298,6 +326,64 @@ impl Sim {
             return Err(format!("{ok} elected but {} records", records.len()));
         }
         Ok(records)
+    }
+
+    /// An admin starts, replaces or cancels a reassignment (sometimes changing the
+    /// replication factor).
+    fn reassign(&mut self) -> Result<Vec<MetadataRecord>, String> {
+        let all = keys(&self.image);
+        let Some(key) = self.rng.pick(&all) else {
+            return Ok(Vec::new());
+        };
+        let topic = self
+            .image
+            .topic_by_id(&key.0)
+            .map(|t| t.name.clone())
+            .ok_or("topic vanished")?;
+        let current = part(&self.image, key)?.clone();
+        let mut brokers: Vec<i32> = self.image.brokers.keys().copied().collect();
+        let allow_rf_change = self.rng.chance(20);
+        let target = if self.rng.chance(25) {
+            None
+        } else {
+            // Fisher-Yates, then the first rf brokers.
+            for i in (1..brokers.len()).rev() {
+                let j = self.rng.below(i + 1);
+                brokers.swap(i, j);
+            }
+            let mut rf = current.replicas.len();
+            if allow_rf_change {
+                rf = 1 + self.rng.below(brokers.len());
+            }
+            brokers.truncate(rf);
+            Some(brokers)
+        };
+        let request = ReassignmentRequest {
+            topic,
+            partition: key.1,
+            target: target.clone(),
+        };
+        let (records, results) =
+            alter_partition_reassignments(&self.image, &[request], allow_rf_change);
+        self.log.push(format!(
+            "reassign {key:?} {:?} -> {target:?}: {:?}",
+            current.replicas,
+            results
+                .iter()
+                .map(|r| r.as_ref().map_err(|e| e.code()))
+                .collect::<Vec<_>>()
+        ));
+        match results.as_slice() {
+            [Ok(())] => {
+                self.requested = target.map(|t| (key, t));
+                Ok(records)
+            }
+            [Err(_)] if records.is_empty() => Ok(Vec::new()),
+            _ => Err(format!(
+                "one request, results {results:?}, {} records",
+                records.len()
+            )),
+        }
     }
 
     /// Producers write to a leader; live followers fetch from it.
@@ -361,7 +447,12 @@ impl Sim {
 }
 
 /// The invariants after every step.
-fn check(before: &MetadataImage, after: &MetadataImage, unclean: bool) -> Result<(), String> {
+fn check(
+    before: &MetadataImage,
+    after: &MetadataImage,
+    unclean: bool,
+    requested: Option<&(Key, Vec<i32>)>,
+) -> Result<(), String> {
     for key in keys(after) {
         let new = part(after, key)?;
         let old = part(before, key)?;
@@ -397,6 +488,22 @@ fn check(before: &MetadataImage, after: &MetadataImage, unclean: bool) -> Result
             return Err(format!(
                 "change without a partition epoch bump: {old:?} -> {new:?}"
             ));
+        }
+        if let Some(pending) = after.reassignment(&key.0, key.1) {
+            if !pending.target.iter().all(|r| new.replicas.contains(r)) {
+                return Err(format!("reassignment target {pending:?} outside {new:?}"));
+            }
+        } else if let Some(pending) = before.reassignment(&key.0, key.1) {
+            let replaced = requested.is_some_and(|(k, t)| *k == key && *t == new.replicas);
+            if new.replicas != pending.target && new.replicas != pending.original && !replaced {
+                return Err(format!("reassignment {pending:?} ended with {new:?}"));
+            }
+            let completed = new.replicas != pending.original;
+            if completed && !new.replicas.iter().all(|r| new.isr.contains(r)) {
+                return Err(format!(
+                    "reassignment {pending:?} completed out of sync: {new:?}"
+                ));
+            }
         }
         if new.leader != old.leader {
             if new.leader_epoch == old.leader_epoch {
