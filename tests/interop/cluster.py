@@ -250,7 +250,8 @@ class Cluster:
         raise ClusterError(f"node {node.node_id} did not listen on {node.bootstrap} in time\n" + self.log_tails())
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S, brokers: set[int] | None = None) -> None:
-        """Until Metadata lists exactly `brokers` (default: every responsive node) and a controller."""
+        """Until Metadata lists exactly `brokers` (default: every responsive node), a controller
+        and a cluster id."""
         want = brokers if brokers is not None else {n.node_id for n in self.responsive()}
         deadline = time.monotonic() + timeout
         last = None
@@ -258,13 +259,13 @@ class Cluster:
             self.check_no_unexpected_exit()
             md = self.metadata(timeout=3)
             if md is not None:
-                last = (sorted(md.brokers), md.controller_id)
-                if set(md.brokers) == want and md.controller_id >= 0:
+                last = (sorted(md.brokers), md.controller_id, md.cluster_id)
+                if set(md.brokers) == want and md.controller_id >= 0 and md.cluster_id:
                     return
             time.sleep(0.2)
         raise ClusterError(
-            f"cluster not ready in {timeout}s: wanted brokers {sorted(want)} and a controller, "
-            f"last Metadata (brokers, controller) = {last}\n" + self.log_tails()
+            f"cluster not ready in {timeout}s: wanted brokers {sorted(want)}, a controller and a "
+            f"cluster id, last Metadata (brokers, controller, cluster id) = {last}\n" + self.log_tails()
         )
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:

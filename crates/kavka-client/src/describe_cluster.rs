@@ -102,7 +102,10 @@ impl ClusterDescription {
 pub async fn describe_cluster(cluster: &mut Cluster) -> Result<ClusterDescription> {
     let topics = cluster.fetch_metadata(None).await?;
     let mut description = ClusterDescription {
-        cluster_id: cluster.cluster_id().map(str::to_string),
+        cluster_id: cluster
+            .cluster_id()
+            .filter(|id| !id.is_empty())
+            .map(str::to_string),
         controller_id: cluster.controller_id(),
         nodes: cluster
             .brokers()
