@@ -93,7 +93,22 @@ struct Leadership {
     unsent: Option<AlterPartitionProposal>,
     /// An AlterPartition is on its way to the controller: at most one at a time.
     in_flight: bool,
+    /// After a refusal, nothing is sent before this: a controller that is away (election,
+    /// restart) is not flooded by every follower fetch.
+    retry_at: Option<std::time::Instant>,
 }
+
+impl Leadership {
+    /// Whether an AlterPartition may go out now.
+    fn sendable(&self) -> bool {
+        self.unsent.is_some()
+            && !self.in_flight
+            && self.retry_at.is_none_or(|t| std::time::Instant::now() >= t)
+    }
+}
+
+/// The pause after a refused or failed AlterPartition before the next one.
+pub const ALTER_PARTITION_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 enum Role {
     /// No role assigned yet: the log's sole owner, as a single node (HW = LEO after append).
@@ -326,6 +341,7 @@ impl Partition {
                     state,
                     unsent: None,
                     in_flight: false,
+                    retry_at: None,
                 }));
             }
             Err(e) => {
@@ -594,7 +610,7 @@ impl Partition {
         if let Some(p) = outcome.alter_partition {
             l.unsent = Some(p);
         }
-        Ok(l.unsent.is_some() && !l.in_flight)
+        Ok(l.sendable())
     }
 
     /// Leader, from the ISR maintenance task: proposes removing followers that have not
@@ -608,7 +624,7 @@ impl Partition {
         if let Some(p) = l.state.maybe_shrink_isr(now_ms) {
             l.unsent = Some(p);
         }
-        l.unsent.is_some() && !l.in_flight
+        l.sendable()
     }
 
     /// Takes the AlterPartition to send, if any and none is in flight; the caller must answer
@@ -618,7 +634,7 @@ impl Partition {
         let Role::Leader(l) = &mut *role else {
             return None;
         };
-        if l.in_flight {
+        if !l.sendable() {
             return None;
         }
         let proposal = l.unsent.take()?;
@@ -646,6 +662,12 @@ impl Partition {
             return;
         }
         l.in_flight = false;
+        l.retry_at = match response {
+            AlterPartitionResponse::Accepted { .. } => None,
+            AlterPartitionResponse::Rejected { .. } => {
+                Some(std::time::Instant::now() + ALTER_PARTITION_RETRY_BACKOFF)
+            }
+        };
         match l.state.on_alter_partition_response(response, now_ms) {
             AlterPartitionResponseOutcome::Committed { new_high_watermark }
             | AlterPartitionResponseOutcome::Reverted { new_high_watermark } => {
@@ -666,6 +688,19 @@ impl Partition {
         match &*self.role() {
             Role::Leader(l) => l.unsent.is_some() && !l.in_flight,
             _ => false,
+        }
+    }
+
+    /// Leader: how long until a queued AlterPartition may be sent (None when nothing waits or
+    /// one is in flight).
+    pub fn alter_partition_retry_delay(&self) -> Option<Duration> {
+        match &*self.role() {
+            Role::Leader(l) if l.unsent.is_some() && !l.in_flight => Some(
+                l.retry_at
+                    .map(|t| t.saturating_duration_since(std::time::Instant::now()))
+                    .unwrap_or(Duration::ZERO),
+            ),
+            _ => None,
         }
     }
 
@@ -1166,6 +1201,14 @@ mod tests {
             1_003,
         );
         assert!(part.has_unsent_alter_partition());
+        // ... after a pause: neither follower fetches nor the resend task flood the controller.
+        assert!(part.take_alter_partition().is_none());
+        assert!(!part.on_follower_fetch(3, 2, 0, 1_003).unwrap());
+        assert!(part.alter_partition_retry_delay().unwrap() > Duration::ZERO);
+        if let Role::Leader(l) = &mut *part.role() {
+            l.retry_at = None; // the pause is over
+        }
+        assert_eq!(part.alter_partition_retry_delay(), Some(Duration::ZERO));
         let again = part.take_alter_partition().unwrap();
         assert_eq!(again.proposal, ticket.proposal);
         // An answer meant for an older leadership is dropped.

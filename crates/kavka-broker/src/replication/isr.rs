@@ -15,9 +15,6 @@ use kavka_metadata::MetadataImage;
 
 const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
-/// Pause before resending an AlterPartition that failed transiently.
-const ALTER_PARTITION_RETRY_BACKOFF: Duration = Duration::from_millis(500);
-
 /// A partition's replication settings: `min.insync.replicas` from the topic config, else the
 /// broker's, else 1; `replica.lag.time.max.ms` from the broker.
 pub fn replication_config_for_topic(
@@ -92,10 +89,10 @@ pub fn send_pending_alter_partition(broker: &Arc<Broker>, part: &Arc<Partition>)
                 },
             };
         part.complete_alter_partition(ticket.generation, response, now_ms());
-        // A transient failure (controller moving, timeout) is resent after a pause, unless a
-        // follower's fetch sends it first.
-        if part.has_unsent_alter_partition() {
-            tokio::time::sleep(ALTER_PARTITION_RETRY_BACKOFF).await;
+        // A transient failure (controller moving, timeout) is resent after the pause, unless
+        // a follower's fetch sends it first.
+        if let Some(delay) = part.alter_partition_retry_delay() {
+            tokio::time::sleep(delay).await;
             send_pending_alter_partition(&broker, &part);
         }
     });
