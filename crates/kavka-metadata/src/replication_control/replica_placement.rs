@@ -238,6 +238,31 @@ mod tests {
         }
     }
 
+    /// Kafka's AdminRackAwareTest known answer (start index 0: a topic id divisible by 6).
+    #[test]
+    fn matches_kafkas_rack_aware_assignment() {
+        let image = brokers(&[
+            (0, Some("rack1")),
+            (1, Some("rack3")),
+            (2, Some("rack3")),
+            (3, Some("rack2")),
+            (4, Some("rack2")),
+            (5, Some("rack1")),
+        ]);
+        assert_eq!(rack_alternated_brokers(&image).0, vec![0, 3, 1, 5, 4, 2]);
+        let lists = place_replicas(&image, Uuid::from_u128(6), 0, 7, 3).expect("placed");
+        let expected = [
+            [0, 3, 1],
+            [3, 1, 5],
+            [1, 5, 4],
+            [5, 4, 2],
+            [4, 2, 0],
+            [2, 0, 3],
+            [0, 4, 2],
+        ];
+        assert_eq!(lists, expected.map(|l| l.to_vec()));
+    }
+
     #[test]
     fn rack_alternated_arrangement() {
         let image = brokers(&[
