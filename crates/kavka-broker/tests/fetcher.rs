@@ -340,7 +340,7 @@ async fn a_follower_behind_the_leaders_log_start_starts_over_there() {
     let dir = tempfile::tempdir().unwrap();
     let (leader, mut c, part) = start_leader(dir.path()).await;
     produce(&mut c, 6, "a").await; // batches of 1, 2, 3, 1, 2, 3 records
-    // DeleteRecords on the leader, to the middle of the batch at offsets 3..=5.
+                                   // DeleteRecords on the leader, to the middle of the batch at offsets 3..=5.
     let epoch = part.leader_epoch();
     assert_eq!(part.delete_records_before(4).unwrap(), 4);
 
@@ -353,7 +353,41 @@ async fn a_follower_behind_the_leaders_log_start_starts_over_there() {
     assert_eq!(follower.log_start_offset(), 4);
     assert_eq!(log_bytes(&follower), log_bytes(&part));
     let first = record_batch::peek_header(&log_bytes(&follower)).unwrap();
-    assert_eq!(first.base_offset, 3, "the batch holding the log start comes whole");
+    assert_eq!(
+        first.base_offset, 3,
+        "the batch holding the log start comes whole"
+    );
+    fetchers.shutdown();
+    leader.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_follower_waits_for_the_new_epoch_then_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut c, part) = start_leader(dir.path()).await;
+    produce(&mut c, 3, "a").await;
+    let epoch = part.leader_epoch();
+    let fdir = tempfile::tempdir().unwrap();
+    let log = Log::open(&fdir.path().join("replicated-0"), LogConfig::default(), 0).unwrap();
+    let follower = follower_partition(&part, log, epoch);
+    let fetchers = FetcherManager::new(FOLLOWER, leader.broker.config.replication.clone());
+    fetchers.add_partition(follower.clone(), endpoint(&leader), epoch);
+    wait_caught_up(&part, &follower).await;
+
+    // The leader moves to a new epoch the follower has not heard of: its fetches are fenced
+    // and it copies nothing more...
+    part.set_leader_epoch(epoch + 1);
+    produce(&mut c, 2, "b").await;
+    let before = follower.log_end_offset();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(follower.log_end_offset(), before);
+    assert!(before < part.log_end_offset());
+    // ...until the metadata tells it the new epoch.
+    assert!(follower.become_follower(&image(epoch + 1)));
+    fetchers.add_partition(follower.clone(), endpoint(&leader), epoch + 1);
+    wait_caught_up(&part, &follower).await;
+    assert_eq!(log_bytes(&follower), log_bytes(&part));
+    assert_eq!(follower.latest_epoch(), Some(epoch + 1));
     fetchers.shutdown();
     leader.shutdown().await;
 }
