@@ -25,6 +25,7 @@ pub mod group_admin;
 pub mod group_consumer;
 pub mod partitioner;
 pub mod producer;
+pub mod reassignment;
 pub mod topic_id;
 
 pub use admin::{Admin, AlterConfigOp, ConfigEntry, NewTopic, TopicDescription};

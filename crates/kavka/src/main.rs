@@ -30,6 +30,10 @@ enum Command {
     ConsumerGroups(cli::consumer_groups::ConsumerGroupsArgs),
     /// Describe a cluster: its id, nodes, active controller and unhealthy partitions.
     Cluster(cli::cluster::ClusterArgs),
+    /// Move partition replicas between brokers (start, verify, cancel, list reassignments).
+    ReassignPartitions(cli::reassign_partitions::ReassignPartitionsArgs),
+    /// Elect partition leaders: back to the preferred replica, or unclean for offline ones.
+    LeaderElection(cli::leader_election::LeaderElectionArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +45,8 @@ fn main() -> std::process::ExitCode {
         Command::ConsoleConsumer(args) => cli::run(cli::console_consumer::run(args)),
         Command::ConsumerGroups(args) => cli::run(cli::consumer_groups::run(args)),
         Command::Cluster(args) => cli::run(cli::cluster::run(args)),
+        Command::ReassignPartitions(args) => cli::run(cli::reassign_partitions::run(args)),
+        Command::LeaderElection(args) => cli::run(cli::leader_election::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

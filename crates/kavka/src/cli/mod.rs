@@ -5,7 +5,9 @@ pub mod cluster;
 pub mod console_consumer;
 pub mod console_producer;
 pub mod consumer_groups;
+pub mod leader_election;
 pub mod props;
+pub mod reassign_partitions;
 pub mod topics;
 
 /// Runs a tool's future on a small runtime.
