@@ -317,6 +317,8 @@ async fn start_quorum(
 /// and keep its session alive. Until the first one succeeds they are sent more often.
 async fn heartbeat_loop(broker: Arc<Broker>, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut registered = false;
+    // This process's incarnation: the controller fences a broker whose incarnation changes.
+    let incarnation = uuid::Uuid::new_v4();
     loop {
         let b = broker.clone();
         let beat = tokio::task::spawn_blocking(move || {
@@ -325,6 +327,7 @@ async fn heartbeat_loop(broker: Arc<Broker>, interval: Duration, mut stop: watch
                 b.advertised.0.clone(),
                 b.advertised.1,
                 b.config.rack.clone(),
+                Some(incarnation),
             )
         })
         .await;
@@ -335,6 +338,12 @@ async fn heartbeat_loop(broker: Arc<Broker>, interval: Duration, mut stop: watch
                         node_id = broker.node_id(),
                         "registered with the active controller"
                     );
+                    // The heartbeat's answer caught the local image up: take the roles now.
+                    let b = broker.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        b.replicas.enable_roles(&b.controller.image())
+                    })
+                    .await;
                 }
                 registered = true;
             }

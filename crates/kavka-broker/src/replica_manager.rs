@@ -25,6 +25,10 @@ pub struct ReplicaManager {
     runtime: Handle,
     /// Copies the partitions this broker follows from their leaders.
     fetchers: Arc<FetcherManager>,
+    /// Whether partitions take the roles the image gives them. A cluster broker starts with
+    /// this off: its local image may be stale (it was down), so it neither leads nor follows
+    /// until its first heartbeat has caught it up with the active controller.
+    roles_ready: std::sync::atomic::AtomicBool,
 }
 
 pub fn now_ms() -> i64 {
@@ -40,11 +44,13 @@ impl ReplicaManager {
             let _entered = runtime.enter();
             FetcherManager::new(config.node_id, config.replication.clone())
         };
+        let roles_ready = std::sync::atomic::AtomicBool::new(config.cluster.is_none());
         Arc::new(ReplicaManager {
             config,
             partitions: RwLock::new(HashMap::new()),
             runtime,
             fetchers,
+            roles_ready,
         })
     }
 
@@ -187,6 +193,15 @@ impl ReplicaManager {
         metadata: &MetadataImage,
     ) {
         let node = self.config.node_id;
+        if !self.roles_ready.load(std::sync::atomic::Ordering::Acquire) {
+            // Neither lead nor follow on a possibly stale image (see `roles_ready`).
+            self.fetchers.remove_partition(&p.topic, p.index);
+            p.become_follower(&PartitionImage {
+                leader: -1,
+                ..image.clone()
+            });
+            return;
+        }
         if image.leader == node {
             self.fetchers.remove_partition(&p.topic, p.index);
             let cfg = replication_config_for_topic(&self.config, &topic.configs);
@@ -206,6 +221,24 @@ impl ReplicaManager {
             }
             // No leader (offline) or an unknown one: wait for the next image.
             _ => self.fetchers.remove_partition(&p.topic, p.index),
+        }
+    }
+
+    /// Lets partitions take their roles from `image` (a cluster broker, once caught up with
+    /// the active controller). Blocking.
+    pub fn enable_roles(&self, image: &MetadataImage) {
+        if self
+            .roles_ready
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        for (name, t) in &image.topics {
+            for (index, p) in &t.partitions {
+                if let Some(part) = self.get(name, *index) {
+                    self.apply_role(&part, p, t, image);
+                }
+            }
         }
     }
 

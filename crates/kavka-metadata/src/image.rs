@@ -19,6 +19,9 @@ pub struct BrokerInfo {
     /// Fenced brokers (heartbeats stopped) lead no partition and join no ISR; clients are
     /// not told about them. A broker is unfenced when it registers.
     pub fenced: bool,
+    /// Changes every time the broker process starts: a new one means the broker restarted
+    /// (and may have lost unflushed data), so the controller fences it before it leads again.
+    pub incarnation: Uuid,
 }
 
 /// One partition's replica set and leadership.
@@ -184,7 +187,7 @@ impl MetadataImage {
                 host: b.host.clone(),
                 port: b.port,
                 rack: b.rack.clone(),
-                incarnation: Uuid::nil(),
+                incarnation: b.incarnation,
             });
             if b.fenced {
                 out.push(MetadataRecord::FenceBroker { node_id: b.node_id });
@@ -248,7 +251,7 @@ impl MetadataImage {
                 host,
                 port,
                 rack,
-                incarnation: _,
+                incarnation,
             } => {
                 self.brokers.insert(
                     *node_id,
@@ -258,6 +261,7 @@ impl MetadataImage {
                         port: *port,
                         rack: rack.clone(),
                         fenced: false,
+                        incarnation: *incarnation,
                     },
                 );
             }

@@ -28,6 +28,7 @@ pub enum ControllerOp {
         host: String,
         port: u16,
         rack: Option<String>,
+        incarnation: Option<Uuid>,
     },
     ControlledShutdown {
         node_id: i32,
@@ -130,9 +131,10 @@ impl Controller {
                 host,
                 port,
                 rack,
+                incarnation,
             } => ControllerReply::Done {
                 offset: 0,
-                result: self.broker_heartbeat_here(node_id, host, port, rack),
+                result: self.broker_heartbeat_here(node_id, host, port, rack, incarnation),
             },
             ControllerOp::ControlledShutdown { node_id } => ControllerReply::Done {
                 offset: 0,
@@ -225,14 +227,17 @@ impl Controller {
         self.remote_quorum().map(|q| q.forward(&op))
     }
 
-    /// A broker's periodic heartbeat (KIP-631 BrokerHeartbeat, folded with registration):
-    /// registers or updates its endpoint and unfences it. Single node: registers only.
+    /// A broker's periodic heartbeat (KIP-631 BrokerRegistration and BrokerHeartbeat in one):
+    /// registers or updates its endpoint, unfences it, and keeps its session alive.
+    /// `incarnation` is the broker process's id: a new one on a live broker fences it first
+    /// (it restarted). Single node: registers only.
     pub fn broker_heartbeat(
         &self,
         node_id: i32,
         host: impl Into<String>,
         port: u16,
         rack: Option<String>,
+        incarnation: Option<Uuid>,
     ) -> Result<(), ControllerError> {
         let host = host.into();
         let op = ControllerOp::BrokerHeartbeat {
@@ -240,12 +245,13 @@ impl Controller {
             host: host.clone(),
             port,
             rack: rack.clone(),
+            incarnation,
         };
         match self.forwarded(op) {
             Some(Ok(ControllerReply::Done { result, .. })) => result,
             Some(Ok(_)) => Err(mismatch()),
             Some(Err(e)) => Err(e),
-            None => self.broker_heartbeat_here(node_id, host, port, rack),
+            None => self.broker_heartbeat_here(node_id, host, port, rack, incarnation),
         }
     }
 
@@ -257,7 +263,7 @@ impl Controller {
         port: u16,
         rack: Option<String>,
     ) -> Result<(), ControllerError> {
-        self.broker_heartbeat(node_id, host, port, rack)
+        self.broker_heartbeat(node_id, host, port, rack, None)
     }
 
     /// A broker going down cleanly asks to be fenced first, so its partitions get new

@@ -239,12 +239,18 @@ impl Controller {
 
     /// Registers (or re-registers) a broker's endpoint and unfences it; notes the heartbeat
     /// for session expiry. Writes nothing when the broker is registered as given and live.
+    ///
+    /// `incarnation` identifies the broker process; a new one on a live broker means it
+    /// restarted, and it is fenced (leaderships moved, out of the ISRs it can leave) before it
+    /// is registered again, so a replica that may have lost its unflushed tail never leads on
+    /// its old epoch. `None` (tests, a single node) skips that check.
     fn broker_heartbeat_here(
         &self,
         node_id: i32,
         host: String,
         port: u16,
         rack: Option<String>,
+        incarnation: Option<Uuid>,
     ) -> Result<(), ControllerError> {
         if node_id < 0 {
             return Err(ControllerError::InvalidRequest(format!(
@@ -258,7 +264,13 @@ impl Controller {
             image
                 .brokers
                 .get(&node_id)
-                .is_some_and(|b| b.host == host && b.port == port && b.rack == rack && !b.fenced)
+                .is_some_and(|b| {
+                    b.host == host
+                        && b.port == port
+                        && b.rack == rack
+                        && !b.fenced
+                        && incarnation.is_none_or(|i| i == b.incarnation)
+                })
         };
         // Most heartbeats change nothing: answer them without taking the writers' lock.
         if registered_as_given(&self.image()) {
@@ -271,14 +283,24 @@ impl Controller {
         }
         let mut records = Vec::new();
         let known = image.brokers.get(&node_id);
-        if known.is_none_or(|b| b.host != host || b.port != port || b.rack != rack) {
+        let restarted = known.is_some_and(|b| incarnation.is_some_and(|i| i != b.incarnation));
+        if restarted && image.is_live_broker(node_id) {
+            info!(node_id, "broker restarted: fencing its previous incarnation");
+            records.extend(crate::replication_control::fence_broker(
+                &image,
+                node_id,
+                self.unclean_default(),
+            ));
+        }
+        if restarted || known.is_none_or(|b| b.host != host || b.port != port || b.rack != rack)
+        {
             info!(node_id, %host, port, "registering broker");
             records.push(MetadataRecord::RegisterBroker {
                 node_id,
                 host,
                 port,
                 rack,
-                incarnation: random_uuid(),
+                incarnation: incarnation.unwrap_or_else(random_uuid),
             });
         }
         // A registration unfences; the broker is elected where it is the only way back.
@@ -517,7 +539,7 @@ impl Controller {
                 }
                 lists
             }
-            None => place_replicas(&image, t.topic_id, current, add, rf)?,
+            None => crate::replication_control::place_replicas(&image, t.topic_id, current, add, rf)?,
         };
         let records = replica_lists
             .into_iter()
@@ -783,7 +805,7 @@ fn plan_topic(
             return Err(too_many_partitions());
         }
         let rf = usize::try_from(rf).unwrap_or(usize::MAX);
-        place_replicas(image, topic_id, 0, partitions, rf)?
+        crate::replication_control::place_replicas(image, topic_id, 0, partitions, rf)?
     } else {
         if spec.num_partitions != -1 {
             return Err(ControllerError::InvalidRequest(
@@ -886,35 +908,6 @@ fn validate_replicas(
         }
     }
     Ok(())
-}
-
-/// Stripes `count` partitions (starting at index `first`) over the registered brokers,
-/// like Kafka's round-robin placement; the start broker is derived from the topic id so
-/// topics spread differently.
-fn place_replicas(
-    image: &MetadataImage,
-    topic_id: Uuid,
-    first: i32,
-    count: usize,
-    rf: usize,
-) -> Result<Vec<Vec<i32>>, ControllerError> {
-    let brokers: Vec<i32> = image.brokers.keys().copied().collect();
-    if rf > brokers.len() || brokers.is_empty() {
-        return Err(ControllerError::InvalidReplicationFactor(format!(
-            "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
-            brokers.len()
-        )));
-    }
-    let n = brokers.len();
-    let start = (topic_id.as_u128() % n as u128) as usize;
-    let first = usize::try_from(first).unwrap_or(0);
-    Ok((0..count)
-        .map(|p| {
-            (0..rf)
-                .map(|i| brokers[(start + first + p + i) % n])
-                .collect()
-        })
-        .collect())
 }
 
 fn apply_op(
