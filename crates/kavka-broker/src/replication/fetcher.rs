@@ -714,6 +714,11 @@ impl Fetcher {
                 return false;
             }
             appended = self.append(w, records.slice(..whole)).await;
+        } else if !records.is_empty() {
+            // Not even one whole v2 batch: a batch larger than the partition's fetch size that
+            // the leader cut, or data we cannot read. Refetching at once would get the same.
+            warn!(topic = %w.key.0, partition = w.key.1, fetch_offset, bytes = records.len(), "fetched records hold no whole v2 batch; is replica.fetch.max.bytes below the leader's largest batch?");
+            self.state.delay(w, self.backoff());
         }
         w.partition
             .update_follower_high_watermark(data.high_watermark);
