@@ -200,6 +200,9 @@ pub struct ClassicGroup {
     pending_sync: HashSet<String>,
     sync_deadline: Option<i64>,
     needs_store: bool,
+    /// The last offset of the GroupMetadata record being replicated, when the parked
+    /// SyncGroups wait for it (in a cluster). Only the latest store answers them.
+    store_in_flight: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +231,7 @@ impl ClassicGroup {
             pending_sync: HashSet::new(),
             sync_deadline: None,
             needs_store: false,
+            store_in_flight: None,
         }
     }
 
@@ -919,8 +923,21 @@ impl ClassicGroup {
         }
     }
 
-    /// The GroupMetadata record was appended: answer the parked SyncGroups.
+    /// The GroupMetadata record ending at `last_offset` was appended; the parked SyncGroups
+    /// are answered when its replication completes ([`Self::on_stored`]).
+    pub fn store_in_flight(&mut self, last_offset: i64) {
+        self.store_in_flight = Some(last_offset);
+    }
+
+    /// Whether the record ending at `last_offset` is the latest store in flight: an older
+    /// one finishing answers nobody.
+    pub fn is_store_in_flight(&self, last_offset: i64) -> bool {
+        self.store_in_flight == Some(last_offset)
+    }
+
+    /// The GroupMetadata record was appended (and replicated): answer the parked SyncGroups.
     pub fn on_stored(&mut self) {
+        self.store_in_flight = None;
         if self.state != ClassicState::Stable {
             return;
         }
@@ -941,6 +958,7 @@ impl ClassicGroup {
     /// The GroupMetadata record could not be appended: the assignment is not durable, so
     /// parked SyncGroups fail and the group rebalances.
     pub fn on_store_failed(&mut self, error: ErrorCode, limits: ClassicLimits, now_ms: i64) {
+        self.store_in_flight = None;
         if self.state != ClassicState::Stable {
             return;
         }

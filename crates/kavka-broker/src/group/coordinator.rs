@@ -181,9 +181,10 @@ pub struct ListedGroup {
 /// A classic group's stored record, awaiting its replication.
 struct StoreAt {
     partition: i32,
+    /// The shard's epoch when stored.
     epoch: u64,
     group_id: String,
-    generation: i32,
+    last_offset: i64,
 }
 
 /// Per topic, per partition: `None` for success or the error.
@@ -735,8 +736,9 @@ impl GroupCoordinator {
                     partition,
                     epoch,
                     group_id: g.group_id.clone(),
-                    generation: g.generation(),
+                    last_offset: wait.last_offset(),
                 };
+                g.store_in_flight(at.last_offset);
                 if let Err(wait) = self.complete_store_later(at, wait) {
                     // Not following leadership (a single node) or outside a runtime:
                     // nothing else will replicate it, the local append is what we have.
@@ -764,8 +766,8 @@ impl GroupCoordinator {
     }
 
     /// The replication of a classic group's record ended. Ignored when the shard changed
-    /// hands since (its waiters were answered NOT_COORDINATOR) or the group moved on to
-    /// another generation (its waiters were answered by the rebalance).
+    /// hands since (its waiters were answered NOT_COORDINATOR) or a later store of the
+    /// group superseded this one (that one answers them).
     fn finish_store(&self, at: &StoreAt, result: Result<(), ErrorCode>) {
         let Some(shard) = self
             .shards
@@ -785,7 +787,7 @@ impl GroupCoordinator {
         else {
             return;
         };
-        if g.generation() != at.generation {
+        if !g.is_store_in_flight(at.last_offset) {
             return;
         }
         match result {

@@ -32,7 +32,11 @@ fn start_following(dir: &std::path::Path) -> Node {
 }
 
 fn start_unloaded(dir: &std::path::Path) -> Node {
-    let overrides = vec![
+    start_unloaded_with(dir, &[])
+}
+
+fn start_unloaded_with(dir: &std::path::Path, extra: &[&str]) -> Node {
+    let mut overrides = vec![
         format!("log.dirs={}", dir.join("logs").display()),
         format!("metadata.log.dir={}", dir.join("meta").display()),
         "offsets.topic.num.partitions=3".to_string(),
@@ -40,6 +44,7 @@ fn start_unloaded(dir: &std::path::Path) -> Node {
         "group.min.session.timeout.ms=10".to_string(),
         "group.member.metadata.max.bytes=4194304".to_string(),
     ];
+    overrides.extend(extra.iter().map(|o| o.to_string()));
     let (config, _) = BrokerConfig::from_properties("", &overrides).expect("config");
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.metadata_log_dir).expect("meta dir");
@@ -572,8 +577,12 @@ fn with_offsets_leader(
 
 /// Polls (bounded) until the group's shard is no longer loading; returns its answer.
 async fn after_load(n: &Node, group: &str) -> Result<FetchedOffsets, ErrorCode> {
+    loaded(&n.groups, group).await
+}
+
+async fn loaded(groups: &GroupCoordinator, group: &str) -> Result<FetchedOffsets, ErrorCode> {
     for _ in 0..1000 {
-        match n.groups.fetch_offsets(group, None, None) {
+        match groups.fetch_offsets(group, None, None) {
             Err(ErrorCode::CoordinatorLoadInProgress) => {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await
             }
@@ -791,5 +800,147 @@ async fn find_coordinator_answers_the_partition_leader() {
         leadership::coordinator_in(&none, "group-0"),
         Err(ErrorCode::CoordinatorNotAvailable)
     );
+    n.replicas.shutdown();
+}
+
+/// This node and a registered broker that never fetches; `__consumer_offsets` has both
+/// in every ISR. Returns a group coordinated here and its partition.
+async fn with_silent_follower(
+    dir: &std::path::Path,
+    commit_timeout: &str,
+) -> (
+    Node,
+    Arc<GroupCoordinator>,
+    String,
+    Arc<crate::partition::Partition>,
+) {
+    let n = start_unloaded_with(dir, &[commit_timeout]);
+    let me = n.controller.node_id();
+    n.controller
+        .register_broker(me + 1, "127.0.0.2", 9, None)
+        .expect("register");
+    let groups = Arc::new(
+        GroupCoordinator::new(
+            n.groups.config().clone(),
+            n.replicas.clone(),
+            n.controller.clone(),
+        )
+        .with_offsets_topic_replication_factor(2),
+    );
+    groups.follow_leadership();
+    let group = (0..100)
+        .map(|i| format!("g-{i}"))
+        .find(|g| groups.coordinator_for(g).expect("a coordinator").node_id == me)
+        .expect("a group coordinated here");
+    create_topic(&n, "t", 1);
+    assert_eq!(
+        committed(&loaded(&groups, &group).await.expect("loaded")),
+        vec![]
+    );
+    let part = n
+        .replicas
+        .get(OFFSETS_TOPIC, partition_for(&group, 3))
+        .expect("hosted");
+    assert!(part.is_leader());
+    assert_eq!(
+        n.controller
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .expect("topic")
+            .partitions[&partition_for(&group, 3)]
+            .isr
+            .len(),
+        2
+    );
+    (n, groups, group, part)
+}
+
+/// The silent follower catches up: it fetches at the leader's log end.
+fn follower_fetches(n: &Node, part: &crate::partition::Partition) {
+    part.on_follower_fetch(
+        n.controller.node_id() + 1,
+        part.log_end_offset(),
+        part.log_start_offset(),
+        now_ms(),
+    )
+    .expect("follower fetch");
+}
+
+/// With a follower in the ISR, an offset commit is acknowledged only once the follower
+/// has it (acks=-1): its wait resolves when the follower's fetch moves the high
+/// watermark, and answers COORDINATOR_NOT_AVAILABLE when that never happens in
+/// offsets.commit.timeout.ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_wait_for_the_isr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n, groups, group, part) =
+        with_silent_follower(dir.path(), "offsets.commit.timeout.ms=200").await;
+    let (codes, wait) = groups.commit_offsets(&group, &admin(), &[commit("t", 0, 5)]);
+    assert_eq!(codes, vec![None]);
+    let wait = wait.expect("a wait");
+    assert!(!wait.is_replicated(), "the follower does not have it yet");
+    let acked = tokio::spawn(wait.wait());
+    follower_fetches(&n, &part);
+    assert_eq!(acked.await.expect("joined"), Ok(()));
+
+    let (codes, wait) = groups.commit_offsets(&group, &admin(), &[commit("t", 0, 6)]);
+    assert_eq!(codes, vec![None]);
+    assert_eq!(
+        wait.expect("a wait").wait().await,
+        Err(ErrorCode::CoordinatorNotAvailable),
+        "never replicated"
+    );
+    n.replicas.shutdown();
+}
+
+/// The leader's SyncGroup parks until the group's record (its assignment) is replicated,
+/// as Kafka answers it from the store callback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_group_answers_once_the_isr_has_the_assignment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n, groups, group, part) =
+        with_silent_follower(dir.path(), "offsets.commit.timeout.ms=600000").await;
+    let req = |member: &str| JoinRequest {
+        member_id: member.into(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 60_000,
+        rebalance_timeout_ms: 60_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+        require_known_member_id: true,
+    };
+    let Outcome::Done(first) = groups.join_group(&group, req("")) else {
+        panic!("MEMBER_ID_REQUIRED expected")
+    };
+    let Outcome::Wait(mut rx) = groups.join_group(&group, req(&first.member_id)) else {
+        panic!("join parks")
+    };
+    let joined = rx
+        .try_recv()
+        .expect("a lone member completes the join at once");
+    let sync = SyncRequest {
+        member_id: joined.member_id.clone(),
+        group_instance_id: None,
+        generation_id: joined.generation_id,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![(joined.member_id.clone(), Bytes::from_static(b"assigned"))],
+    };
+    let Outcome::Wait(mut synced) = groups.sync_group(&group, sync) else {
+        panic!("the leader's sync waits for the store")
+    };
+    assert!(
+        matches!(
+            synced.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        ),
+        "not answered before the follower has the record"
+    );
+    follower_fetches(&n, &part);
+    let synced = synced.await.expect("answered");
+    assert_eq!(synced.error, None);
+    assert_eq!(synced.assignment, Bytes::from_static(b"assigned"));
     n.replicas.shutdown();
 }
