@@ -506,10 +506,6 @@ impl Log {
                 warn!(dir = %self.dir.display(), error = %e, "cannot write leader epoch checkpoint");
             }
         }
-        self.last_append_ms = now_ms;
-        if self.first_unflushed_ms.is_none() {
-            self.first_unflushed_ms = Some(now_ms);
-        }
         Ok(AppendInfo {
             first_offset,
             last_offset: min_offset - 1,
@@ -563,6 +559,10 @@ impl Log {
         }
         self.size_bytes += buf.len() as u64;
         self.unflushed_bytes += buf.len() as u64;
+        self.last_append_ms = now_ms;
+        if self.first_unflushed_ms.is_none() {
+            self.first_unflushed_ms = Some(now_ms);
+        }
         Ok(new_epoch)
     }
 
