@@ -122,6 +122,9 @@ struct Shard {
     /// Moves at every election and resignation: a replay started under an older epoch
     /// finished too late and is discarded.
     epoch: u64,
+    /// The partition's leader epoch this broker was elected in (unknown before
+    /// leadership is followed).
+    leader_epoch: Option<i32>,
     groups: HashMap<String, Group>,
 }
 
@@ -130,6 +133,7 @@ impl Shard {
         Shard {
             status,
             epoch: 0,
+            leader_epoch: None,
             groups: HashMap::new(),
         }
     }

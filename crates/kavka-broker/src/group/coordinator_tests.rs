@@ -628,18 +628,7 @@ async fn groups_follow_the_leadership_of_their_partition() {
     assert_eq!(codes, vec![None]);
     // A second member's join parks until the first rejoins.
     join_one(&n, "g");
-    let second = JoinRequest {
-        member_id: String::new(),
-        group_instance_id: None,
-        client_id: "c2".into(),
-        client_host: "/127.0.0.1".into(),
-        session_timeout_ms: 60_000,
-        rebalance_timeout_ms: 60_000,
-        protocol_type: "consumer".into(),
-        protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
-        require_known_member_id: false,
-    };
-    let Outcome::Wait(mut parked) = n.groups.join_group("g", second) else {
+    let Outcome::Wait(mut parked) = n.groups.join_group("g", second_join()) else {
         panic!("the second member waits for the rebalance")
     };
 
@@ -686,7 +675,34 @@ async fn groups_follow_the_leadership_of_their_partition() {
     n.groups.apply_leadership(&n.controller.image());
     let got = after_load(&n, "g").await.expect("replayed");
     assert_eq!(committed(&got), vec![("t".to_string(), 0, 9)]);
+
+    // Leadership went elsewhere and came back between two images (a newer leader epoch
+    // naming this node): what is in memory may be stale, so the shard is replayed afresh.
+    let Outcome::Wait(mut parked) = n.groups.join_group("g", second_join()) else {
+        panic!("the second member waits for the rebalance")
+    };
+    n.groups
+        .apply_leadership(&with_offsets_leader(&n.controller.image(), p, me));
+    let answered = parked.try_recv().expect("the parked join is answered");
+    assert_eq!(answered.error, Some(ErrorCode::NotCoordinator));
+    let got = after_load(&n, "g").await.expect("replayed");
+    assert_eq!(committed(&got), vec![("t".to_string(), 0, 9)]);
     n.replicas.shutdown();
+}
+
+/// A new member's join (no member id asked first), parked while the group rebalances.
+fn second_join() -> JoinRequest {
+    JoinRequest {
+        member_id: String::new(),
+        group_instance_id: None,
+        client_id: "c2".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 60_000,
+        rebalance_timeout_ms: 60_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+        require_known_member_id: false,
+    }
 }
 
 /// A replay that finishes after its partition's leadership moved away (and maybe came

@@ -13,6 +13,15 @@
 use super::*;
 use kavka_metadata::{ImageListener, MetadataImage};
 
+/// A resigned shard's groups: parked joins and syncs hear NOT_COORDINATOR.
+fn unload(groups: HashMap<String, Group>) {
+    for (_, mut group) in groups {
+        if let GroupKind::Classic(g) = &mut group.kind {
+            g.unload();
+        }
+    }
+}
+
 /// Where FindCoordinator sends a client: the leader of the key's partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorNode {
@@ -76,13 +85,38 @@ impl GroupCoordinator {
         let node = self.controller.node_id();
         for (p, shard) in shards.iter().enumerate() {
             let p = p as i32;
-            let leads = topic
+            // Leader epochs move only with the leader: a new epoch naming this broker
+            // again means leadership went elsewhere and came back between two images.
+            let led_at = topic
                 .partitions
                 .get(&p)
-                .is_some_and(|part| part.leader == node);
+                .filter(|part| part.leader == node)
+                .map(|part| part.leader_epoch);
             let mut s = lock(shard);
-            match (leads, s.status) {
-                (true, ShardStatus::NotCoordinator) => {
+            let moved_meanwhile = led_at.is_some()
+                && s.status != ShardStatus::NotCoordinator
+                && s.leader_epoch.is_some_and(|e| Some(e) != led_at);
+            if led_at.is_none() || moved_meanwhile {
+                if s.status != ShardStatus::NotCoordinator {
+                    s.epoch += 1;
+                    s.status = ShardStatus::NotCoordinator;
+                    s.leader_epoch = None;
+                    let groups = std::mem::take(&mut s.groups);
+                    let n = groups.len();
+                    unload(groups);
+                    tracing::info!(
+                        partition = p,
+                        groups = n,
+                        "resigned as coordinator of {OFFSETS_TOPIC}-{p}"
+                    );
+                }
+                if led_at.is_none() {
+                    continue;
+                }
+            }
+            s.leader_epoch = led_at;
+            match s.status {
+                ShardStatus::NotCoordinator => {
                     s.epoch += 1;
                     s.status = ShardStatus::Loading { claimed: false };
                     drop(s);
@@ -91,28 +125,11 @@ impl GroupCoordinator {
                 }
                 // Pending since before leadership was followed (`init_existing`): replay
                 // it now. Claiming arbitrates between replays, so a spare one is a no-op.
-                (true, ShardStatus::Loading { claimed: false }) => {
+                ShardStatus::Loading { claimed: false } => {
                     drop(s);
                     self.spawn_load(p);
                 }
-                (false, ShardStatus::NotCoordinator) | (true, _) => {}
-                (false, _) => {
-                    s.epoch += 1;
-                    s.status = ShardStatus::NotCoordinator;
-                    let groups = std::mem::take(&mut s.groups);
-                    drop(s);
-                    let n = groups.len();
-                    for (_, mut group) in groups {
-                        if let GroupKind::Classic(g) = &mut group.kind {
-                            g.unload();
-                        }
-                    }
-                    tracing::info!(
-                        partition = p,
-                        groups = n,
-                        "resigned as coordinator of {OFFSETS_TOPIC}-{p}"
-                    );
-                }
+                ShardStatus::Loading { claimed: true } | ShardStatus::Loaded => {}
             }
         }
     }
