@@ -1,7 +1,9 @@
 """Scaling a 3-node cluster without downtime, as real processes (cluster.py), through the CLI:
 `kavka reassign-partitions` moves a partition that holds data from one broker to another while
 an acks=all producer keeps writing (KIP-455), and `kavka leader-election` puts leadership back
-on the preferred replica after a leader was killed and restarted (KIP-460).
+on the preferred replica after a leader was killed and restarted (KIP-460). The same APIs are
+also driven by other clients: kafka-python (AlterPartitionReassignments,
+ListPartitionReassignments) and librdkafka (ElectLeaders).
 
 Every wait is bounded.
 """
@@ -13,6 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from confluent_kafka import ElectionType, TopicPartition
+from kafka import KafkaAdminClient
+from kafka import TopicPartition as KpTopicPartition
 
 from cluster import KAVKA_BIN, Cluster, ClusterError, SequenceProducer, check_acknowledged
 
@@ -66,7 +71,8 @@ def test_reassign_partition_with_data_while_producing(make_cluster, tmp_path):
     c.create_topic(topic, partitions=1, replication_factor=1, config={"min.insync.replicas": "1"})
     [source] = c.replicas_of(topic)
     target = next(i for i in sorted(c.nodes) if i != source)
-    assert partition_dirs(c.node(source).data_dir, topic, 0), "the source holds no log"
+    c.wait_for(f"node {source} to open its log of {topic}-0",
+               lambda: partition_dirs(c.node(source).data_dir, topic, 0), timeout=15)
 
     sp = SequenceProducer(c.bootstrap, topic, rate=200.0).start()
     try:
@@ -161,3 +167,56 @@ def test_preferred_leader_election_after_leader_restart(make_cluster):
     r = kavka("leader-election", "--bootstrap-server", c.bootstrap, "--election-type", "PREFERRED",
               "--topic", topic, "--partition", "9", check=False)
     assert r.returncode != 0 and "does not exist" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_pending_reassignment_listed_and_cancelled_with_kafka_python(make_cluster):
+    """A reassignment whose new replica cannot catch up (its broker is paused, hence fenced)
+    stays pending: ListPartitionReassignments shows it, a cancellation returns the partition
+    to its original replica."""
+    c = make_cluster(3)
+    topic = "pending"
+    c.create_topic(topic, partitions=1, replication_factor=1, config={"min.insync.replicas": "1"})
+    [source] = c.replicas_of(topic)
+    controller = c.controller_id()
+    stuck = next(i for i in sorted(c.nodes) if i not in (source, controller))
+    admin = KafkaAdminClient(bootstrap_servers=c.node(controller).bootstrap, request_timeout_ms=20000)
+    tp = KpTopicPartition(topic, 0)
+    # Finds (and keeps) the controller while every node answers.
+    assert admin.list_partition_reassignments() == {}
+    c.pause(stuck)
+    try:
+        assert admin.alter_partition_reassignments({tp: [stuck]}) == {tp: None}
+        c.wait_for("the widened replica set", lambda: c.replicas_of(topic) == [stuck, source], timeout=15)
+        listed = admin.list_partition_reassignments()
+        assert listed == {tp: {"replicas": [stuck, source], "adding_replicas": [stuck],
+                               "removing_replicas": [source]}}, listed
+        assert c.isr_of(topic) == [source]
+        assert admin.alter_partition_reassignments({tp: None}) == {tp: None}
+        c.wait_for("the original replica set", lambda: c.replicas_of(topic) == [source], timeout=15)
+        assert admin.list_partition_reassignments() == {}
+        # Nothing pending any more.
+        [err] = admin.alter_partition_reassignments({tp: None}).values()
+        assert err is not None and err.errno == 85, err
+    finally:
+        c.resume(stuck)
+        admin.close()
+    c.wait_ready()
+
+
+def test_preferred_election_with_librdkafka(make_cluster):
+    c = make_cluster(3, **{"auto.leader.rebalance.enable": "false"})
+    topic = "rdkafka-elect"
+    c.create_topic(topic, partitions=1, replication_factor=3)
+    preferred = c.replicas_of(topic)[0]
+    c.kill(preferred)
+    c.wait_for_leader(topic, not_in=(preferred,))
+    c.start_node(preferred)
+    c.wait_for_isr(topic, 0, lambda isr: preferred in isr, f"to contain {preferred} again", timeout=60)
+
+    tp = TopicPartition(topic, 0)
+    result = c.admin().elect_leaders(ElectionType.PREFERRED, [tp]).result(timeout=30)
+    assert list(result.values()) == [None], result
+    c.wait_for(f"node {preferred} to lead {topic}-0 again",
+               lambda: c.leader_of(topic) == preferred, timeout=30)
+    [again] = c.admin().elect_leaders(ElectionType.PREFERRED, [tp]).result(timeout=30).values()
+    assert again is not None and again.code() == 84, again
