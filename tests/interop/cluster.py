@@ -250,8 +250,8 @@ class Cluster:
         raise ClusterError(f"node {node.node_id} did not listen on {node.bootstrap} in time\n" + self.log_tails())
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S, brokers: set[int] | None = None) -> None:
-        """Until Metadata lists exactly `brokers` (default: every responsive node), a controller
-        and a cluster id."""
+        """Until Metadata lists exactly `brokers` (default: every responsive node) and a
+        controller. (The cluster id is test_cluster.py's to check, not a readiness condition.)"""
         want = brokers if brokers is not None else {n.node_id for n in self.responsive()}
         deadline = time.monotonic() + timeout
         last = None
@@ -260,12 +260,12 @@ class Cluster:
             md = self.metadata(timeout=3)
             if md is not None:
                 last = (sorted(md.brokers), md.controller_id, md.cluster_id)
-                if set(md.brokers) == want and md.controller_id >= 0 and md.cluster_id:
+                if set(md.brokers) == want and md.controller_id >= 0:
                     return
             time.sleep(0.2)
         raise ClusterError(
-            f"cluster not ready in {timeout}s: wanted brokers {sorted(want)}, a controller and a "
-            f"cluster id, last Metadata (brokers, controller, cluster id) = {last}\n" + self.log_tails()
+            f"cluster not ready in {timeout}s: wanted brokers {sorted(want)} and a controller, "
+            f"last Metadata (brokers, controller, cluster id) = {last}\n" + self.log_tails()
         )
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
@@ -392,6 +392,32 @@ class Cluster:
     def replicas_of(self, topic: str, partition: int = 0) -> list[int]:
         p = self.partition(topic, partition)
         return [] if p is None else list(p.replicas)
+
+    def coordinator_of(self, group: str) -> int:
+        """The group's coordinator (FindCoordinator through DescribeGroups), -1 if unknown yet."""
+        try:
+            d = self.admin().describe_consumer_groups([group], request_timeout=5)[group].result(timeout=10)
+        except KafkaException:
+            return -1
+        return d.coordinator.id if d.coordinator is not None else -1
+
+    def group_coordinated_by(self, node_id: int, prefix: str, timeout: float = 30.0) -> str:
+        """A group id (`prefix-N`) whose coordinator is `node_id`: its __consumer_offsets
+        partition is led there, so killing that node moves the group too."""
+        deadline = time.monotonic() + timeout
+        seen: dict[int, int] = {}
+        for i in range(1000):
+            if time.monotonic() > deadline:
+                break
+            group = f"{prefix}-{i % 64}"
+            coordinator = self.coordinator_of(group)
+            if coordinator == node_id:
+                return group
+            seen[coordinator] = seen.get(coordinator, 0) + 1
+            if coordinator < 0:
+                time.sleep(0.1)  # __consumer_offsets being created, or its leader moving
+        raise ClusterError(f"no group id {prefix}-N coordinated by node {node_id} found in {timeout}s "
+                           f"(coordinators seen, -1 = none: {seen})\n" + self.log_tails())
 
     def controller_id(self) -> int:
         md = self.metadata()
