@@ -261,16 +261,13 @@ impl Controller {
             q.heartbeat(node_id);
         }
         let registered_as_given = |image: &MetadataImage| {
-            image
-                .brokers
-                .get(&node_id)
-                .is_some_and(|b| {
-                    b.host == host
-                        && b.port == port
-                        && b.rack == rack
-                        && !b.fenced
-                        && incarnation.is_none_or(|i| i == b.incarnation)
-                })
+            image.brokers.get(&node_id).is_some_and(|b| {
+                b.host == host
+                    && b.port == port
+                    && b.rack == rack
+                    && !b.fenced
+                    && incarnation.is_none_or(|i| i == b.incarnation)
+            })
         };
         // Most heartbeats change nothing: answer them without taking the writers' lock.
         if registered_as_given(&self.image()) {
@@ -285,15 +282,17 @@ impl Controller {
         let known = image.brokers.get(&node_id);
         let restarted = known.is_some_and(|b| incarnation.is_some_and(|i| i != b.incarnation));
         if restarted && image.is_live_broker(node_id) {
-            info!(node_id, "broker restarted: fencing its previous incarnation");
+            info!(
+                node_id,
+                "broker restarted: fencing its previous incarnation"
+            );
             records.extend(crate::replication_control::fence_broker(
                 &image,
                 node_id,
                 self.unclean_default(),
             ));
         }
-        if restarted || known.is_none_or(|b| b.host != host || b.port != port || b.rack != rack)
-        {
+        if restarted || known.is_none_or(|b| b.host != host || b.port != port || b.rack != rack) {
             info!(node_id, %host, port, "registering broker");
             records.push(MetadataRecord::RegisterBroker {
                 node_id,
@@ -539,7 +538,9 @@ impl Controller {
                 }
                 lists
             }
-            None => crate::replication_control::place_replicas(&image, t.topic_id, current, add, rf)?,
+            None => {
+                crate::replication_control::place_replicas(&image, t.topic_id, current, add, rf)?
+            }
         };
         let records = replica_lists
             .into_iter()
