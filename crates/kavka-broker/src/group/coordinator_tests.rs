@@ -960,3 +960,35 @@ async fn sync_group_answers_once_the_isr_has_the_assignment() {
     assert_eq!(synced.assignment, Bytes::from_static(b"assigned"));
     n.replicas.shutdown();
 }
+
+/// The image naming this broker is not enough: its partition must have become leader
+/// (a restarted cluster broker holds its partitions roleless until caught up). Once the
+/// roles are taken, applying the same image again elects it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roleless_partition_is_not_coordinated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = start_following(dir.path());
+    n.groups.ensure_ready().expect("ready");
+    create_topic(&n, "t", 1);
+    let (codes, _) = n.groups.commit_offsets("g", &admin(), &[commit("t", 0, 9)]);
+    assert_eq!(codes, vec![None]);
+    let p = partition_for("g", 3);
+    let image = n.controller.image();
+    let topic = image.topic(OFFSETS_TOPIC).expect("topic");
+    let part = n.replicas.get(OFFSETS_TOPIC, p).expect("hosted");
+    part.become_follower(&kavka_metadata::PartitionImage {
+        leader: -1,
+        ..topic.partitions[&p].clone()
+    });
+    n.groups.apply_leadership(&image);
+    assert_eq!(
+        n.groups.fetch_offsets("g", None, None),
+        Err(ErrorCode::NotCoordinator)
+    );
+    n.replicas.reconcile(None, &image);
+    assert!(part.is_leader());
+    n.groups.apply_leadership(&image);
+    let got = after_load(&n, "g").await.expect("replayed");
+    assert_eq!(committed(&got), vec![("t".to_string(), 0, 9)]);
+    n.replicas.shutdown();
+}

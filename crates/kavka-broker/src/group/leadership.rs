@@ -9,6 +9,8 @@
 //!   NOT_COORDINATOR, as do later requests); the new leader replays them from its replica.
 //! - Every election and resignation moves the shard's epoch, so a replay that finishes
 //!   after leadership moved on is discarded instead of installing stale groups.
+//! - A newer leader epoch naming this broker again means leadership went away and came
+//!   back between two images: the shard is resigned and replayed afresh.
 
 use super::*;
 use kavka_metadata::{ImageListener, MetadataImage};
@@ -60,8 +62,11 @@ impl GroupCoordinator {
         self.me.get().is_some()
     }
 
-    /// Adopts `image`'s leadership of the `__consumer_offsets` partitions. Quick: replays
-    /// run elsewhere. An image older than one already applied is ignored.
+    /// Adopts `image`'s leadership of the `__consumer_offsets` partitions (the image's
+    /// leader is this broker and the partition has become leader here). Quick: replays run
+    /// elsewhere. An image older than one already applied is ignored; the same image again
+    /// is fine (call it after partitions took roles outside an image change, e.g.
+    /// `ReplicaManager::enable_roles`).
     pub fn apply_leadership(&self, image: &MetadataImage) {
         if !self.follows_leadership() {
             return;
@@ -87,10 +92,18 @@ impl GroupCoordinator {
             let p = p as i32;
             // Leader epochs move only with the leader: a new epoch naming this broker
             // again means leadership went elsewhere and came back between two images.
+            // The partition must have taken the role too: a broker catching up after a
+            // restart holds its partitions roleless (ReplicaManager's `roles_ready`) while
+            // its image may still name it leader.
             let led_at = topic
                 .partitions
                 .get(&p)
                 .filter(|part| part.leader == node)
+                .filter(|_| {
+                    self.replicas
+                        .get(OFFSETS_TOPIC, p)
+                        .is_some_and(|part| part.is_leader())
+                })
                 .map(|part| part.leader_epoch);
             let mut s = lock(shard);
             let moved_meanwhile = led_at.is_some()
