@@ -266,7 +266,7 @@ impl Partition {
     /// so it restarts from the log start offset, as Kafka does without its checkpoint, and
     /// the leader's fetch responses raise it. Otherwise truncation would keep records nobody
     /// committed as if they were. A partition that first becomes leader keeps the log end:
-    /// it was elected from the ISR, and the coordinator loads its shards up to the HW.
+    /// it was elected from the ISR, so its log is the one every replica will follow.
     fn reset_unknown_high_watermark(&self, role: &Role, image: &PartitionImage) {
         if matches!(role, Role::Unassigned) && image.replicas.len() > 1 {
             let lso = self.log_start_offset();
@@ -333,8 +333,13 @@ impl Partition {
             now_ms,
         ) {
             Ok(state) => {
-                // The leader state starts from the local HW and only raises it.
-                self.high_watermark.send_replace(hw);
+                // The leader state starts from the local HW (never past the log end) and
+                // only raises it.
+                self.high_watermark.send_if_modified(|cur| {
+                    let moved = *cur != hw;
+                    *cur = hw;
+                    moved
+                });
                 self.raise_high_watermark(state.high_watermark());
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 *role = Role::Leader(Box::new(Leadership {
@@ -348,8 +353,8 @@ impl Partition {
                 // The controller never names a leader outside its ISR; refuse leadership
                 // rather than replicate from a state we cannot trust.
                 tracing::error!(topic = %self.topic, partition = self.index, "cannot become leader: {e}");
-                let g = self.lock();
-                if g.is_some() {
+                {
+                    let _log = self.lock();
                     self.accepts_leader_appends.store(false, Ordering::Release);
                 }
                 *role = Role::Follower {
@@ -378,10 +383,9 @@ impl Partition {
         }
         self.reset_unknown_high_watermark(&role, image);
         {
-            let g = self.lock();
-            if g.is_some() {
-                self.accepts_leader_appends.store(false, Ordering::Release);
-            }
+            // Under the log lock: no leader append lands after this.
+            let _log = self.lock();
+            self.accepts_leader_appends.store(false, Ordering::Release);
             self.leader_epoch
                 .fetch_max(image.leader_epoch, Ordering::AcqRel);
         }
