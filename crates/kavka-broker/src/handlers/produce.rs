@@ -324,3 +324,191 @@ pub async fn handle_with(
             .with_node_endpoints(node_endpoints),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Produce and Fetch on a broker started in-process as node 1, with node 2 registered
+    //! but never running: node 1 leads `led` (replicas 1, 2) and follows `followed`
+    //! (replicas 2, 1). Node 2's follower fetches are sent to the Fetch handler by hand.
+
+    use super::*;
+    use crate::handlers::fetch;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::records::Compression;
+    use kavka_metadata::{CreateTopicSpec, TopicDefaults};
+    use kavka_protocol::records::{encode_batch, plain_record};
+
+    const LED: &str = "led";
+    const FOLLOWED: &str = "followed";
+    const FOLLOWER: i32 = 2;
+    /// Bound on polling for an asynchronous effect (20 ms apart).
+    const POLLS: usize = 500;
+
+    fn name(s: &str) -> TopicName {
+        TopicName(StrBytes::from_string(s.to_string()))
+    }
+
+    async fn setup(dir: &std::path::Path) -> crate::RunningBroker {
+        let overrides = [
+            "node.id=1".to_string(),
+            "listeners=PLAINTEXT://127.0.0.1:0".to_string(),
+            format!("log.dirs={}", dir.join("logs").display()),
+            format!("metadata.log.dir={}", dir.join("meta").display()),
+            "replica.fetch.backoff.ms=1000".to_string(),
+        ];
+        let config = crate::config::BrokerConfig::from_properties("", &overrides)
+            .unwrap()
+            .0;
+        let running = crate::start(config).await.unwrap();
+        let b = running.broker.clone();
+        tokio::task::spawn_blocking(move || {
+            b.controller
+                .register_broker(FOLLOWER, "127.0.0.1", 9, None)
+                .unwrap();
+            let specs = [(LED, vec![1, FOLLOWER]), (FOLLOWED, vec![FOLLOWER, 1])]
+                .into_iter()
+                .map(|(topic, replicas)| CreateTopicSpec {
+                    name: topic.into(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    assignments: vec![(0, replicas)],
+                    configs: Default::default(),
+                })
+                .collect();
+            let defaults = TopicDefaults {
+                num_partitions: 1,
+                replication_factor: 1,
+            };
+            for r in b.controller.create_topics(specs, false, &defaults) {
+                r.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        let b = &running.broker;
+        for _ in 0..POLLS {
+            let led = b.replicas.get(LED, 0).is_some_and(|p| p.is_leader());
+            let followed = b.replicas.get(FOLLOWED, 0).is_some_and(|p| !p.is_leader());
+            if led && followed {
+                return running;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the partitions never took their roles");
+    }
+
+    fn produce_request(topic: &str, acks: i16, timeout_ms: i32) -> ProduceRequest {
+        let batch = encode_batch(
+            &[plain_record(0, 1_000, None, Some(Bytes::from_static(b"v")))],
+            Compression::None,
+        )
+        .unwrap();
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(timeout_ms)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch))])])
+    }
+
+    fn fetch_request(topic: &str, replica_id: i32, offset: i64) -> FetchRequest {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(replica_id))
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_log_start_offset(0)
+                    .with_partition_max_bytes(1 << 20)])])
+    }
+
+    async fn produce(b: &Arc<Broker>, req: ProduceRequest, version: i16) -> ProduceResponse {
+        handle(b.clone(), req, version).await.unwrap().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_all_waits_for_the_follower_and_a_non_leader_names_the_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = setup(dir.path()).await;
+        let b = running.broker.clone();
+        let led = b.replicas.get(LED, 0).unwrap();
+
+        // Node 2 never fetched: the HW cannot cover the batch in time.
+        let resp = produce(&b, produce_request(LED, -1, 50), 9).await;
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, ErrorCode::RequestTimedOut.code(), "{resp:?}");
+        assert_eq!(led.log_end_offset(), 1, "the batch was appended");
+
+        // A second acks=all produce parks until node 2's fetch shows it has both batches.
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { produce(&b, produce_request(LED, -1, 60_000), 9).await }
+        });
+        for _ in 0..POLLS {
+            if led.log_end_offset() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(led.log_end_offset(), 2);
+        assert_eq!(led.high_watermark(), 0);
+        let consumer = fetch::handle(b.clone(), fetch_request(LED, -1, 0), 12).await;
+        let d = &consumer.responses[0].partitions[0];
+        assert_eq!((d.error_code, d.high_watermark), (0, 0));
+        assert!(
+            d.records.as_ref().unwrap().is_empty(),
+            "consumers stop at the HW"
+        );
+
+        let follower = fetch::handle(b.clone(), fetch_request(LED, FOLLOWER, 0), 12).await;
+        let d = &follower.responses[0].partitions[0];
+        assert_eq!(d.error_code, 0, "{follower:?}");
+        assert_eq!(
+            record_batch::batches(d.records.as_ref().unwrap()).count(),
+            2,
+            "a follower reads up to the log end"
+        );
+        let follower = fetch::handle(b.clone(), fetch_request(LED, FOLLOWER, 2), 12).await;
+        let d = &follower.responses[0].partitions[0];
+        assert_eq!((d.error_code, d.high_watermark), (0, 2));
+        let resp = waiting.await.unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 1), "{resp:?}");
+
+        // Node 1 follows `followed`: refused, with where to go instead.
+        let epoch = b
+            .controller
+            .image()
+            .topic(FOLLOWED)
+            .and_then(|t| t.partitions.get(&0).map(|p| p.leader_epoch))
+            .unwrap();
+        let resp = produce(&b, produce_request(FOLLOWED, 1, 1_000), 10).await;
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, ErrorCode::NotLeaderOrFollower.code());
+        assert_eq!(
+            (p.current_leader.leader_id, p.current_leader.leader_epoch),
+            (BrokerId(FOLLOWER), epoch)
+        );
+        let endpoints: Vec<_> = resp
+            .node_endpoints
+            .iter()
+            .map(|e| (e.node_id, e.host.to_string(), e.port))
+            .collect();
+        assert_eq!(endpoints, vec![(BrokerId(FOLLOWER), "127.0.0.1".into(), 9)]);
+        let consumer = fetch::handle(b.clone(), fetch_request(FOLLOWED, -1, 0), 12).await;
+        let d = &consumer.responses[0].partitions[0];
+        assert_eq!(d.error_code, ErrorCode::NotLeaderOrFollower.code());
+        assert_eq!(d.current_leader.leader_id, BrokerId(FOLLOWER));
+
+        running.shutdown().await;
+    }
+}
