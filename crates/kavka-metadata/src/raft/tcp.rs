@@ -348,28 +348,35 @@ impl TcpTransport {
                 )
             })?;
             let mut guard = conn.lock().await;
-            let exchange = async {
-                if guard.is_none() {
-                    let stream = TcpStream::connect(addr).await?;
-                    let _ = stream.set_nodelay(true);
-                    *guard = Some(stream);
-                }
-                let stream = guard
-                    .as_mut()
-                    .ok_or_else(|| io::Error::other("no connection"))?;
-                write_message(stream, &envelope).await?;
-                read_message::<_, Reply>(stream, FRAME_READ_TIMEOUT).await
+            // The stream leaves the slot for the exchange and goes back only after a whole
+            // reply was read. A caller that gives up mid-exchange (openraft drops RPC futures
+            // at its own timeouts) drops the stream with it, so the next request can never
+            // read the reply meant for an abandoned one.
+            let idle = guard.take();
+            let exchange = async move {
+                let mut stream = match idle {
+                    Some(stream) => stream,
+                    None => {
+                        let stream = TcpStream::connect(addr).await?;
+                        let _ = stream.set_nodelay(true);
+                        stream
+                    }
+                };
+                write_message(&mut stream, &envelope).await?;
+                let reply = read_message::<_, Reply>(&mut stream, FRAME_READ_TIMEOUT).await?;
+                Ok::<_, io::Error>((reply, stream))
             };
             let result = match tokio::time::timeout(timeout, exchange).await {
-                Ok(result) => result,
+                Ok(Ok((reply, stream))) => {
+                    *guard = Some(stream);
+                    Ok(reply)
+                }
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "raft RPC timed out",
                 )),
             };
-            if result.is_err() {
-                *guard = None;
-            }
             result
         })
     }
@@ -512,6 +519,58 @@ mod tests {
             read.err().map(|e| e.kind()),
             Some(io::ErrorKind::UnexpectedEof)
         );
+    }
+
+    /// A caller that abandons a request mid-exchange must not leave its reply for the next
+    /// request on the same connection (openraft drops RPC futures at its own timeouts).
+    #[tokio::test]
+    async fn an_abandoned_request_never_leaves_its_reply_to_the_next() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let mut served = 0u32;
+            // Bounded: at most a few connections and requests.
+            while served < 4 {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                while served < 4 {
+                    let Ok(env) =
+                        read_message::<_, Envelope>(&mut stream, FRAME_READ_TIMEOUT).await
+                    else {
+                        break;
+                    };
+                    served += 1;
+                    let label = match env.body {
+                        Request::Controller(op) => op,
+                        _ => String::new(),
+                    };
+                    if label == "slow" {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    if write_message(&mut stream, &Reply::Controller(Ok(label)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        let transport = TcpTransport::new("c", BTreeMap::from([(2, addr)]), Duration::from_secs(5));
+        let slow = transport.forward(1, 2, "slow".into(), Duration::from_secs(5));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), slow)
+                .await
+                .is_err(),
+            "the slow request should still be running when abandoned"
+        );
+        let next = transport
+            .forward(1, 2, "fast".into(), Duration::from_secs(5))
+            .await
+            .expect("second request");
+        assert_eq!(next, Ok("fast".to_owned()));
+        server.abort();
     }
 
     #[tokio::test]
