@@ -105,7 +105,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         None => None,
     };
 
-    let (controller, replicas, groups, replay_offsets) = {
+    let (controller, replicas, groups) = {
         let config = config.clone();
         let advertised = advertised.clone();
         let runtime = tokio::runtime::Handle::current();
@@ -129,12 +129,20 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                 started.elapsed().as_millis()
             );
             controller.subscribe(replicas.clone());
-            let groups = Arc::new(group::GroupCoordinator::new(
-                config.group.clone(),
-                replicas.clone(),
-                controller.clone(),
-            ));
-            let replay_offsets = groups.init_existing();
+            let groups = Arc::new(
+                group::GroupCoordinator::new(
+                    config.group.clone(),
+                    replicas.clone(),
+                    controller.clone(),
+                )
+                .with_offsets_topic_replication_factor(
+                    config.replication.offsets_topic_replication_factor,
+                ),
+            );
+            // Subscribed after the replica manager: a shard loads once its partition leads.
+            // The coordinator replays __consumer_offsets while the broker already serves;
+            // group requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS and clients retry.
+            groups.follow_leadership();
             // A cluster node registers through its heartbeats once the quorum has a leader.
             if !controller.is_clustered() {
                 controller
@@ -146,7 +154,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                     )
                     .map_err(|e| StartError::Metadata(e.to_string()))?;
             }
-            Ok((controller, replicas, groups, replay_offsets))
+            Ok((controller, replicas, groups))
         })
         .await
         .map_err(|e| StartError::Metadata(e.to_string()))??
@@ -208,13 +216,6 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             config.cleaner.clone(),
             stop,
         ));
-    }
-
-    // The group coordinator replays __consumer_offsets while the broker already serves;
-    // group requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS and clients retry.
-    if replay_offsets {
-        let g = groups.clone();
-        tokio::task::spawn_blocking(move || g.load_all());
     }
 
     // Group coordinator timers: member sessions and rebalance deadlines, offset expiry.
@@ -341,7 +342,10 @@ async fn heartbeat_loop(broker: Arc<Broker>, interval: Duration, mut stop: watch
                     // The heartbeat's answer caught the local image up: take the roles now.
                     let b = broker.clone();
                     let _ = tokio::task::spawn_blocking(move || {
-                        b.replicas.enable_roles(&b.controller.image())
+                        let image = b.controller.image();
+                        b.replicas.enable_roles(&image);
+                        // Roles changed without a new image: coordinators follow them.
+                        b.groups.apply_leadership(&image);
                     })
                     .await;
                 }
