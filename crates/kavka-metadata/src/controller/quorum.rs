@@ -388,7 +388,7 @@ impl Controller {
             return;
         }
         let image = self.image();
-        if image.cluster_id.is_empty() && image.offset < 0 {
+        if image.cluster_id.is_empty() {
             let cluster_id = cluster_id_hint
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| uuid_to_kafka_string(random_uuid()));
