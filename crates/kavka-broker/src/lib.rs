@@ -332,7 +332,7 @@ async fn heartbeat_loop(broker: Arc<Broker>, interval: Duration, mut stop: watch
             )
         })
         .await;
-        match beat {
+        let healthy = match beat {
             Ok(Ok(())) => {
                 if !registered {
                     tracing::info!(
@@ -350,11 +350,16 @@ async fn heartbeat_loop(broker: Arc<Broker>, interval: Duration, mut stop: watch
                     .await;
                 }
                 registered = true;
+                true
             }
-            Ok(Err(e)) => tracing::debug!("broker heartbeat failed: {e}"),
+            Ok(Err(e)) => {
+                tracing::debug!("broker heartbeat failed: {e}");
+                false
+            }
             Err(_) => return,
-        }
-        let pause = if registered {
+        };
+        // A failed heartbeat (controller moving) is retried soon, within the session.
+        let pause = if healthy {
             interval
         } else {
             interval.min(Duration::from_millis(200))

@@ -152,7 +152,14 @@ impl Quorum {
             .map_err(|e| ControllerError::InvalidRequest(format!("cannot forward: {e}")))?;
         let transport = Arc::clone(&self.transport);
         let from = self.raft.node_id();
-        let timeout = self.options.forward_timeout;
+        // A heartbeat stuck on an unresponsive controller must not outlive the broker's
+        // session: it gives up early and the next one goes to whoever leads by then.
+        let timeout = match op {
+            ControllerOp::BrokerHeartbeat { .. } => Duration::from_millis(
+                (self.options.broker_session_timeout_ms / 4).clamp(250, 2_000),
+            ),
+            _ => self.options.forward_timeout,
+        };
         let outcome =
             self.wait(async move { transport.forward(from, target, body, timeout).await })?;
         let text = match outcome {
@@ -168,27 +175,36 @@ impl Quorum {
         };
         let reply: ControllerReply = serde_json::from_str(&text)
             .map_err(|e| ControllerError::Storage(format!("bad controller reply: {e}")))?;
-        self.catch_up(reply.offset());
+        let heartbeat = matches!(op, ControllerOp::BrokerHeartbeat { .. });
+        let patience = if heartbeat { timeout } else { CATCH_UP_TIMEOUT };
+        if !self.catch_up(reply.offset(), patience) && heartbeat {
+            // A broker takes its roles after its first heartbeat: only with a current image.
+            return Err(ControllerError::NotController(
+                "This node has not caught up with the active controller yet.".into(),
+            ));
+        }
         Ok(reply)
     }
 
-    /// Waits (bounded) until this member has applied `offset`.
-    fn catch_up(&self, offset: i64) {
+    /// Waits (at most `patience`) until this member has applied `offset`.
+    fn catch_up(&self, offset: i64, patience: Duration) -> bool {
         if self.raft.image().offset >= offset {
-            return;
+            return true;
         }
         let mut rx = self.raft.subscribe();
         let reached = self.wait(async move {
-            tokio::time::timeout(CATCH_UP_TIMEOUT, rx.wait_for(|i| i.offset >= offset))
+            tokio::time::timeout(patience, rx.wait_for(|i| i.offset >= offset))
                 .await
                 .is_ok_and(|r| r.is_ok())
         });
-        if !matches!(reached, Ok(true)) {
+        let reached = matches!(reached, Ok(true));
+        if !reached {
             warn!(
                 offset,
                 "metadata: not caught up with the active controller in time"
             );
         }
+        reached
     }
 
     /// Notes a heartbeat from `node_id` (only meaningful on the active controller).
