@@ -424,13 +424,19 @@ class Cluster:
         return -1 if md is None else md.controller_id
 
     def create_topic(self, topic: str, partitions: int = 1, replication_factor: int | None = None,
-                     config: dict | None = None, timeout: float = 30.0) -> None:
-        """Creates the topic and waits until every partition has a leader and a full ISR."""
-        rf = replication_factor if replication_factor is not None else min(3, self.n)
-        fs = self.admin().create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=rf, config=config or {})],
-            operation_timeout=15, request_timeout=20,
-        )
+                     config: dict | None = None, timeout: float = 30.0,
+                     replica_assignment: list[list[int]] | None = None) -> None:
+        """Creates the topic (with the controller's placement, or `replica_assignment`: one
+        replica list per partition, preferred leader first) and waits until every partition has
+        a leader and a full ISR."""
+        if replica_assignment is not None:
+            new = NewTopic(topic, num_partitions=len(replica_assignment),
+                           replica_assignment=replica_assignment, config=config or {})
+            partitions = len(replica_assignment)
+        else:
+            rf = replication_factor if replication_factor is not None else min(3, self.n)
+            new = NewTopic(topic, num_partitions=partitions, replication_factor=rf, config=config or {})
+        fs = self.admin().create_topics([new], operation_timeout=15, request_timeout=20)
         for f in fs.values():
             f.result(timeout=timeout)
         self.wait_for_full_isr(topic, timeout=timeout, partitions=partitions)
