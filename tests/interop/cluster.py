@@ -173,15 +173,17 @@ class Cluster:
     """
 
     def __init__(self, tmp_path: Path, n: int = 3, extra_props: dict | None = None,
-                 quorum: bool = True):
+                 quorum: bool = True, broker_only: int = 0):
         assert 1 <= n <= 9, "controller.quorum.voters takes 1 to 9 voters"
-        assert quorum or n == 1, "several nodes need a quorum"
+        assert quorum or (n == 1 and broker_only == 0), "several nodes need a quorum"
         self.work = Path(tmp_path)
         self.n = n
         self.quorum = quorum
-        ports = free_ports(2 * n)
+        total = n + broker_only
+        ports = free_ports(2 * total)
         self.nodes: dict[int, Node] = {
-            i: Node(i, ports[2 * (i - 1)], ports[2 * (i - 1) + 1], self.work) for i in range(1, n + 1)
+            i: Node(i, ports[2 * (i - 1)], ports[2 * (i - 1) + 1], self.work)
+            for i in range(1, total + 1)
         }
         self.extra_props = dict(extra_props or {})
         self._admins: dict[str, AdminClient] = {}
@@ -189,6 +191,9 @@ class Cluster:
             node.write_config(self.props(node))
 
     # --- configuration -------------------------------------------------------------------
+
+    def is_voter(self, node: Node) -> bool:
+        return node.node_id <= self.n
 
     def props(self, node: Node) -> dict:
         rf = min(3, self.n)
@@ -202,10 +207,15 @@ class Cluster:
             "offsets.topic.replication.factor": rf,
         }
         if self.quorum:
-            props["listeners"] += f",CONTROLLER://127.0.0.1:{node.controller_port}"
-            props["controller.listener.names"] = "CONTROLLER"
+            if self.is_voter(node):
+                props["listeners"] += f",CONTROLLER://127.0.0.1:{node.controller_port}"
+                props["controller.listener.names"] = "CONTROLLER"
+            else:
+                props["process.roles"] = "broker"
             props["controller.quorum.voters"] = ",".join(
-                f"{m.node_id}@127.0.0.1:{m.controller_port}" for m in self.nodes.values()
+                f"{m.node_id}@127.0.0.1:{m.controller_port}"
+                for m in self.nodes.values()
+                if self.is_voter(m)
             )
             props.update(FAST_FAILOVER_PROPS)
         props.update(self.extra_props)

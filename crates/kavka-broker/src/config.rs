@@ -148,8 +148,11 @@ pub struct QuorumVoter {
 pub struct ClusterSettings {
     /// Every voter, this node included (combined broker+controller mode).
     pub voters: Vec<QuorumVoter>,
-    /// The controller listener this node binds for quorum traffic.
+    /// The controller listener this node binds for quorum traffic (a voter only).
     pub controller_listener: Listener,
+    /// Whether this node is a voter of the quorum (process.roles includes controller); a
+    /// broker-only node follows the quorum's image and forwards writes.
+    pub is_voter: bool,
     /// The controller fences a broker whose heartbeats stop for this long.
     pub broker_session_timeout_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
@@ -361,16 +364,33 @@ fn parse_cluster(
             "between 1 and 9 voters are supported",
         ));
     }
-    let Some(me) = voters.iter().find(|v| v.node_id == node_id) else {
-        return Err(invalid(
-            key,
-            voters_text,
-            format!("node.id {node_id} is not a voter (every cluster node is broker,controller)"),
-        ));
-    };
-    let controller_listener = match controller_listener {
-        Some(l) => l,
-        None => {
+    let is_voter = get("process.roles").is_none_or(|r| r.contains("controller"));
+    let me = voters.iter().find(|v| v.node_id == node_id);
+    let controller_listener = match (is_voter, me, controller_listener) {
+        (false, Some(_), _) => {
+            return Err(invalid(
+                key,
+                voters_text,
+                format!("node.id {node_id} is a voter, but process.roles has no controller"),
+            ))
+        }
+        // A broker-only node listens for no quorum traffic.
+        (false, None, l) => l.unwrap_or(Listener {
+            name: String::new(),
+            host: String::new(),
+            port: 0,
+        }),
+        (true, None, _) => {
+            return Err(invalid(
+                key,
+                voters_text,
+                format!(
+                    "node.id {node_id} is not a voter (a controller node must be listed; use process.roles=broker for a broker-only node)"
+                ),
+            ))
+        }
+        (true, Some(_), Some(l)) => l,
+        (true, Some(me), None) => {
             return Err(invalid(
                 "controller.listener.names",
                 get("controller.listener.names").unwrap_or(""),
@@ -394,6 +414,7 @@ fn parse_cluster(
     Ok(Some(ClusterSettings {
         voters,
         controller_listener,
+        is_voter,
         broker_session_timeout_ms: num("broker.session.timeout.ms", 9_000)?,
         broker_heartbeat_interval_ms: num("broker.heartbeat.interval.ms", 2_000)?,
         election_timeout_ms: num("controller.quorum.election.timeout.ms", 1_000)?,
@@ -490,11 +511,11 @@ impl BrokerConfig {
                     "controller-only nodes are not supported yet: use process.roles=broker,controller",
                 ));
             }
-            if get("controller.quorum.voters").is_some() && !roles.contains("controller") {
+            if !roles.contains("controller") && get("controller.quorum.voters").is_none() {
                 return Err(invalid(
                     "process.roles",
                     roles,
-                    "broker-only nodes are not supported yet: every node of a cluster is broker,controller",
+                    "a broker-only node needs controller.quorum.voters to find the controllers",
                 ));
             }
         }
@@ -957,6 +978,53 @@ mod tests {
         assert_eq!(c.log.retention_ms, 168 * 3_600_000);
         assert_eq!(c.message_max_bytes, 1_048_588);
         assert!(c.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn cluster_roles_voters_and_broker_only_nodes() {
+        let voters =
+            "controller.quorum.voters=1@127.0.0.1:19093,2@127.0.0.1:29093,3@127.0.0.1:39093";
+        let voter = format!(
+            "{voters}\nnode.id=2\nprocess.roles=broker,controller\n\
+             listeners=PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093\n\
+             controller.listener.names=CONTROLLER\n"
+        );
+        let (cfg, _) = BrokerConfig::from_properties(&voter, &[]).expect("voter config");
+        let cluster = cfg.cluster.expect("cluster mode");
+        assert!(cluster.is_voter);
+        assert_eq!(cluster.voters.len(), 3);
+        assert_eq!(cluster.controller_listener.port, 29093);
+        assert_eq!(
+            cfg.listeners.len(),
+            1,
+            "the controller listener is not a client listener"
+        );
+
+        let broker_only = format!("{voters}\nnode.id=4\nprocess.roles=broker\n");
+        let (cfg, _) = BrokerConfig::from_properties(&broker_only, &[]).expect("broker-only");
+        assert!(!cfg.cluster.expect("cluster mode").is_voter);
+
+        let bad = [
+            // A voter id whose roles leave out the controller.
+            format!("{voters}\nnode.id=1\nprocess.roles=broker\n"),
+            // A controller node that is not listed as a voter.
+            format!(
+                "{voters}\nnode.id=9\nlisteners=PLAINTEXT://:9092,CONTROLLER://:9093\n\
+                 controller.listener.names=CONTROLLER\n"
+            ),
+            // A voter without a controller listener.
+            format!("{voters}\nnode.id=1\n"),
+            // A broker-only node with nothing to follow.
+            "node.id=4\nprocess.roles=broker\n".to_string(),
+            // A duplicate voter id.
+            "controller.quorum.voters=1@h:1,1@h:2\nnode.id=1\n".to_string(),
+        ];
+        for text in bad {
+            assert!(
+                BrokerConfig::from_properties(&text, &[]).is_err(),
+                "accepted: {text}"
+            );
+        }
     }
 
     #[test]

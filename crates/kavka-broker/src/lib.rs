@@ -101,7 +101,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
 
     // Cluster mode: this node is a voter of the Raft metadata quorum.
     let quorum_controller = match &config.cluster {
-        Some(cluster) => Some(start_quorum(&config, cluster).await?),
+        Some(cluster) if cluster.is_voter => Some(start_quorum(&config, cluster).await?),
+        Some(cluster) => Some(start_observer(&config, cluster).await?),
         None => None,
     };
 
@@ -267,15 +268,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     })
 }
 
-/// Binds the controller listener and starts this node's member of the metadata quorum.
-async fn start_quorum(
-    config: &BrokerConfig,
+/// Resolves the voters' controller listeners (controller.quorum.voters).
+async fn resolve_voters(
     cluster: &config::ClusterSettings,
-) -> Result<Arc<Controller>, StartError> {
-    let bind = cluster.controller_listener.bind_addr();
-    let listener = TcpListener::bind(&bind)
-        .await
-        .map_err(|e| StartError::Bind(bind.clone(), e))?;
+) -> Result<std::collections::BTreeMap<i32, std::net::SocketAddr>, StartError> {
     let mut voters = std::collections::BTreeMap::new();
     for v in &cluster.voters {
         let target = format!("{}:{}", v.host, v.port);
@@ -291,6 +287,33 @@ async fn start_quorum(
             })?;
         voters.insert(v.node_id, addr);
     }
+    Ok(voters)
+}
+
+/// A broker-only node: follows the quorum's image and forwards writes to the controller.
+async fn start_observer(
+    config: &BrokerConfig,
+    cluster: &config::ClusterSettings,
+) -> Result<Arc<Controller>, StartError> {
+    let options = kavka_metadata::ObserverOptions {
+        node_id: config.node_id,
+        voters: resolve_voters(cluster).await?,
+        cluster_name: kavka_metadata::raft::RaftMetadataOptions::default().cluster_name,
+        forward_timeout: Duration::from_millis(cluster.fetch_timeout_ms.max(1000) * 5),
+    };
+    Ok(Controller::start_observer(options))
+}
+
+/// Binds the controller listener and starts this node's member of the metadata quorum.
+async fn start_quorum(
+    config: &BrokerConfig,
+    cluster: &config::ClusterSettings,
+) -> Result<Arc<Controller>, StartError> {
+    let bind = cluster.controller_listener.bind_addr();
+    let listener = TcpListener::bind(&bind)
+        .await
+        .map_err(|e| StartError::Bind(bind.clone(), e))?;
+    let voters = resolve_voters(cluster).await?;
     let election = cluster.election_timeout_ms.max(200);
     let options = kavka_metadata::QuorumOptions {
         node_id: config.node_id,

@@ -20,7 +20,7 @@ mod uuid_string;
 
 pub use controller::{
     ConfigChange, ConfigOp, Controller, ControllerOp, ControllerOptions, ControllerReply,
-    CreateTopicSpec, ImageListener, QuorumOptions, TopicDefaults, TopicRef,
+    CreateTopicSpec, ImageListener, ObserverOptions, QuorumOptions, TopicDefaults, TopicRef,
     MAX_PARTITIONS_PER_BATCH,
 };
 pub use error::ControllerError;

@@ -65,6 +65,10 @@ pub enum ControllerOp {
         requests: Vec<crate::replication_control::ReassignmentRequest>,
         allow_replication_factor_change: bool,
     },
+    /// A broker-only node's image poll: answered when the image is past `known_offset`.
+    FetchImage {
+        known_offset: i64,
+    },
 }
 
 /// One partition's election outcome.
@@ -102,6 +106,12 @@ pub enum ControllerReply {
         offset: i64,
         results: Vec<Result<(), crate::replication_control::ReassignmentError>>,
     },
+    /// The committed image as the records that rebuild it (`None`: nothing newer than the
+    /// poll's known offset), and its offset.
+    Image {
+        offset: i64,
+        records: Option<Vec<crate::record::MetadataRecord>>,
+    },
 }
 
 impl ControllerReply {
@@ -113,7 +123,8 @@ impl ControllerReply {
             | Self::DeleteTopics { offset, .. }
             | Self::AlterPartition { offset, .. }
             | Self::ElectLeaders { offset, .. }
-            | Self::AlterPartitionReassignments { offset, .. } => *offset,
+            | Self::AlterPartitionReassignments { offset, .. }
+            | Self::Image { offset, .. } => *offset,
         }
     }
 }
@@ -196,6 +207,13 @@ impl Controller {
                 results: self
                     .alter_partition_reassignments_here(&requests, allow_replication_factor_change),
             },
+            ControllerOp::FetchImage { known_offset } => {
+                let image = self.image();
+                return ControllerReply::Image {
+                    offset: image.offset,
+                    records: (image.offset > known_offset).then(|| image.to_records()),
+                };
+            }
         };
         // Everything committed for the operation is in the image by now.
         let offset = self.image().offset;
@@ -219,12 +237,25 @@ impl Controller {
             ControllerReply::AlterPartitionReassignments { results, .. } => {
                 ControllerReply::AlterPartitionReassignments { offset, results }
             }
+            image @ ControllerReply::Image { .. } => image,
         }
     }
 
-    /// Runs `op` on the active controller when this node is a member that is not it.
-    fn forwarded(&self, op: ControllerOp) -> Option<Result<ControllerReply, ControllerError>> {
+    /// Runs `op` on the active controller when this node is not it (a quorum member that
+    /// does not lead, or a broker-only node).
+    pub(super) fn forwarded(
+        &self,
+        op: ControllerOp,
+    ) -> Option<Result<ControllerReply, ControllerError>> {
+        if let Some(o) = self.observer() {
+            return Some(o.forward(&op));
+        }
         self.remote_quorum().map(|q| q.forward(&op))
+    }
+
+    /// Whether writes go to another node.
+    fn forwards_writes(&self) -> bool {
+        self.observer().is_some() || self.remote_quorum().is_some()
     }
 
     /// A broker's periodic heartbeat (KIP-631 BrokerRegistration and BrokerHeartbeat in one):
@@ -308,7 +339,7 @@ impl Controller {
         validate_only: bool,
         defaults: &TopicDefaults,
     ) -> Vec<Result<Arc<TopicImage>, ControllerError>> {
-        if validate_only || self.remote_quorum().is_none() {
+        if validate_only || !self.forwards_writes() {
             return self.create_topics_here(specs, validate_only, defaults);
         }
         let count = specs.len();
@@ -472,8 +503,16 @@ impl ForwardedOpHandler for ForwardHandler {
             let controller = controller.ok_or("the controller stopped")?;
             let op: ControllerOp =
                 serde_json::from_str(&op).map_err(|e| format!("malformed operation: {e}"))?;
-            if controller.remote_quorum().is_some() {
+            if controller.forwards_writes() {
                 return Err("not the active controller".into());
+            }
+            if let ControllerOp::FetchImage { known_offset } = op {
+                let updates = controller
+                    .quorum()
+                    .map(|q| q.updates())
+                    .ok_or("not a quorum member")?;
+                let reply = super::observer::answer_image_poll(updates, known_offset).await;
+                return serde_json::to_string(&reply).map_err(|e| e.to_string());
             }
             let reply = tokio::task::spawn_blocking(move || controller.execute(op))
                 .await

@@ -15,10 +15,12 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 mod forward;
+mod observer;
 mod quorum;
 mod reassignment;
 
 pub use forward::{ControllerOp, ControllerReply};
+pub use observer::ObserverOptions;
 pub use quorum::QuorumOptions;
 
 use crate::error::ControllerError;
@@ -128,6 +130,8 @@ enum Backend {
     Local(Mutex<Box<dyn MetadataLog>>),
     /// A member of the Raft metadata quorum (cluster mode).
     Quorum(Box<quorum::Quorum>),
+    /// A broker-only node: pulls the image, forwards every write.
+    Observer(Box<observer::Observer>),
 }
 
 /// Held by a writer from validation to commit.
@@ -666,6 +670,10 @@ impl Controller {
                 self.publish(q.applied_image());
                 Ok(WriteGuard::Quorum { _held: guard })
             }
+            Backend::Observer(o) => Err(ControllerError::NotController(format!(
+                "A broker-only node does not write metadata (the active controller is {:?}).",
+                o.leader_id()
+            ))),
         }
     }
 
@@ -701,9 +709,9 @@ impl Controller {
                 self.publish(Arc::clone(&new));
                 Ok(new)
             }
-            (WriteGuard::Quorum { .. }, Backend::Local(_)) => Err(ControllerError::Storage(
-                "a quorum write on a local controller".into(),
-            )),
+            (WriteGuard::Quorum { .. }, Backend::Local(_) | Backend::Observer(_)) => Err(
+                ControllerError::Storage("a quorum write on a local controller".into()),
+            ),
         }
     }
 

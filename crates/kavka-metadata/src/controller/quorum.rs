@@ -103,28 +103,16 @@ impl Quorum {
         self.raft.image()
     }
 
-    /// Waits for `fut` on the runtime from synchronous controller code. Controller calls come
-    /// from blocking-pool threads or (briefly) from runtime workers, never from a
-    /// current-thread runtime (which this would stall).
     fn wait<T: Send + 'static>(
         &self,
         fut: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, ControllerError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        let recv = move || {
-            rx.recv()
-                .map_err(|_| ControllerError::Storage("the metadata quorum runtime stopped".into()))
-        };
-        match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(RuntimeFlavor::CurrentThread) => Err(ControllerError::Storage(
-                "a cluster controller cannot block a current-thread runtime".into(),
-            )),
-            Ok(_) => tokio::task::block_in_place(recv),
-            Err(_) => recv(),
-        }
+        block_on_runtime(&self.runtime, fut)
+    }
+
+    /// Every image this member applies (what image polls of broker-only nodes wait on).
+    pub(super) fn updates(&self) -> tokio::sync::watch::Receiver<Arc<MetadataImage>> {
+        self.raft.subscribe()
     }
 
     /// Confirms leadership and that everything committed before now is applied here.
@@ -256,6 +244,30 @@ impl Quorum {
     }
 }
 
+/// Waits for `fut` on `runtime` from synchronous controller code. Controller calls come from
+/// blocking-pool threads or (briefly) from runtime workers, never from a current-thread
+/// runtime (which this would stall).
+pub(super) fn block_on_runtime<T: Send + 'static>(
+    runtime: &Handle,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Result<T, ControllerError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    let recv = move || {
+        rx.recv()
+            .map_err(|_| ControllerError::Storage("the metadata quorum runtime stopped".into()))
+    };
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::CurrentThread) => Err(ControllerError::Storage(
+            "a cluster controller cannot block a current-thread runtime".into(),
+        )),
+        Ok(_) => tokio::task::block_in_place(recv),
+        Err(_) => recv(),
+    }
+}
+
 impl Controller {
     /// Starts this node's member of the metadata quorum on `listener` (its controller
     /// listener) and returns the controller. The lowest voter id forms a new quorum; the
@@ -368,7 +380,7 @@ impl Controller {
     pub(super) fn quorum(&self) -> Option<&Quorum> {
         match &self.backend {
             Backend::Quorum(q) => Some(q),
-            Backend::Local(_) => None,
+            Backend::Local(_) | Backend::Observer(_) => None,
         }
     }
 
@@ -384,6 +396,7 @@ impl Controller {
         match &self.backend {
             Backend::Local(_) => Some(self.node_id),
             Backend::Quorum(q) => q.leader_id(),
+            Backend::Observer(o) => o.leader_id(),
         }
     }
 
@@ -394,7 +407,7 @@ impl Controller {
 
     /// Whether this controller is a member of a Raft quorum (cluster mode).
     pub fn is_clustered(&self) -> bool {
-        self.quorum().is_some()
+        !matches!(self.backend, Backend::Local(_))
     }
 
     /// One round of the active controller's periodic work; a no-op elsewhere.

@@ -30,7 +30,7 @@ impl Controller {
             requests: requests.clone(),
             allow_replication_factor_change,
         };
-        match self.remote_quorum().map(|q| q.forward(&op)) {
+        match self.forwarded(op) {
             Some(Ok(ControllerReply::AlterPartitionReassignments { results, .. })) => Ok(results),
             Some(Ok(_)) => Err(ControllerError::Storage(
                 "the active controller answered another operation".into(),
