@@ -300,10 +300,29 @@ pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), 
     Ok(())
 }
 
+/// The replication throttle rates (KIP-73), dynamic broker configs in bytes/s with no topic
+/// counterpart.
+pub const REPLICATION_THROTTLE_RATES: [&str; 2] = [
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+];
+
 /// Checks a dynamic broker config. Kavka accepts the broker-level defaults of topic configs
 /// (log.retention.ms, message.max.bytes, ...), the set Kafka reconfigures without restart;
 /// anything else is refused as Kafka refuses non-dynamic keys.
 pub fn validate_dynamic_broker_config(name: &str, value: &str) -> Result<(), ControllerError> {
+    if REPLICATION_THROTTLE_RATES.contains(&name) {
+        // KIP-73: bytes/s, a Long at least 0 (absent means Long.MAX, unthrottled).
+        return match value.trim().parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(()),
+            Ok(_) => Err(ControllerError::InvalidConfig(format!(
+                "Invalid value {value} for configuration {name}: Value must be at least 0"
+            ))),
+            Err(_) => Err(ControllerError::InvalidConfig(format!(
+                "Invalid value {value} for configuration {name}: Not a valid number"
+            ))),
+        };
+    }
     let Some((def, synonym)) = broker_synonym(name) else {
         return Err(ControllerError::InvalidRequest(format!(
             "Cannot update these configs dynamically: {name}"
@@ -679,5 +698,12 @@ mod tests {
             validate_dynamic_broker_config("log.dirs", "/x").map_err(|e| e.code()),
             Err(42)
         );
+        for name in REPLICATION_THROTTLE_RATES {
+            assert!(validate_dynamic_broker_config(name, "1048576").is_ok());
+            assert!(validate_dynamic_broker_config(name, "0").is_ok());
+            let code = |v| validate_dynamic_broker_config(name, v).map_err(|e| e.code());
+            assert_eq!(code("-1"), Err(40));
+            assert_eq!(code("fast"), Err(40));
+        }
     }
 }
