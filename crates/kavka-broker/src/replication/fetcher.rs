@@ -11,6 +11,11 @@
 //! partition off for `replica.fetch.backoff.ms` until the metadata catches up and
 //! [`FetcherManager::add_partition`] names a new leader or epoch; a connection failure backs
 //! the whole leader off. Every wait also ends on shutdown.
+//!
+//! Replication throttle (KIP-73): partitions whose follower replica here is listed in the
+//! topic's `follower.replication.throttled.replicas` are left out of a fetch while the
+//! broker's follower rate is used up, and the bytes fetched for them drain it; the others
+//! are never held back.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -38,6 +43,7 @@ use super::leader_client::{
     LeaderClient, LeaderClientConfig, LeaderClientError, FETCH_VERSION, LIST_OFFSETS_VERSION,
     OFFSET_FOR_LEADER_EPOCH_VERSION,
 };
+use super::throttle::ReplicationQuotas;
 use crate::config::ReplicationSettings;
 use crate::partition::Partition;
 use crate::replica_manager::now_ms;
@@ -196,6 +202,9 @@ pub struct FetcherManager {
     settings: ReplicationSettings,
     /// Where fetcher tasks run; `add_partition` may be called from blocking threads.
     runtime: Option<tokio::runtime::Handle>,
+    /// The replication throttle of this broker, both sides (the leader side is read by the
+    /// Fetch handler); kept in step with the image by the replica manager.
+    quotas: Arc<ReplicationQuotas>,
     inner: Mutex<ManagerInner>,
 }
 
@@ -215,6 +224,7 @@ impl FetcherManager {
             node_id,
             settings,
             runtime: tokio::runtime::Handle::try_current().ok(),
+            quotas: Arc::new(ReplicationQuotas::new(node_id)),
             inner: Mutex::new(ManagerInner {
                 fetchers: HashMap::new(),
                 leaders: HashMap::new(),
@@ -222,6 +232,11 @@ impl FetcherManager {
                 shut_down: false,
             }),
         })
+    }
+
+    /// This broker's replication throttle (KIP-73); call its `update` on every image change.
+    pub fn quotas(&self) -> &Arc<ReplicationQuotas> {
+        &self.quotas
     }
 
     fn lock(&self) -> MutexGuard<'_, ManagerInner> {
@@ -369,6 +384,7 @@ impl FetcherManager {
             node_id: self.node_id,
             leader_id: endpoint.node_id,
             settings: self.settings.clone(),
+            quotas: self.quotas.clone(),
             state: state.clone(),
             client,
             stop: stop_rx,
@@ -429,6 +445,17 @@ fn truncation_point(partition: &Partition, leader_epoch: i32, leader_end: i64) -
     }
 }
 
+/// Leaves out of `parts` the partitions whose follower replica is throttled while the
+/// follower rate is used up; returns how many were left out. Unthrottled partitions stay.
+fn hold_back_throttled(parts: &mut Vec<Work>, quotas: &ReplicationQuotas, now_ms: i64) -> usize {
+    if !quotas.is_follower_exhausted(now_ms) {
+        return 0;
+    }
+    let before = parts.len();
+    parts.retain(|w| !quotas.is_follower_throttled(&w.key.0, w.key.1));
+    before - parts.len()
+}
+
 /// Length of the whole v2 batches at the start of `records`: a fetch response may end with
 /// a partial batch, which the next fetch brings whole.
 fn whole_batches_len(records: &[u8]) -> usize {
@@ -447,6 +474,7 @@ struct Fetcher {
     node_id: i32,
     leader_id: i32,
     settings: ReplicationSettings,
+    quotas: Arc<ReplicationQuotas>,
     state: Arc<FetcherState>,
     client: LeaderClient,
     stop: watch::Receiver<bool>,
@@ -607,8 +635,26 @@ impl Fetcher {
         }
     }
 
-    /// One Fetch for every partition ready to fetch, and its answer applied.
-    async fn fetch(&mut self, parts: Vec<Work>) -> Result<(), LeaderClientError> {
+    /// One Fetch for every partition ready to fetch (less the throttled ones while the
+    /// follower rate is used up), and its answer applied.
+    async fn fetch(&mut self, mut parts: Vec<Work>) -> Result<(), LeaderClientError> {
+        let max_wait_ms = self.settings.replica_fetch_wait_max_ms.max(0);
+        let held = hold_back_throttled(&mut parts, &self.quotas, now_ms());
+        if parts.is_empty() {
+            // Only throttled partitions, and no rate left: wait until the bucket refills (at
+            // most one max wait), unless a partition is added meanwhile or we stop.
+            debug_assert!(held > 0);
+            let ms = self
+                .quotas
+                .follower_ms_until_available(now_ms())
+                .clamp(1, max_wait_ms.max(1) as u64);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                _ = self.state.wake.notified() => {}
+                _ = self.stop.changed() => {}
+            }
+            return Ok(());
+        }
         let mut topics: Vec<FetchTopic> = Vec::new();
         let mut sent: HashMap<PartitionKey, (Work, i64)> = HashMap::new();
         for w in parts {
@@ -631,7 +677,6 @@ impl Fetcher {
             }
             sent.insert(w.key.clone(), (w, fetch_offset));
         }
-        let max_wait_ms = self.settings.replica_fetch_wait_max_ms.max(0);
         let request = FetchRequest::default()
             .with_replica_id(self.node_id.into())
             .with_replica_state(ReplicaState::default().with_replica_id(self.node_id.into()))
@@ -666,6 +711,10 @@ impl Fetcher {
                 else {
                     continue;
                 };
+                if self.quotas.is_follower_throttled(&w.key.0, w.key.1) {
+                    let bytes = data.records.as_ref().map_or(0, |r| r.len());
+                    self.quotas.record_follower(bytes as u64, now_ms());
+                }
                 if self.state.is_current(w) {
                     progressed |= self.process_partition(w, *fetch_offset, data).await;
                 }
@@ -982,6 +1031,50 @@ mod tests {
                 "drop_manager={drop_manager}: the fetcher reconnected"
             );
         }
+    }
+
+    /// With the follower rate used up, the throttled partition is left out of the fetch and
+    /// the unthrottled one stays; with tokens left (or no rate) nothing is left out.
+    #[test]
+    fn throttled_partitions_are_left_out_while_the_bucket_is_empty() {
+        use super::super::throttle::ThrottledReplicas;
+        let dir = tempfile::tempdir().unwrap();
+        let p = follower(dir.path());
+        let work = |partition: i32| Work {
+            key: ("t".to_string(), partition),
+            partition: p.clone(),
+            leader_epoch: 0,
+            version: 0,
+        };
+        let keys = |parts: &[Work]| parts.iter().map(|w| w.key.1).collect::<Vec<_>>();
+        let quotas = ReplicationQuotas::new(2);
+        let mut parts = vec![work(0), work(1)];
+        // No rate configured: nothing held, however much was fetched.
+        quotas.record_follower(1 << 30, 0);
+        assert_eq!(hold_back_throttled(&mut parts, &quotas, 0), 0);
+        quotas.set_follower(
+            Some(1000),
+            std::collections::HashMap::from([("t".to_string(), ThrottledReplicas::parse("0:2"))]),
+            0,
+        );
+        assert_eq!(hold_back_throttled(&mut parts, &quotas, 0), 0);
+        assert_eq!(keys(&parts), vec![0, 1]);
+        // A fetch of 1500 throttled bytes puts the bucket 500 bytes in debt.
+        quotas.record_follower(1500, 0);
+        assert_eq!(hold_back_throttled(&mut parts, &quotas, 100), 1);
+        assert_eq!(keys(&parts), vec![1]);
+        // Half a second later at 1000 bytes/s the debt is paid and a byte is back.
+        let mut parts = vec![work(0), work(1)];
+        assert_eq!(hold_back_throttled(&mut parts, &quotas, 501), 0);
+        assert_eq!(keys(&parts), vec![0, 1]);
+        // The replica listed for another broker is not throttled here.
+        quotas.set_follower(
+            Some(1),
+            std::collections::HashMap::from([("t".to_string(), ThrottledReplicas::parse("0:3"))]),
+            0,
+        );
+        quotas.record_follower(10, 0);
+        assert_eq!(hold_back_throttled(&mut parts, &quotas, 0), 0);
     }
 
     #[test]

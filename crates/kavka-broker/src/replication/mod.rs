@@ -10,6 +10,7 @@ pub mod fetcher;
 pub mod isr;
 pub mod leader_client;
 pub mod replica_state;
+pub mod throttle;
 
 pub use replica_state::{
     AcksAllStatus, AlterPartitionError, AlterPartitionProposal, AlterPartitionResponse,
