@@ -9,12 +9,26 @@ use kavka_protocol::error::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One appended batch of group records, not yet acknowledged.
+/// One appended batch of group records, not yet acknowledged. Clones wait for the same
+/// batch (a classic group's store releases its parked SyncGroups and answers the
+/// LeaveGroup that caused it).
+#[derive(Clone)]
 pub struct AppendWait {
     partition: Arc<Partition>,
     last_offset: i64,
     fsync: bool,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for AppendWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendWait")
+            .field("topic", &self.partition.topic)
+            .field("partition", &self.partition.index)
+            .field("last_offset", &self.last_offset)
+            .field("fsync", &self.fsync)
+            .finish()
+    }
 }
 
 impl AppendWait {
@@ -49,6 +63,26 @@ impl AppendWait {
             .wait_replicated(self.last_offset, self.timeout)
             .await
             .map_err(|e| self.store_error(&e))
+    }
+
+    /// For a handler run on the blocking pool: returns at once when the ISR has the batch
+    /// already (a single node, so no runtime is needed), else parks this thread on the
+    /// runtime until [`Self::replicated`] resolves. Never call it from async code.
+    pub fn replicated_blocking(&self) -> Result<(), ErrorCode> {
+        if self.is_replicated() {
+            return Ok(());
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt.block_on(self.replicated()),
+            Err(_) => {
+                tracing::warn!(
+                    partition = self.partition.index,
+                    offset = self.last_offset,
+                    "group write cannot wait for its replication outside a runtime"
+                );
+                Err(ErrorCode::CoordinatorNotAvailable)
+            }
+        }
     }
 
     /// Resolves once the batch is replicated (and fsynced when required), or with the

@@ -191,6 +191,9 @@ struct StoreAt {
     last_offset: i64,
 }
 
+/// LeaveGroup: per member, in the request's order.
+pub type MemberCodes = Vec<Result<(), ErrorCode>>;
+
 /// Per topic, per partition: `None` for success or the error.
 pub type PartitionCodes = Vec<(String, Vec<(i32, Option<ErrorCode>)>)>;
 
@@ -554,21 +557,22 @@ impl GroupCoordinator {
         }
     }
 
-    /// After any change to a consumer group: store its snapshot if it changed.
+    /// After any change to a consumer group: store its snapshot if it changed. Returns
+    /// what to wait for before the change is acknowledged (`None`: nothing was written).
     fn store_consumer(
         &self,
         partition: i32,
         g: &mut ConsumerGroup,
         now: i64,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<Option<AppendWait>, ErrorCode> {
         if !g.take_dirty() {
-            return Ok(());
+            return Ok(None);
         }
         let record = (
             record::consumer_group_key(g.group_id()),
             Some(g.to_snapshot()),
         );
-        self.append(partition, vec![record], now).map(|_| ())
+        self.append(partition, vec![record], now)
     }
 
     /// FindCoordinator: makes sure `__consumer_offsets` exists (Kafka creates it on first
@@ -724,10 +728,17 @@ impl GroupCoordinator {
     /// After any change to a classic group: store its metadata if it changed, then release
     /// or fail the SyncGroups parked on that store once the ISR has it (at once when it
     /// already does: a single node). `epoch` is the shard's, checked when a late
-    /// replication completes.
-    fn store_classic(&self, partition: i32, epoch: u64, g: &mut ClassicGroup, now: i64) {
+    /// replication completes. Returns what a request that changed the group (LeaveGroup)
+    /// waits for before it is answered; `None` when nothing was stored.
+    fn store_classic(
+        &self,
+        partition: i32,
+        epoch: u64,
+        g: &mut ClassicGroup,
+        now: i64,
+    ) -> Option<AppendWait> {
         if !g.take_needs_store() {
-            return;
+            return None;
         }
         let value = record::group_value(&g.to_stored());
         match self.append(
@@ -743,15 +754,24 @@ impl GroupCoordinator {
                     last_offset: wait.last_offset(),
                 };
                 g.store_in_flight(at.last_offset);
+                let acked = wait.clone();
                 if let Err(wait) = self.complete_store_later(at, wait) {
                     // Not following leadership (a single node) or outside a runtime:
                     // nothing else will replicate it, the local append is what we have.
                     drop(wait);
                     g.on_stored();
+                    return None;
                 }
+                Some(acked)
             }
-            Ok(_) => g.on_stored(),
-            Err(code) => g.on_store_failed(code, self.limits(), now),
+            Ok(wait) => {
+                g.on_stored();
+                wait
+            }
+            Err(code) => {
+                g.on_store_failed(code, self.limits(), now);
+                None
+            }
         }
     }
 
@@ -918,32 +938,33 @@ impl GroupCoordinator {
         })?
     }
 
-    /// LeaveGroup: one error per member, or a group-level error.
+    /// LeaveGroup: one error per member, or a group-level error, and what to wait for
+    /// before answering when the group's record was stored.
     pub fn leave_group(
         &self,
         group_id: &str,
         members: &[(String, Option<String>)],
-    ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
+    ) -> Result<(MemberCodes, Option<AppendWait>), ErrorCode> {
         let now = now_ms();
         let limits = self.limits();
         self.with_shard(group_id, |p, shard| {
             let epoch = shard.epoch;
             match shard.groups.get_mut(group_id) {
-                None => vec![Err(ErrorCode::UnknownMemberId); members.len()],
+                None => (vec![Err(ErrorCode::UnknownMemberId); members.len()], None),
                 Some(Group {
                     kind: GroupKind::Consumer(_),
                     ..
-                }) => vec![Err(ErrorCode::UnknownMemberId); members.len()],
+                }) => (vec![Err(ErrorCode::UnknownMemberId); members.len()], None),
                 Some(group) => {
                     let GroupKind::Classic(g) = &mut group.kind else {
-                        return Vec::new();
+                        return (Vec::new(), None);
                     };
                     let codes = members
                         .iter()
                         .map(|(m, i)| g.leave(m, i.as_deref(), limits, now))
                         .collect();
-                    self.store_classic(p, epoch, g, now);
-                    codes
+                    let wait = self.store_classic(p, epoch, g, now);
+                    (codes, wait)
                 }
             }
         })
@@ -1091,11 +1112,13 @@ impl GroupCoordinator {
 
     /// ConsumerGroupHeartbeat (KIP-848). An empty classic group of the same id becomes a
     /// consumer group (its offsets stay); a classic group with members is not ours to take.
+    /// A successful answer comes with what to wait for before it goes out when the
+    /// heartbeat changed the group and its snapshot was written.
     pub fn consumer_group_heartbeat(
         &self,
         req: &ConsumerGroupHeartbeatRequest,
         client: &crate::router::ClientInfo,
-    ) -> Result<ConsumerGroupHeartbeatResponse, (ErrorCode, String)> {
+    ) -> Result<(ConsumerGroupHeartbeatResponse, Option<AppendWait>), (ErrorCode, String)> {
         if !self.config.consumer_protocol_enabled {
             return Err((
                 ErrorCode::UnsupportedVersion,
@@ -1139,12 +1162,14 @@ impl GroupCoordinator {
                 .map_err(|e| (e.code(), e.message()));
             if r.is_err() && created && c.is_empty() {
                 shard.groups.remove(group_id);
-                return r;
+                return r.map(|resp| (resp, None));
             }
-            // The answer goes out only once the group's new state is stored.
-            self.store_consumer(p, c, now)
+            // The answer goes out only once the group's new state is stored (and, by the
+            // caller, replicated).
+            let wait = self
+                .store_consumer(p, c, now)
                 .map_err(|e| (e, "cannot store the group's state".to_string()))?;
-            r
+            r.map(|resp| (resp, wait))
         });
         r.map_err(|e| (e, String::new()))?
     }
@@ -1173,12 +1198,13 @@ impl GroupCoordinator {
         .map_err(|e| (e, String::new()))?
     }
 
-    /// OffsetDelete: refused for topics the group's members are subscribed to.
+    /// OffsetDelete: refused for topics the group's members are subscribed to. Returns
+    /// what to wait for before answering when tombstones were written.
     pub fn delete_offsets(
         &self,
         group_id: &str,
         topics: &[(String, Vec<i32>)],
-    ) -> Result<PartitionCodes, ErrorCode> {
+    ) -> Result<(PartitionCodes, Option<AppendWait>), ErrorCode> {
         let now = now_ms();
         self.with_shard(group_id, |p, shard| {
             let Some(group) = shard.groups.get_mut(group_id) else {
@@ -1214,7 +1240,7 @@ impl GroupCoordinator {
                 }
                 out.push((t.clone(), codes));
             }
-            self.append(p, records, now)?;
+            let wait = self.append(p, records, now)?;
             for (t, codes) in &out {
                 for (part, code) in codes {
                     if code.is_none() {
@@ -1222,7 +1248,7 @@ impl GroupCoordinator {
                     }
                 }
             }
-            Ok(out)
+            Ok((out, wait))
         })?
     }
 
@@ -1299,7 +1325,8 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups for one group: only an empty group can go; its offsets go with it.
-    pub fn delete_group(&self, group_id: &str) -> Result<(), ErrorCode> {
+    /// Returns what to wait for before answering.
+    pub fn delete_group(&self, group_id: &str) -> Result<Option<AppendWait>, ErrorCode> {
         let now = now_ms();
         self.with_shard(group_id, |p, shard| {
             let Some(group) = shard.groups.get_mut(group_id) else {
@@ -1308,7 +1335,7 @@ impl GroupCoordinator {
             if !group.is_empty() {
                 return Err(ErrorCode::NonEmptyGroup);
             }
-            self.append(p, tombstones(group_id, group), now)?;
+            let wait = self.append(p, tombstones(group_id, group), now)?;
             if let Some(Group {
                 kind: GroupKind::Classic(mut c),
                 ..
@@ -1316,7 +1343,7 @@ impl GroupCoordinator {
             {
                 c.mark_dead(now);
             }
-            Ok(())
+            Ok(wait)
         })?
     }
 

@@ -206,7 +206,10 @@ async fn offsets_and_groups_survive_a_restart() {
             vec![Some(ErrorCode::UnknownMemberId)],
             "no admin commits into an active group"
         );
-        assert_eq!(n.groups.delete_group("g"), Err(ErrorCode::NonEmptyGroup));
+        assert_eq!(
+            n.groups.delete_group("g").err(),
+            Some(ErrorCode::NonEmptyGroup)
+        );
         n.replicas.shutdown();
         (member, generation)
     };
@@ -238,14 +241,21 @@ async fn offsets_and_groups_survive_a_restart() {
     assert_eq!(g_offsets[0].1[0].1, None);
     assert_eq!(g_offsets[0].1[1].1.as_ref().map(|v| v.offset), Some(7));
 
-    // Leaving empties the group; deleting it removes its offsets for good.
-    assert_eq!(
-        n.groups.leave_group("g", &[(member.clone(), None)]),
-        Ok(vec![Ok(())])
-    );
+    // Leaving empties the group; deleting it removes its offsets for good. On a single
+    // node both writes are acknowledged at once: the ISR is this broker.
+    let (codes, wait) = n
+        .groups
+        .leave_group("g", &[(member.clone(), None)])
+        .expect("left");
+    assert_eq!(codes, vec![Ok(())]);
+    assert!(wait.expect("the empty group is stored").is_replicated());
     assert_eq!(n.groups.describe_group("g").state, "Empty");
-    assert_eq!(n.groups.delete_group("g"), Ok(()));
-    assert_eq!(n.groups.delete_group("g"), Err(ErrorCode::GroupIdNotFound));
+    let wait = n.groups.delete_group("g").expect("deleted");
+    assert!(wait.expect("tombstones written").is_replicated());
+    assert_eq!(
+        n.groups.delete_group("g").err(),
+        Some(ErrorCode::GroupIdNotFound)
+    );
     let listed: Vec<String> = n
         .groups
         .list_groups(&[], &[])
@@ -315,11 +325,15 @@ async fn consumer_groups_survive_a_restart() {
             .with_rebalance_timeout_ms(30_000)
             .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
             .with_topic_partitions(Some(vec![]));
-        let r = n
+        let (r, wait) = n
             .groups
             .consumer_group_heartbeat(&join, &client)
             .expect("joined");
         assert_eq!(r.error_code, 0);
+        assert!(
+            wait.expect("the join is stored").is_replicated(),
+            "a single node acknowledges at once"
+        );
         let assigned = r.assignment.expect("an assignment").topic_partitions;
         assert_eq!(
             assigned.iter().map(|t| t.partitions.len()).sum::<usize>(),
@@ -353,7 +367,7 @@ async fn consumer_groups_survive_a_restart() {
         .with_member_epoch(epoch)
         .with_rebalance_timeout_ms(-1)
         .with_topic_partitions(Some(owned));
-    let r = n
+    let (r, _) = n
         .groups
         .consumer_group_heartbeat(&beat, &client)
         .expect("still a member");
@@ -990,5 +1004,175 @@ async fn a_roleless_partition_is_not_coordinated() {
     n.groups.apply_leadership(&image);
     let got = after_load(&n, "g").await.expect("replayed");
     assert_eq!(committed(&got), vec![("t".to_string(), 0, 9)]);
+    n.replicas.shutdown();
+}
+
+/// The silent follower's shard holds an empty classic group with an offset for t/0,
+/// replicated.
+fn committed_and_replicated(
+    n: &Node,
+    groups: &GroupCoordinator,
+    group: &str,
+    part: &crate::partition::Partition,
+) {
+    let (codes, wait) = groups.commit_offsets(group, &admin(), &[commit("t", 0, 5)]);
+    assert_eq!(codes, vec![None]);
+    follower_fetches(n, part);
+    assert!(wait.expect("a wait").is_replicated());
+}
+
+/// Waits as a handler on the blocking pool does (`replicated_blocking`), off the runtime's
+/// workers.
+fn acked_on_blocking_pool(wait: AppendWait) -> tokio::task::JoinHandle<Result<(), ErrorCode>> {
+    tokio::task::spawn_blocking(move || wait.replicated_blocking())
+}
+
+/// LeaveGroup is answered once the group's record (now without the member) is
+/// replicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_group_waits_for_the_isr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n, groups, group, part) =
+        with_silent_follower(dir.path(), "offsets.commit.timeout.ms=600000").await;
+    let req = |member: &str| JoinRequest {
+        member_id: member.into(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 60_000,
+        rebalance_timeout_ms: 60_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+        require_known_member_id: true,
+    };
+    let Outcome::Done(first) = groups.join_group(&group, req("")) else {
+        panic!("MEMBER_ID_REQUIRED expected")
+    };
+    let Outcome::Wait(mut rx) = groups.join_group(&group, req(&first.member_id)) else {
+        panic!("join parks")
+    };
+    let joined = rx
+        .try_recv()
+        .expect("a lone member completes the join at once");
+    let sync = SyncRequest {
+        member_id: joined.member_id.clone(),
+        group_instance_id: None,
+        generation_id: joined.generation_id,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![(joined.member_id.clone(), Bytes::from_static(b"assigned"))],
+    };
+    let Outcome::Wait(synced) = groups.sync_group(&group, sync) else {
+        panic!("the leader's sync waits for the store")
+    };
+    follower_fetches(&n, &part);
+    assert_eq!(synced.await.expect("answered").error, None);
+
+    let (codes, wait) = groups
+        .leave_group(&group, &[(joined.member_id.clone(), None)])
+        .expect("left");
+    assert_eq!(codes, vec![Ok(())]);
+    let wait = wait.expect("the empty group is stored");
+    assert!(!wait.is_replicated(), "the follower does not have it yet");
+    let acked = acked_on_blocking_pool(wait);
+    follower_fetches(&n, &part);
+    assert_eq!(acked.await.expect("joined"), Ok(()));
+    assert_eq!(groups.describe_group(&group).state, "Empty");
+    n.replicas.shutdown();
+}
+
+/// DeleteGroups is answered once the group's tombstones are replicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_group_waits_for_the_isr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n, groups, group, part) =
+        with_silent_follower(dir.path(), "offsets.commit.timeout.ms=600000").await;
+    committed_and_replicated(&n, &groups, &group, &part);
+    let wait = groups
+        .delete_group(&group)
+        .expect("deleted")
+        .expect("tombstones written");
+    assert!(!wait.is_replicated(), "the follower does not have it yet");
+    let acked = acked_on_blocking_pool(wait);
+    follower_fetches(&n, &part);
+    assert_eq!(acked.await.expect("joined"), Ok(()));
+    assert_eq!(
+        groups.delete_group(&group).err(),
+        Some(ErrorCode::GroupIdNotFound)
+    );
+    n.replicas.shutdown();
+}
+
+/// OffsetDelete is answered once the offsets' tombstones are replicated, and hears
+/// COORDINATOR_NOT_AVAILABLE when that does not happen in offsets.commit.timeout.ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_delete_waits_for_the_isr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n, groups, group, part) =
+        with_silent_follower(dir.path(), "offsets.commit.timeout.ms=200").await;
+    let delete = || {
+        let (codes, wait) = groups
+            .delete_offsets(&group, &[("t".to_string(), vec![0])])
+            .expect("deleted");
+        assert_eq!(codes, vec![("t".to_string(), vec![(0, None)])]);
+        wait.expect("a tombstone written")
+    };
+    committed_and_replicated(&n, &groups, &group, &part);
+    let wait = delete();
+    assert!(!wait.is_replicated(), "the follower does not have it yet");
+    let acked = acked_on_blocking_pool(wait);
+    follower_fetches(&n, &part);
+    assert_eq!(acked.await.expect("joined"), Ok(()));
+
+    committed_and_replicated(&n, &groups, &group, &part);
+    assert_eq!(
+        acked_on_blocking_pool(delete()).await.expect("joined"),
+        Err(ErrorCode::CoordinatorNotAvailable),
+        "never replicated"
+    );
+    n.replicas.shutdown();
+}
+
+/// A ConsumerGroupHeartbeat that changed the group (a join) is answered once the
+/// group's snapshot is replicated; one that changed nothing wrote nothing to wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_group_heartbeat_waits_for_the_isr() {
+    use kafka_protocol::messages::{GroupId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let client = crate::router::ClientInfo {
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n, groups, group, part) =
+        with_silent_follower(dir.path(), "offsets.commit.timeout.ms=600000").await;
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s(&group)))
+        .with_member_id(s("m-1"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
+        .with_topic_partitions(Some(vec![]));
+    let (r, wait) = groups
+        .consumer_group_heartbeat(&join, &client)
+        .expect("joined");
+    assert_eq!(r.error_code, 0);
+    let wait = wait.expect("the join is stored");
+    assert!(!wait.is_replicated(), "the follower does not have it yet");
+    let acked = acked_on_blocking_pool(wait);
+    follower_fetches(&n, &part);
+    assert_eq!(acked.await.expect("joined"), Ok(()));
+
+    let beat = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s(&group)))
+        .with_member_id(s("m-1"))
+        .with_member_epoch(r.member_epoch)
+        .with_rebalance_timeout_ms(-1);
+    let (r, wait) = groups
+        .consumer_group_heartbeat(&beat, &client)
+        .expect("still a member");
+    assert_eq!(r.error_code, 0);
+    assert!(wait.is_none(), "nothing changed, nothing stored");
     n.replicas.shutdown();
 }

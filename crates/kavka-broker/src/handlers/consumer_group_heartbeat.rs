@@ -1,4 +1,5 @@
 //! ConsumerGroupHeartbeat (KIP-848): join, leave, and one reconciliation step per call.
+//! When the call changed the group, it is answered once the snapshot is replicated.
 
 use super::str_bytes;
 use crate::broker::Broker;
@@ -11,7 +12,17 @@ pub fn handle(
     _version: i16,
     client: &ClientInfo,
 ) -> ConsumerGroupHeartbeatResponse {
-    match b.groups.consumer_group_heartbeat(&req, client) {
+    let result =
+        b.groups
+            .consumer_group_heartbeat(&req, client)
+            .and_then(|(resp, wait)| match wait {
+                Some(w) => w
+                    .replicated_blocking()
+                    .map(|()| resp)
+                    .map_err(|e| (e, String::new())),
+                None => Ok(resp),
+            });
+    match result {
         Ok(resp) => resp,
         Err((code, message)) => ConsumerGroupHeartbeatResponse::default()
             .with_error_code(code.code())

@@ -1,4 +1,6 @@
 //! LeaveGroup: one member (v0-2) or a batch of members by member or instance id (v3+).
+//! Answered once the group's record, when the leave changed it, is replicated (Kafka's
+//! coordinator writes with acks=-1); a failed replication is a group-level error.
 
 use super::str_bytes;
 use crate::broker::Broker;
@@ -19,7 +21,14 @@ pub fn handle(b: &Broker, req: LeaveGroupRequest, version: i16) -> LeaveGroupRes
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    match b.groups.leave_group(&req.group_id, &members) {
+    let result =
+        b.groups
+            .leave_group(&req.group_id, &members)
+            .and_then(|(codes, wait)| match wait {
+                Some(w) => w.replicated_blocking().map(|()| codes),
+                None => Ok(codes),
+            });
+    match result {
         Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
         Ok(codes) if version >= 3 => LeaveGroupResponse::default().with_members(
             members

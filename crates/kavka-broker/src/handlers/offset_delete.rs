@@ -1,4 +1,5 @@
-//! OffsetDelete: drops committed offsets of topics the group no longer consumes.
+//! OffsetDelete: drops committed offsets of topics the group no longer consumes, answered
+//! once the tombstones are replicated (a failed replication is a group-level error).
 
 use crate::broker::Broker;
 use kafka_protocol::messages::offset_delete_response::{
@@ -17,7 +18,14 @@ pub fn handle(b: &Broker, req: OffsetDeleteRequest, _version: i16) -> OffsetDele
             )
         })
         .collect();
-    match b.groups.delete_offsets(&req.group_id, &topics) {
+    let result =
+        b.groups
+            .delete_offsets(&req.group_id, &topics)
+            .and_then(|(codes, wait)| match wait {
+                Some(w) => w.replicated_blocking().map(|()| codes),
+                None => Ok(codes),
+            });
+    match result {
         Err(e) => OffsetDeleteResponse::default().with_error_code(e.code()),
         Ok(result) => OffsetDeleteResponse::default().with_topics(
             result
