@@ -7,10 +7,16 @@
 //! moves, a caught-up follower is proposed back into the ISR, and acks=all producers waiting
 //! on the HW are released. Follower fetches park on log-end-offset changes. Never sleeps,
 //! never blocks a reactor thread.
+//!
+//! Replication throttle (KIP-73), Kafka's `shouldLeaderThrottle`: a follower outside the ISR
+//! fetching a partition listed in `leader.replication.throttled.replicas` for this broker gets
+//! no records for it (not an error) while the leader rate is used up; the bytes sent for such
+//! partitions drain the rate.
 
 use crate::broker::Broker;
 use crate::partition::{FollowerFetchError, LeaderEpochError, Partition, PartitionError};
 use crate::replica_manager::now_ms;
+use crate::replication::throttle::ReplicationQuotas;
 use bytes::Bytes;
 use futures_util::future::{select_all, FutureExt};
 use kafka_protocol::messages::fetch_request::FetchPartition;
@@ -45,6 +51,8 @@ struct Slot {
     fetch_offset: i64,
     max_bytes: i32,
     target: Target,
+    /// Replication throttled on this leader (KIP-73): held back while the rate is used up.
+    throttled: bool,
 }
 
 fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
@@ -86,6 +94,7 @@ fn read_once(
     response_max_bytes: i32,
     read_committed: bool,
     from_follower: bool,
+    hold_throttled: bool,
 ) -> (Vec<PartitionData>, usize) {
     let mut remaining = response_max_bytes.max(0) as usize;
     let mut total = 0usize;
@@ -103,6 +112,18 @@ fn read_once(
         // if it exceeds the limits, so a consumer can always make progress.
         let min_one = total == 0;
         let hw = part.high_watermark();
+        if hold_throttled && s.throttled {
+            out.push(
+                PartitionData::default()
+                    .with_partition_index(s.partition)
+                    .with_high_watermark(hw)
+                    .with_last_stable_offset(hw)
+                    .with_log_start_offset(part.log_start_offset())
+                    .with_preferred_read_replica(BrokerId(-1))
+                    .with_records(Some(Bytes::new())),
+            );
+            continue;
+        }
         let plan = if from_follower {
             part.read_plan_for_follower(s.fetch_offset, limit, min_one)
         } else {
@@ -229,6 +250,18 @@ fn resolve(
     }
 }
 
+/// Kafka's `shouldLeaderThrottle` less the rate check: the partition is listed as throttled on
+/// this leader and the fetching follower is not in the ISR.
+fn is_leader_throttled(
+    quotas: &ReplicationQuotas,
+    topic: &str,
+    part: &Partition,
+    replica: i32,
+) -> bool {
+    quotas.is_leader_throttled(topic, part.index)
+        && !part.leader_isr().is_some_and(|isr| isr.contains(&replica))
+}
+
 fn epoch_error_code(e: &LeaderEpochError) -> ErrorCode {
     match e {
         LeaderEpochError::Fenced { .. } => ErrorCode::FencedLeaderEpoch,
@@ -247,6 +280,7 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
     let use_ids = version >= 13;
     let replica = replica_id(&req, version);
     let from_follower = replica >= 0;
+    let quotas = b.replicas.fetchers().quotas().clone();
     let mut topics = Vec::with_capacity(req.topics.len());
     let mut slots = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -266,12 +300,20 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
                 .with_topic_id(t.topic_id),
         );
         for p in &t.partitions {
+            let target = resolve(&b, &image, &resolved, p, version, replica);
+            let throttled = match (&target, &resolved) {
+                (Target::Read(part), Ok(name)) if from_follower => {
+                    is_leader_throttled(&quotas, name, part, replica)
+                }
+                _ => false,
+            };
             slots.push(Slot {
                 topic_idx: ti,
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
-                target: resolve(&b, &image, &resolved, p, version, replica),
+                target,
+                throttled,
             });
         }
         if let Ok(name) = resolved {
@@ -297,6 +339,7 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
         .map(|s| s.max_bytes.max(0) as usize)
         .sum::<usize>()
         .min(response_max_bytes.max(0) as usize);
+    let any_throttled = slots.iter().any(|s| s.throttled);
     let slots = Arc::new(slots);
     let data = loop {
         // Subscribe before reading so an append between the read and the wait still wakes us.
@@ -318,8 +361,9 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
             w.mark_unchanged();
         }
         let s2 = slots.clone();
+        let hold = any_throttled && quotas.is_leader_exhausted(now_ms());
         let Ok((data, bytes)) = crate::offload::run_io(read_bound, move || {
-            read_once(&s2, response_max_bytes, read_committed, from_follower)
+            read_once(&s2, response_max_bytes, read_committed, from_follower, hold)
         })
         .await
         else {
@@ -338,13 +382,23 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             // Timed out: answer with what there is (re-read, cheap, in case of a race).
             let s2 = slots.clone();
+            let hold = any_throttled && quotas.is_leader_exhausted(now_ms());
             break crate::offload::run_io(read_bound, move || {
-                read_once(&s2, response_max_bytes, read_committed, from_follower).0
+                read_once(&s2, response_max_bytes, read_committed, from_follower, hold).0
             })
             .await
             .unwrap_or_default();
         }
     };
+    if any_throttled {
+        let sent: usize = slots
+            .iter()
+            .zip(&data)
+            .filter(|(slot, _)| slot.throttled)
+            .filter_map(|(_, d)| d.records.as_ref().map(|r| r.len()))
+            .sum();
+        quotas.record_leader(sent as u64, now_ms());
+    }
     let mut leaders = BTreeSet::new();
     for (slot, mut d) in slots.iter().zip(data) {
         let Some(t) = topics.get_mut(slot.topic_idx) else {
@@ -384,4 +438,80 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
     FetchResponse::default()
         .with_responses(topics)
         .with_node_endpoints(node_endpoints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::throttle::ThrottledReplicas;
+    use kafka_protocol::records::Compression;
+    use kavka_protocol::records::{encode_batch, plain_record};
+    use std::collections::HashMap;
+
+    /// Partition `t`-0 led by node 1 with replicas [1, 2, 3], ISR [1, 2], holding one batch.
+    fn leader(dir: &std::path::Path) -> Arc<Partition> {
+        let log = kavka_storage::Log::open(dir, kavka_storage::LogConfig::default(), 0).unwrap();
+        let p = Partition::new("t".into(), uuid::Uuid::nil(), 0, log);
+        p.become_leader(
+            &kavka_metadata::PartitionImage {
+                partition: 0,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+            Default::default(),
+            0,
+        );
+        let batch = encode_batch(
+            &[plain_record(0, 1, None, Some(Bytes::from_static(b"value")))],
+            Compression::None,
+        )
+        .unwrap();
+        p.append(&mut batch.to_vec(), 0).unwrap();
+        p
+    }
+
+    /// Only a follower outside the ISR fetching a listed replica is throttled, and while the
+    /// leader rate is used up it gets its partition with no records, not an error.
+    #[test]
+    fn throttled_followers_outside_the_isr_get_no_records_while_the_rate_is_used_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path());
+        let quotas = ReplicationQuotas::new(1);
+        assert!(!is_leader_throttled(&quotas, "t", &p, 3), "nothing listed");
+        quotas.set_leader(
+            Some(1000),
+            HashMap::from([("t".to_string(), ThrottledReplicas::parse("0:1"))]),
+            0,
+        );
+        assert!(is_leader_throttled(&quotas, "t", &p, 3), "out of the ISR");
+        assert!(!is_leader_throttled(&quotas, "t", &p, 2), "in the ISR");
+        assert!(!is_leader_throttled(&quotas, "u", &p, 3), "another topic");
+        let slot = |throttled| Slot {
+            topic_idx: 0,
+            partition: 0,
+            fetch_offset: 0,
+            max_bytes: 1 << 20,
+            target: Target::Read(p.clone()),
+            throttled,
+        };
+        let slots = [slot(true), slot(false)];
+        let (data, bytes) = read_once(&slots, i32::MAX, false, true, false);
+        let sizes = |data: &[PartitionData]| {
+            data.iter()
+                .map(|d| (d.error_code, d.records.as_ref().map_or(0, |r| r.len())))
+                .collect::<Vec<_>>()
+        };
+        let full = sizes(&data)[0].1;
+        assert!(full > 0);
+        assert_eq!(sizes(&data), vec![(0, full), (0, full)]);
+        assert_eq!(bytes, 2 * full);
+        // Held: the throttled slot answers with no records, the other is read as before.
+        let (data, bytes) = read_once(&slots, i32::MAX, false, true, true);
+        assert_eq!(sizes(&data), vec![(0, 0), (0, full)]);
+        assert_eq!(bytes, full);
+        assert_eq!(data[0].high_watermark, p.high_watermark());
+    }
 }

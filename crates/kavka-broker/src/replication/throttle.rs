@@ -252,6 +252,17 @@ impl ReplicationQuotas {
         Self::side(&self.follower).update(rate, replicas, now_ms);
     }
 
+    /// Sets the leader side directly (tests elsewhere in the crate).
+    #[cfg(test)]
+    pub(crate) fn set_leader(
+        &self,
+        rate: Option<u64>,
+        replicas: HashMap<String, ThrottledReplicas>,
+        now_ms: i64,
+    ) {
+        Self::side(&self.leader).update(rate, replicas, now_ms);
+    }
+
     /// Whether this broker's follower replica of the partition is throttled.
     pub fn is_follower_throttled(&self, topic: &str, partition: i32) -> bool {
         Self::side(&self.follower).is_throttled(topic, partition, self.node_id)
