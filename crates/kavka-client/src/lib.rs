@@ -12,6 +12,7 @@
 //! - [`GroupConsumer`]: a member of a classic consumer group (join, heartbeat, commit).
 
 pub mod admin;
+pub mod alter_configs;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;

@@ -4,19 +4,25 @@
 //!
 //! The JSON file is Kafka's: `{"version":1,"partitions":[{"topic":"t","partition":0,
 //! "replicas":[1,2,3]}]}` (`log_dirs`, if present, must be "any" for every replica: kavka
-//! does not move replicas between a broker's log dirs). The replication throttle
-//! (--throttle) and --generate are not implemented.
+//! does not move replicas between a broker's log dirs). --generate is not implemented.
+//!
+//! `--throttle <bytes/s>` with --execute sets the replication throttle (KIP-73) as Kafka's
+//! tool does: both rates on every broker of a moving partition, and on each topic the
+//! throttled replicas (leader side: the partition's current replicas; follower side: the
+//! replicas being added). --verify removes them (unless --preserve-throttles): the topic
+//! configs once no reassignment of the topic is pending, the broker rates once none at all is.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{ArgGroup, Args};
+use kavka_client::alter_configs::{incremental_alter_configs, ConfigTarget};
 use kavka_client::reassignment::{
     alter_partition_reassignments, list_partition_reassignments, OngoingReassignment,
     ReassignmentTarget,
 };
-use kavka_client::{ClientConfig, Cluster};
+use kavka_client::{AlterConfigOp, ClientConfig, Cluster};
 use serde_json::{json, Value};
 
 /// Partitions one reassignment file may name: far more than any cluster has, small enough
@@ -49,7 +55,19 @@ pub struct ReassignPartitionsArgs {
     /// With --execute: start even though other reassignments are in progress.
     #[arg(long)]
     pub additional: bool,
+    /// With --execute: throttle the replication of the moving partitions to this many
+    /// bytes/s (run --verify until the reassignment completes to remove the throttle).
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = clap::value_parser!(i64).range(0..))]
+    pub throttle: Option<i64>,
+    /// With --verify: keep the replication throttle in place.
+    #[arg(long)]
+    pub preserve_throttles: bool,
 }
+
+const LEADER_RATE: &str = "leader.replication.throttled.rate";
+const FOLLOWER_RATE: &str = "follower.replication.throttled.rate";
+const LEADER_REPLICAS: &str = "leader.replication.throttled.replicas";
+const FOLLOWER_REPLICAS: &str = "follower.replication.throttled.replicas";
 
 pub async fn run(args: ReassignPartitionsArgs) -> Result<()> {
     let mut cluster = Cluster::connect(ClientConfig::new(&args.bootstrap_server)?).await?;
@@ -67,9 +85,16 @@ pub async fn run(args: ReassignPartitionsArgs) -> Result<()> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let plan = parse_reassignment_json(&text)?;
         if args.execute {
-            execute(&mut cluster, &plan, args.additional, &mut out).await
+            execute(
+                &mut cluster,
+                &plan,
+                args.additional,
+                args.throttle,
+                &mut out,
+            )
+            .await
         } else if args.verify {
-            verify(&mut cluster, &plan, &mut out).await
+            verify(&mut cluster, &plan, args.preserve_throttles, &mut out).await
         } else {
             cancel(&mut cluster, &plan, &mut out).await
         }
@@ -205,10 +230,147 @@ async fn current_replicas(
     Ok(current)
 }
 
+/// The throttle of a plan, as Kafka's tool computes it: for each topic with a moving
+/// partition (new replicas differ from the current), the leader-side throttled replicas (every
+/// current replica of a moving partition) and the follower-side ones (the replicas being
+/// added), as `partition:broker` lists; and the brokers whose rates are set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PlanThrottle {
+    /// topic -> (leader.replication.throttled.replicas, follower.replication.throttled.replicas)
+    pub topics: BTreeMap<String, (String, String)>,
+    pub brokers: BTreeSet<i32>,
+}
+
+pub fn plan_throttle(
+    plan: &[PlannedReassignment],
+    current: &BTreeMap<(String, i32), Vec<i32>>,
+) -> PlanThrottle {
+    let mut leader: BTreeMap<String, BTreeSet<(i32, i32)>> = BTreeMap::new();
+    let mut follower: BTreeMap<String, BTreeSet<(i32, i32)>> = BTreeMap::new();
+    let mut brokers = BTreeSet::new();
+    for p in plan {
+        let Some(cur) = current.get(&(p.topic.clone(), p.partition)) else {
+            continue;
+        };
+        if *cur == p.replicas {
+            continue;
+        }
+        let l = leader.entry(p.topic.clone()).or_default();
+        l.extend(cur.iter().map(|b| (p.partition, *b)));
+        let f = follower.entry(p.topic.clone()).or_default();
+        f.extend(
+            p.replicas
+                .iter()
+                .filter(|b| !cur.contains(b))
+                .map(|b| (p.partition, *b)),
+        );
+        brokers.extend(cur.iter().chain(&p.replicas).copied());
+    }
+    let list = |set: Option<&BTreeSet<(i32, i32)>>| {
+        set.into_iter()
+            .flatten()
+            .map(|(p, b)| format!("{p}:{b}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let topics = leader
+        .keys()
+        .map(|t| (t.clone(), (list(leader.get(t)), list(follower.get(t)))))
+        .collect();
+    PlanThrottle { topics, brokers }
+}
+
+/// Sets the plan's throttle: the rates on its brokers, the throttled replicas on its topics.
+async fn set_throttle(
+    cluster: &mut Cluster,
+    throttle: &PlanThrottle,
+    rate: i64,
+    out: &mut String,
+) -> Result<()> {
+    let rates = [
+        AlterConfigOp::Set(LEADER_RATE.into(), rate.to_string()),
+        AlterConfigOp::Set(FOLLOWER_RATE.into(), rate.to_string()),
+    ];
+    for id in &throttle.brokers {
+        incremental_alter_configs(cluster, &ConfigTarget::Broker(*id), &rates)
+            .await
+            .with_context(|| format!("cannot set the replication throttle on broker {id}"))?;
+    }
+    for (topic, (leader, follower)) in &throttle.topics {
+        let mut ops = vec![AlterConfigOp::Set(LEADER_REPLICAS.into(), leader.clone())];
+        // An empty list would be refused; a move that only drops replicas adds none.
+        if follower.is_empty() {
+            ops.push(AlterConfigOp::Delete(FOLLOWER_REPLICAS.into()));
+        } else {
+            ops.push(AlterConfigOp::Set(
+                FOLLOWER_REPLICAS.into(),
+                follower.clone(),
+            ));
+        }
+        incremental_alter_configs(cluster, &ConfigTarget::Topic(topic.clone()), &ops)
+            .await
+            .with_context(|| format!("cannot set the throttled replicas of topic {topic}"))?;
+    }
+    let _ = writeln!(
+        out,
+        "Warning: You must run --verify periodically, until the reassignment completes, to ensure the throttle is removed."
+    );
+    let _ = writeln!(out, "The inter-broker throttle limit was set to {rate} B/s");
+    Ok(())
+}
+
+/// Removes the throttle of the plan's topics with no reassignment pending, and the brokers'
+/// rates when no reassignment at all is pending (Kafka's `clearAllThrottles`).
+async fn clear_throttles(
+    cluster: &mut Cluster,
+    plan: &[PlannedReassignment],
+    out: &mut String,
+) -> Result<()> {
+    let ongoing = list_partition_reassignments(cluster, None).await?;
+    let pending: BTreeSet<&str> = ongoing.iter().map(|o| o.topic.as_str()).collect();
+    let topics: BTreeSet<&str> = plan.iter().map(|p| p.topic.as_str()).collect();
+    let done: Vec<&str> = topics.difference(&pending).copied().collect();
+    if pending.is_empty() {
+        let brokers: Vec<i32> = cluster.brokers().map(|b| b.node_id).collect();
+        let ops = [
+            AlterConfigOp::Delete(LEADER_RATE.into()),
+            AlterConfigOp::Delete(FOLLOWER_RATE.into()),
+        ];
+        for id in &brokers {
+            incremental_alter_configs(cluster, &ConfigTarget::Broker(*id), &ops)
+                .await
+                .with_context(|| format!("cannot clear the replication throttle of broker {id}"))?;
+        }
+        let _ = writeln!(
+            out,
+            "Clearing broker-level throttles on brokers {}",
+            join(&brokers)
+        );
+    }
+    let ops = [
+        AlterConfigOp::Delete(LEADER_REPLICAS.into()),
+        AlterConfigOp::Delete(FOLLOWER_REPLICAS.into()),
+    ];
+    for topic in &done {
+        incremental_alter_configs(cluster, &ConfigTarget::Topic(topic.to_string()), &ops)
+            .await
+            .with_context(|| format!("cannot clear the throttled replicas of topic {topic}"))?;
+    }
+    if !done.is_empty() {
+        let _ = writeln!(
+            out,
+            "Clearing topic-level throttles on topics {}",
+            done.join(",")
+        );
+    }
+    Ok(())
+}
+
 async fn execute(
     cluster: &mut Cluster,
     plan: &[PlannedReassignment],
     additional: bool,
+    throttle: Option<i64>,
     out: &mut String,
 ) -> Result<()> {
     if !additional
@@ -236,6 +398,9 @@ async fn execute(
         out,
         "Save this to use as the --reassignment-json-file option during rollback"
     );
+    if let Some(rate) = throttle {
+        set_throttle(cluster, &plan_throttle(plan, &current), rate, out).await?;
+    }
     let targets: Vec<ReassignmentTarget> = plan
         .iter()
         .map(|p| ReassignmentTarget {
@@ -312,6 +477,7 @@ pub enum VerifyState {
 async fn verify(
     cluster: &mut Cluster,
     plan: &[PlannedReassignment],
+    preserve_throttles: bool,
     out: &mut String,
 ) -> Result<()> {
     let keys: Vec<(String, i32)> = plan
@@ -332,6 +498,9 @@ async fn verify(
         let key = (p.topic.clone(), p.partition);
         let state = verify_state(p, moving.contains(&key), current.get(&key));
         format_verify(p, &state, out);
+    }
+    if !preserve_throttles {
+        clear_throttles(cluster, plan, out).await?;
     }
     Ok(())
 }
@@ -487,6 +656,29 @@ mod tests {
     }
 
     #[test]
+    fn throttles_the_current_replicas_as_leaders_and_the_added_ones_as_followers() {
+        let plan = parse_reassignment_json(
+            r#"{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[2,3]},{"topic":"t","partition":1,"replicas":[1]},{"topic":"u","partition":0,"replicas":[1,2]}]}"#,
+        )
+        .unwrap();
+        let current = BTreeMap::from([
+            (("t".to_string(), 0), vec![1, 2]),
+            (("t".to_string(), 1), vec![1, 4]),
+            (("u".to_string(), 0), vec![1, 2]),
+        ]);
+        let t = plan_throttle(&plan, &current);
+        assert_eq!(
+            t.topics,
+            BTreeMap::from([(
+                "t".to_string(),
+                ("0:1,0:2,1:1,1:4".to_string(), "0:3".to_string())
+            )]),
+            "u does not move"
+        );
+        assert_eq!(t.brokers, BTreeSet::from([1, 2, 3, 4]));
+    }
+
+    #[test]
     fn parses_flags() {
         let a: ReassignPartitionsArgs = crate::cli::parse_args(&[
             "--bootstrap-server",
@@ -497,6 +689,21 @@ mod tests {
         ])
         .unwrap();
         assert!(a.execute && !a.verify);
+        assert_eq!(a.throttle, None);
+        let throttled = |rate: &str| {
+            crate::cli::parse_args::<ReassignPartitionsArgs>(&[
+                "--bootstrap-server",
+                "h:1",
+                "--reassignment-json-file",
+                "f.json",
+                "--execute",
+                "--throttle",
+                rate,
+            ])
+            .map(|a| a.throttle)
+        };
+        assert_eq!(throttled("1000").ok(), Some(Some(1000)));
+        assert!(throttled("-1").is_err());
         let a: ReassignPartitionsArgs =
             crate::cli::parse_args(&["--bootstrap-server", "h:1", "--list"]).unwrap();
         assert!(a.list);
