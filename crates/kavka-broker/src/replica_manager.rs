@@ -141,6 +141,8 @@ impl ReplicaManager {
 
     /// Applies an image at startup or after a change.
     pub fn reconcile(&self, old: Option<&MetadataImage>, new: &MetadataImage) {
+        // Replication throttles (KIP-73) follow the dynamic configs in the image.
+        self.fetchers.quotas().update(new, now_ms());
         if let Some(old) = old {
             for (name, t) in &old.topics {
                 match new.topics.get(name) {
