@@ -100,11 +100,14 @@ async fn start_leader(dir: &Path) -> (RunningBroker, LeaderClient, Arc<Partition
 }
 
 fn batch(n: usize, tag: &str) -> Bytes {
+    // Current timestamps: 1970 ones are past retention, and the broker's first housekeeping
+    // round (run at start, late on a loaded machine) would delete them under the test.
+    let now = kavka_broker::replica_manager::now_ms();
     let records: Vec<_> = (0..n)
         .map(|i| {
             plain_record(
                 i as i64,
-                1_000 + i as i64,
+                now + i as i64,
                 Some(Bytes::from(format!("{tag}-{i}"))),
                 Some(Bytes::from(vec![b'v'; 100])),
             )

@@ -401,7 +401,14 @@ mod tests {
 
     fn produce_request(topic: &str, acks: i16, timeout_ms: i32) -> ProduceRequest {
         let batch = encode_batch(
-            &[plain_record(0, 1_000, None, Some(Bytes::from_static(b"v")))],
+            // A current timestamp: a 1970 one is past retention, and the broker's first
+            // housekeeping round (run at start, late on a loaded machine) would delete it.
+            &[plain_record(
+                0,
+                crate::replica_manager::now_ms(),
+                None,
+                Some(Bytes::from_static(b"v")),
+            )],
             Compression::None,
         )
         .unwrap();
