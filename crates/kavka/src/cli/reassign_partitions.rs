@@ -557,7 +557,7 @@ pub fn format_list(ongoing: &[OngoingReassignment], out: &mut String) {
 }
 
 fn join(ids: &[i32]) -> String {
-    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+    super::join_ids(ids)
 }
 
 #[cfg(test)]

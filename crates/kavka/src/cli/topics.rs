@@ -237,29 +237,18 @@ pub fn format_description(d: &TopicDescription, out: &mut String) {
         configs.join(",")
     );
     for p in &d.partitions {
-        let leader = if p.leader < 0 {
-            "none".to_string()
-        } else {
-            p.leader.to_string()
-        };
-        let _ = write!(
+        super::write_partition_line(
             out,
-            "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
-            d.name,
-            p.partition,
-            leader,
-            join(&p.replicas),
-            join(&p.isr)
+            &super::PartitionLine {
+                topic: &d.name,
+                partition: p.partition,
+                leader: p.leader,
+                replicas: &p.replicas,
+                isr: &p.isr,
+                offline: &p.offline_replicas,
+            },
         );
-        if !p.offline_replicas.is_empty() {
-            let _ = write!(out, "\tOffline: {}", join(&p.offline_replicas));
-        }
-        out.push('\n');
     }
-}
-
-fn join(ids: &[i32]) -> String {
-    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
