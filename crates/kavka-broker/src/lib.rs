@@ -16,6 +16,7 @@ pub mod network;
 pub mod offload;
 pub mod partition;
 pub mod producer_ids;
+pub mod txn;
 pub mod replica_manager;
 pub mod replication;
 pub mod router;

@@ -198,6 +198,28 @@ impl Partition {
         batches: &mut [u8],
         now_ms: i64,
     ) -> Result<(AppendInfo, bool), PartitionError> {
+        self.append_with(now_ms, |log, epoch| {
+            log.append_as_leader(batches, epoch, now_ms)
+        })
+    }
+
+    /// Writes a transaction marker as the leader (WriteTxnMarkers). Blocking, like
+    /// [`Partition::append`], with the same result.
+    pub fn append_txn_marker(
+        &self,
+        marker: &kavka_protocol::records::TxnMarker,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, bool), PartitionError> {
+        self.append_with(now_ms, |log, epoch| {
+            log.append_txn_marker(marker, epoch, now_ms)
+        })
+    }
+
+    fn append_with(
+        &self,
+        now_ms: i64,
+        append: impl FnOnce(&mut Log, i32) -> Result<AppendInfo, kavka_storage::StorageError>,
+    ) -> Result<(AppendInfo, bool), PartitionError> {
         let (info, flush_due, lso, leo) = {
             let mut g = self.lock();
             let log = g.as_mut().ok_or(PartitionError::NotHosted)?;
@@ -205,7 +227,7 @@ impl Partition {
                 return Err(PartitionError::NotLeaderOrFollower);
             }
             let epoch = self.leader_epoch();
-            let info = log.append_as_leader(batches, epoch, now_ms)?;
+            let info = append(log, epoch)?;
             let leo = log.log_end_offset();
             // Published under the lock so the watch never goes back.
             self.log_end_offset.send_replace(leo);
@@ -793,6 +815,37 @@ impl Partition {
     ) -> Result<ReadPlan, PartitionError> {
         let hw = self.high_watermark();
         self.with_log(|log| log.read_plan(offset, max_bytes, hw, min_one_batch))
+    }
+
+    /// The last stable offset: the HW, or the first offset of the earliest undecided
+    /// transaction below it (what read_committed consumers may read up to).
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.with_log(|log| Ok(log.last_stable_offset(hw)))
+            .unwrap_or(hw)
+    }
+
+    /// Plans a read_committed consumer's read: up to the last stable offset.
+    pub fn read_plan_committed(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadPlan, PartitionError> {
+        let hw = self.high_watermark();
+        self.with_log(|log| {
+            let lso = log.last_stable_offset(hw);
+            log.read_plan(offset, max_bytes, lso, min_one_batch)
+        })
+    }
+
+    /// The aborted transactions overlapping `start_offset..upper_bound_offset`.
+    pub fn aborted_transactions(
+        &self,
+        start_offset: i64,
+        upper_bound_offset: i64,
+    ) -> Result<Vec<kavka_storage::AbortedTxn>, PartitionError> {
+        self.with_log(|log| log.aborted_transactions(start_offset, upper_bound_offset))
     }
 
     /// Plans a follower's read: up to the log end offset, not the HW.

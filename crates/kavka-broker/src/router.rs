@@ -271,6 +271,7 @@ impl RequestHandler for Router {
                     .boxed(),
                 )
             }
+            // Transactions (issue 5): each helper adds its arms above this line.
             other => Dispatch::Close(format!("{other:?} is not implemented")),
         }
     }

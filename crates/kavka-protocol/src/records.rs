@@ -437,3 +437,123 @@ mod tests {
         }
     }
 }
+
+/// The type of a control record (Kafka's `ControlRecordType`): the transaction marker that
+/// ends a producer's transaction on one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ControlType {
+    Abort,
+    Commit,
+}
+
+impl ControlType {
+    pub fn id(self) -> i16 {
+        match self {
+            ControlType::Abort => 0,
+            ControlType::Commit => 1,
+        }
+    }
+}
+
+/// A transaction marker as it is written to a partition (Kafka's `EndTransactionMarker`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The coordinator epoch (its `__transaction_state` partition's leader epoch) that wrote
+    /// it: markers of an older coordinator are refused (TRANSACTION_COORDINATOR_FENCED).
+    pub coordinator_epoch: i32,
+    pub control: ControlType,
+}
+
+/// The control record key: version 0, then the type.
+pub fn control_key(control: ControlType) -> Bytes {
+    let mut k = Vec::with_capacity(4);
+    k.extend_from_slice(&0i16.to_be_bytes());
+    k.extend_from_slice(&control.id().to_be_bytes());
+    Bytes::from(k)
+}
+
+/// The control type of a control record's key; `None` for an unknown version or type
+/// (Kafka skips those: later versions may add types).
+pub fn decode_control_key(key: &[u8]) -> Option<ControlType> {
+    let version = i16::from_be_bytes(key.get(0..2)?.try_into().ok()?);
+    let kind = i16::from_be_bytes(key.get(2..4)?.try_into().ok()?);
+    if version < 0 {
+        return None;
+    }
+    match kind {
+        0 => Some(ControlType::Abort),
+        1 => Some(ControlType::Commit),
+        _ => None,
+    }
+}
+
+/// The coordinator epoch of a transaction marker's value (version 0: i16 version, i32 epoch).
+pub fn decode_marker_coordinator_epoch(value: &[u8]) -> Option<i32> {
+    let version = i16::from_be_bytes(value.get(0..2)?.try_into().ok()?);
+    if version < 0 {
+        return None;
+    }
+    Some(i32::from_be_bytes(value.get(2..6)?.try_into().ok()?))
+}
+
+/// One control batch holding `marker`, base offset 0, for the log to assign offsets to.
+pub fn encode_txn_marker(marker: &TxnMarker, timestamp: i64) -> Result<Bytes, RecordsError> {
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: marker.producer_id,
+        producer_epoch: marker.producer_epoch,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset: 0,
+        // Control batches carry no sequence (Kafka writes -1).
+        sequence: -1,
+        timestamp,
+        key: Some(control_key(marker.control)),
+        value: Some(Bytes::from(value)),
+        headers: Default::default(),
+    };
+    encode_batch(&[record], WireCompression::None)
+}
+
+#[cfg(test)]
+mod marker_tests {
+    use super::*;
+
+    #[test]
+    fn marker_round_trip() {
+        let m = TxnMarker {
+            producer_id: 42,
+            producer_epoch: 3,
+            coordinator_epoch: 7,
+            control: ControlType::Commit,
+        };
+        let bytes = encode_txn_marker(&m, 1_700_000_000_000).unwrap();
+        let batches = decode_batches_detailed(&bytes, 1 << 20).unwrap();
+        assert_eq!(batches.len(), 1);
+        let b = &batches[0];
+        assert!(b.header.is_control() && b.header.is_transactional());
+        assert_eq!(b.header.producer_id, 42);
+        assert_eq!(b.header.producer_epoch, 3);
+        assert_eq!(b.header.base_sequence, -1);
+        let r = &b.records[0];
+        assert_eq!(
+            decode_control_key(r.key.as_deref().unwrap()),
+            Some(ControlType::Commit)
+        );
+        assert_eq!(
+            decode_marker_coordinator_epoch(r.value.as_deref().unwrap()),
+            Some(7)
+        );
+        assert_eq!(decode_control_key(&[0, 0, 0, 0]), Some(ControlType::Abort));
+        assert_eq!(decode_control_key(&[0, 0, 0, 9]), None);
+        assert_eq!(decode_control_key(&[0]), None);
+        assert_eq!(decode_marker_coordinator_epoch(&[0, 0, 1]), None);
+    }
+}

@@ -30,6 +30,7 @@ mod retention;
 mod segment;
 mod segment_swap;
 mod time_index;
+mod txn_index;
 
 pub use cleaner::{CleanableLog, CleanedLog, Cleaner, CleanerConfig, CleanerError, CleanerStats};
 pub use config::{LogConfig, TimestampType};
@@ -42,6 +43,7 @@ pub use producer_state::{
     NUM_BATCHES_TO_RETAIN,
 };
 pub use read_plan::{ReadChunk, ReadPlan};
+pub use txn_index::AbortedTxn;
 
 #[cfg(test)]
 mod cleaner_tests;

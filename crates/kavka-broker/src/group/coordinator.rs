@@ -1326,6 +1326,21 @@ impl GroupCoordinator {
 
     /// DeleteGroups for one group: only an empty group can go; its offsets go with it.
     /// Returns what to wait for before answering.
+    /// WriteTxnMarkers on `__consumer_offsets` partition `partition`: writes `marker` under
+    /// the shard lock (so the log's order stays the memory's order) and makes the producer's
+    /// pending transactional offsets committed (COMMIT) or drops them (ABORT). Errors:
+    /// NOT_COORDINATOR when this broker does not lead the partition,
+    /// COORDINATOR_LOAD_IN_PROGRESS while the shard replays (the caller retries).
+    /// SCAFFOLD: the group helper makes this real.
+    pub fn write_txn_marker(
+        &self,
+        partition: i32,
+        marker: &kavka_protocol::records::TxnMarker,
+    ) -> Result<Option<AppendWait>, ErrorCode> {
+        let _ = (partition, marker);
+        Err(ErrorCode::CoordinatorNotAvailable)
+    }
+
     pub fn delete_group(&self, group_id: &str) -> Result<Option<AppendWait>, ErrorCode> {
         let now = now_ms();
         self.with_shard(group_id, |p, shard| {

@@ -32,6 +32,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+// Transactions (issue 5): handler modules, one line each, above this line.
 
 use kafka_protocol::protocol::StrBytes;
 
