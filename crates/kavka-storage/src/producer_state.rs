@@ -47,6 +47,19 @@ pub enum ProducerStateError {
         expected: i32,
         got: i32,
     },
+    /// A batch that does not fit the producer's transaction state on this partition: a
+    /// non-transactional batch while its transaction is ongoing, or a transactional batch of
+    /// a producer that was not transactional in the same epoch (Kafka's `INVALID_TXN_STATE`).
+    #[error("producer {producer_id}: batch does not fit its transaction state")]
+    InvalidTxnState { producer_id: i64 },
+    /// A transaction marker written by an older transaction coordinator than the last one
+    /// seen for this producer (Kafka's `TRANSACTION_COORDINATOR_FENCED`).
+    #[error("producer {producer_id}: marker from coordinator epoch {coordinator_epoch}, older than {current}")]
+    TransactionCoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
 }
 
 /// One retained batch of a producer.
@@ -66,9 +79,19 @@ pub struct ProducerEntry {
     pub batches: VecDeque<BatchMetadata>,
     /// Largest batch timestamp seen, for `producer.id.expiration.ms`.
     pub last_timestamp: i64,
+    /// First offset of the producer's ongoing transaction on this partition, if any.
+    pub current_txn_first_offset: Option<i64>,
+    /// Epoch of the transaction coordinator that wrote the producer's last marker here, -1
+    /// when none was seen.
+    pub coordinator_epoch: i32,
 }
 
 impl ProducerEntry {
+    /// Sequence of the last retained batch, -1 when none is (DescribeProducers).
+    pub fn last_sequence(&self) -> i32 {
+        self.last_seq().unwrap_or(-1)
+    }
+
     fn last_seq(&self) -> Option<i32> {
         self.batches.back().map(|b| b.last_seq)
     }
@@ -231,6 +254,8 @@ impl ProducerStateManager {
                 epoch: b.epoch,
                 batches: VecDeque::new(),
                 last_timestamp: -1,
+                current_txn_first_offset: None,
+                coordinator_epoch: -1,
             })
         });
         if b.epoch != entry.epoch {
@@ -358,6 +383,8 @@ impl ProducerStateManager {
                     epoch,
                     batches,
                     last_timestamp,
+                    current_txn_first_offset: None,
+                    coordinator_epoch: -1,
                 },
             );
         }

@@ -75,6 +75,12 @@ pub(crate) fn partition_error_code(
         PartitionError::Storage(StorageError::Producer(
             ProducerStateError::OutOfOrderSequence { .. },
         )) => ErrorCode::OutOfOrderSequenceNumber,
+        PartitionError::Storage(StorageError::Producer(ProducerStateError::InvalidTxnState {
+            ..
+        })) => ErrorCode::InvalidTxnState,
+        PartitionError::Storage(StorageError::Producer(
+            ProducerStateError::TransactionCoordinatorFenced { .. },
+        )) => ErrorCode::TransactionCoordinatorFenced,
         PartitionError::Storage(other) => {
             tracing::error!(topic, partition, "storage failure: {other}");
             ErrorCode::KafkaStorageError
