@@ -10,6 +10,7 @@
 //! - [`Producer`]: batches records per partition and sends them to the leaders.
 //! - [`Consumer`]: assigned partitions, offset resolution and the fetch loop.
 //! - [`GroupConsumer`]: a member of a classic consumer group (join, heartbeat, commit).
+//! - `transactions_admin`: ListTransactions, DescribeTransactions, DescribeProducers on [`Admin`].
 
 pub mod admin;
 pub mod alter_configs;
@@ -28,6 +29,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod reassignment;
 pub mod topic_id;
+pub mod transactions_admin;
 
 pub use admin::{Admin, AlterConfigOp, ConfigEntry, NewTopic, TopicDescription};
 pub use cluster::{BrokerMetadata, ClientConfig, Cluster, PartitionMetadata, TopicMetadata};
@@ -40,6 +42,9 @@ pub use group_admin::{
 pub use group_consumer::{GroupConfig, GroupConsumer};
 pub use kafka_protocol::records::Compression;
 pub use producer::{Acks, ProduceAck, Producer, ProducerConfig, ProducerRecord};
+pub use transactions_admin::{
+    ListTransactionsFilter, ProducerStateDescription, TransactionDescription, TransactionListing,
+};
 
 /// Result type of every client operation.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
