@@ -848,6 +848,14 @@ impl Partition {
         self.with_log(|log| log.aborted_transactions(start_offset, upper_bound_offset))
     }
 
+    /// Every producer this replica keeps state for, by producer id (DescribeProducers):
+    /// epoch, last sequence and timestamp, coordinator epoch, open transaction.
+    pub fn active_producers(
+        &self,
+    ) -> Result<Vec<(i64, kavka_storage::ProducerEntry)>, PartitionError> {
+        self.with_log(|log| Ok(log.producer_state().clone_entries()))
+    }
+
     /// Plans a follower's read: up to the log end offset, not the HW.
     pub fn read_plan_for_follower(
         &self,

@@ -271,6 +271,17 @@ impl RequestHandler for Router {
                     .boxed(),
                 )
             }
+            ApiKey::WriteTxnMarkers => {
+                async_handler!(WriteTxnMarkersRequest, |b, req| {
+                    handlers::write_txn_markers::handle(b, req, version)
+                })
+            }
+            ApiKey::DescribeProducers => {
+                blocking_handler!(
+                    DescribeProducersRequest,
+                    handlers::describe_producers::handle
+                )
+            }
             // Transactions (issue 5): each helper adds its arms above this line.
             other => Dispatch::Close(format!("{other:?} is not implemented")),
         }

@@ -21,9 +21,10 @@ use bytes::Bytes;
 use futures_util::future::{select_all, FutureExt};
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+    PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kavka_metadata::MetadataImage;
 use kavka_protocol::error::ErrorCode;
@@ -124,26 +125,44 @@ fn read_once(
             );
             continue;
         }
+        // Consumers of both isolation levels are told the last stable offset (Kafka reports
+        // it whatever the level); followers keep the HW there, as before transactions.
+        let lso = if from_follower {
+            hw
+        } else {
+            part.last_stable_offset()
+        };
         let plan = if from_follower {
             part.read_plan_for_follower(s.fetch_offset, limit, min_one)
+        } else if read_committed {
+            part.read_plan_committed(s.fetch_offset, limit, min_one)
         } else {
             part.read_plan(s.fetch_offset, limit, min_one)
         };
-        let read = plan.and_then(|plan| {
-            plan.execute()
-                .map_err(|e| PartitionError::Storage(StorageError::Io(e)))
-        });
+        let read = plan
+            .and_then(|plan| {
+                plan.execute()
+                    .map_err(|e| PartitionError::Storage(StorageError::Io(e)))
+            })
+            .and_then(|records| {
+                let aborted = if read_committed {
+                    Some(aborted_in(part, s.fetch_offset, &records)?)
+                } else {
+                    None
+                };
+                Ok((records, aborted))
+            });
         match read {
-            Ok(records) => {
+            Ok((records, aborted)) => {
                 total += records.len();
                 remaining = remaining.saturating_sub(records.len());
                 out.push(
                     PartitionData::default()
                         .with_partition_index(s.partition)
                         .with_high_watermark(hw)
-                        .with_last_stable_offset(hw)
+                        .with_last_stable_offset(lso)
                         .with_log_start_offset(part.log_start_offset())
-                        .with_aborted_transactions(read_committed.then(Vec::new))
+                        .with_aborted_transactions(aborted)
                         .with_preferred_read_replica(BrokerId(-1))
                         .with_records(Some(records)),
                 );
@@ -152,13 +171,51 @@ fn read_once(
                 let code = super::partition_error_code(&e, &part.topic, part.index);
                 let mut d = error_partition(s.partition, code);
                 d.high_watermark = hw;
-                d.last_stable_offset = hw;
+                d.last_stable_offset = lso;
                 d.log_start_offset = part.log_start_offset();
                 out.push(d);
             }
         }
     }
     (out, total)
+}
+
+/// The aborted transactions a read_committed consumer needs to filter `records`, read from
+/// `fetch_offset`: those overlapping `fetch_offset..end`, where `end` is the offset after the
+/// last whole batch returned (Kafka bounds them by the end of the data read). Nothing read:
+/// an empty list, never null, as Kafka answers read_committed.
+fn aborted_in(
+    part: &Partition,
+    fetch_offset: i64,
+    records: &[u8],
+) -> Result<Vec<AbortedTransaction>, PartitionError> {
+    let Some(end) = kavka_protocol::record_batch::batches(records)
+        .map_while(Result::ok)
+        .last()
+        .map(|(_, h)| h.last_offset().saturating_add(1))
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(part
+        .aborted_transactions(fetch_offset, end)?
+        .into_iter()
+        .map(|a| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(a.producer_id))
+                .with_first_offset(a.first_offset)
+        })
+        .collect())
+}
+
+/// The last stable offset of every slot read from, in slot order (a consumer's long poll).
+fn stable_offsets(slots: &[Slot]) -> Vec<i64> {
+    slots
+        .iter()
+        .filter_map(|s| match &s.target {
+            Target::Read(p) => Some(p.last_stable_offset()),
+            Target::Fixed(_) => None,
+        })
+        .collect()
 }
 
 /// The fetching replica: `replica_id` before v15, `replica_state.replica_id` from v15 on.
@@ -360,6 +417,13 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
         for w in &mut watchers {
             w.mark_unchanged();
         }
+        // read_committed reads stop at the LSO: what is taken before the read tells a later
+        // HW move that left every LSO in place (an open transaction) from one worth a read.
+        let lsos = if read_committed {
+            stable_offsets(&slots)
+        } else {
+            Vec::new()
+        };
         let s2 = slots.clone();
         let hold = any_throttled && quotas.is_leader_exhausted(now_ms());
         let Ok((data, bytes)) = crate::offload::run_io(read_bound, move || {
@@ -378,8 +442,23 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
         {
             break data;
         }
-        let changed = select_all(watchers.iter_mut().map(|w| w.changed().boxed()));
-        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+        let timed_out = loop {
+            let changed = select_all(watchers.iter_mut().map(|w| w.changed().boxed()));
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break true;
+            }
+            if !read_committed {
+                break false;
+            }
+            // Marked before the LSOs are looked at, so a move right after still wakes us.
+            for w in &mut watchers {
+                w.mark_unchanged();
+            }
+            if stable_offsets(&slots) != lsos {
+                break false;
+            }
+        };
+        if timed_out {
             // Timed out: answer with what there is (re-read, cheap, in case of a race).
             let s2 = slots.clone();
             let hold = any_throttled && quotas.is_leader_exhausted(now_ms());

@@ -1,5 +1,5 @@
-//! ListOffsets: the offsets at the log start, the high watermark, or a timestamp, answered by
-//! the partition leader.
+//! ListOffsets: the offsets at the log start, the high watermark (the last stable offset for
+//! read_committed consumers), or a timestamp, answered by the partition leader.
 
 use crate::broker::Broker;
 use crate::partition::{LeaderEpochError, PartitionError};
@@ -18,10 +18,14 @@ const LATEST_TIERED: i64 = -5;
 
 /// The replica id of Kafka's debugging tools: may read from any replica.
 const DEBUGGING_REPLICA_ID: i32 = -2;
+/// The replica id of consumers: the only requester the isolation level applies to.
+const CONSUMER_REPLICA_ID: i32 = -1;
 
 pub fn handle(b: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let image = b.controller.image();
     let replica_id = req.replica_id.0;
+    // isolation_level exists from v2 on; older requests read uncommitted.
+    let read_committed = version >= 2 && req.isolation_level == 1;
     let topics = req
         .topics
         .iter()
@@ -62,28 +66,32 @@ pub fn handle(b: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsR
                     if replica_id != DEBUGGING_REPLICA_ID && !part.is_leader() {
                         return refuse(ErrorCode::NotLeaderOrFollower);
                     }
-                    // A replica is told the log end; a consumer the high watermark (without
-                    // transactions the last stable offset equals it).
-                    let latest = if replica_id >= 0 {
+                    // Kafka's `fetchOffsetForTimestamp`: a consumer reads up to the last
+                    // stable offset (read_committed) or the high watermark; a replica or a
+                    // debugging tool up to the log end.
+                    let last_fetchable = if replica_id != CONSUMER_REPLICA_ID {
                         part.log_end_offset()
+                    } else if read_committed {
+                        part.last_stable_offset()
                     } else {
                         part.high_watermark()
                     };
+                    // A timestamp lookup answers only an offset the requester could fetch.
+                    let fetchable = |o: Option<(i64, i64)>| match o {
+                        Some((ts, off)) if off < last_fetchable => (ts, off),
+                        _ => (-1, -1),
+                    };
                     let found: Result<(i64, i64), PartitionError> = match p.timestamp {
-                        LATEST => Ok((-1, latest)),
+                        LATEST => Ok((-1, last_fetchable)),
                         EARLIEST | EARLIEST_LOCAL => Ok((-1, part.log_start_offset())),
                         LATEST_TIERED => Ok((-1, -1)),
-                        MAX_TIMESTAMP => part.max_timestamp_and_offset().map(|o| match o {
-                            Some((ts, off)) => (ts, off),
-                            None => (-1, -1),
-                        }),
+                        MAX_TIMESTAMP => part.max_timestamp_and_offset().map(fetchable),
                         ts if ts < 0 => {
                             return resp.with_error_code(ErrorCode::InvalidRequest.code())
                         }
-                        ts => part.offset_for_timestamp(ts).map(|o| match o {
-                            Some((off, ts)) => (ts, off),
-                            None => (-1, -1),
-                        }),
+                        ts => part
+                            .offset_for_timestamp(ts)
+                            .map(|o| fetchable(o.map(|(off, ts)| (ts, off)))),
                     };
                     match found {
                         // The leader epoch field exists from v4 on. The current one is safe

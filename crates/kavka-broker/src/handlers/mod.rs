@@ -32,6 +32,8 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod describe_producers;
+pub mod write_txn_markers;
 // Transactions (issue 5): handler modules, one line each, above this line.
 
 use kafka_protocol::protocol::StrBytes;

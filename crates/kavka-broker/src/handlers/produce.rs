@@ -1,4 +1,7 @@
 //! Produce: validate each partition's batches (header, CRC, counts; never decompress),
+//! transactional ones included (the log checks them against the producer's transaction
+//! state; that the coordinator added the partition to the transaction is not verified here,
+//! KIP-890 part 1 is not implemented),
 //! append them in request order on the partitions this broker leads, then acknowledge per
 //! `acks`: acks=1 after the local append, acks=all once the high watermark covers the batch
 //! (every in-sync replica has it), waiting parked on the HW up to the request timeout; both
@@ -48,18 +51,28 @@ fn validate(records: &[u8], version: i16) -> Result<(), (ErrorCode, String)> {
                 "record count does not match last offset delta".into(),
             ));
         }
-        if h.is_transactional() {
-            // Transactions are not supported: no coordinator ever put this producer in a
-            // transaction, which Kafka answers the same way.
-            return Err((
-                ErrorCode::InvalidTxnState,
-                "transactions are not supported by this broker".into(),
-            ));
-        }
+        // Kafka's `validateBatch` for client appends: markers are the coordinator's alone.
         if h.is_control() {
             return Err((
                 ErrorCode::InvalidRecord,
                 "producers may not write control batches".into(),
+            ));
+        }
+        if h.producer_id >= 0 && h.base_sequence < 0 {
+            return Err((
+                ErrorCode::InvalidRecord,
+                format!(
+                    "invalid sequence number {} in a batch of producer {}",
+                    h.base_sequence, h.producer_id
+                ),
+            ));
+        }
+        // A transaction belongs to a producer id: without one no marker could ever end it
+        // and the last stable offset would never pass it. (Kafka would append it untracked.)
+        if h.is_transactional() && h.producer_id < 0 {
+            return Err((
+                ErrorCode::InvalidRecord,
+                "transactional batch without a producer id".into(),
             ));
         }
         count += 1;
@@ -225,6 +238,38 @@ fn append_all(
 /// (base offsets), converted from magic 0/1 where an old client sent those.
 pub type ConvertFn = fn(Bytes, i16) -> Result<BytesMut, (ErrorCode, String)>;
 
+/// Every partition of `req` answered with `code`, nothing appended.
+fn refuse_all(req: &ProduceRequest, code: ErrorCode) -> ProduceResponse {
+    let mut resp = ProduceResponse::default();
+    for t in &req.topic_data {
+        let parts = t
+            .partition_data
+            .iter()
+            .map(|p| error_response(p.index, code, None))
+            .collect();
+        resp.responses.push(
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_partition_responses(parts),
+        );
+    }
+    resp
+}
+
+/// Whether any partition carries a transactional batch (headers only; a malformed batch is
+/// left for the per-partition validation to refuse).
+fn has_transactional_records(req: &ProduceRequest) -> bool {
+    req.topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .filter_map(|p| p.records.as_ref())
+        .any(|r| {
+            record_batch::batches(r)
+                .map_while(Result::ok)
+                .any(|(_, h)| h.is_transactional())
+        })
+}
+
 /// `Ok(None)`: acks=0, no response. `Err`: the connection should be closed.
 pub async fn handle(
     b: Arc<Broker>,
@@ -242,20 +287,16 @@ pub async fn handle_with(
 ) -> Result<Option<ProduceResponse>, String> {
     let acks = req.acks;
     if acks != 0 && acks != 1 && acks != -1 {
-        let mut resp = ProduceResponse::default();
-        for t in &req.topic_data {
-            let parts = t
-                .partition_data
-                .iter()
-                .map(|p| error_response(p.index, ErrorCode::InvalidRequiredAcks, None))
-                .collect();
-            resp.responses.push(
-                TopicProduceResponse::default()
-                    .with_name(t.name.clone())
-                    .with_partition_responses(parts),
-            );
-        }
-        return Ok(Some(resp));
+        return Ok(Some(refuse_all(&req, ErrorCode::InvalidRequiredAcks)));
+    }
+    // Kafka authorizes transactional records against the request's transactional id before
+    // anything else; without one the whole request is refused (there are no ACLs here, so
+    // a named id always passes).
+    if req.transactional_id.is_none() && has_transactional_records(&req) {
+        return Ok(Some(refuse_all(
+            &req,
+            ErrorCode::TransactionalIdAuthorizationFailed,
+        )));
     }
     let names: Vec<_> = req.topic_data.iter().map(|t| t.name.clone()).collect();
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, MAX_TIMEOUT_MS) as u64);
