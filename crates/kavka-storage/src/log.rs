@@ -1114,6 +1114,8 @@ impl Log {
         if !self.config.compact || self.segments.len() < 2 {
             return None;
         }
+        // Undecided transactions are never cleaned (as Kafka): nothing at or above the LSO.
+        let high_watermark = self.last_stable_offset(high_watermark);
         let sealed = self.segments.len() - 1;
         let first_dirty = self.first_dirty_offset();
         let min_lag = self.config.min_compaction_lag_ms.max(0);
@@ -1168,12 +1170,15 @@ impl Log {
         if dirty_bytes == 0 && !tombstones_due {
             return None;
         }
-        let producer_last_offsets = self
-            .producer_state
-            .clone_entries()
-            .into_iter()
-            .filter_map(|(pid, e)| e.batches.back().map(|b| (pid, b.last_offset)))
-            .collect();
+        // The cleaner removes aborted records and needs the list for the whole pass.
+        let pass_start = segments.first().map_or(first_dirty, |s| s.base_offset);
+        let aborted_txns = match self.aborted_transactions(pass_start, uncleanable) {
+            Ok(txns) => txns,
+            Err(e) => {
+                warn!(dir = %self.dir.display(), error = %e, "cannot read aborted transactions; not cleaning");
+                return None;
+            }
+        };
         Some(CleanableLog {
             dir: self.dir.clone(),
             segments,
@@ -1181,7 +1186,8 @@ impl Log {
             first_uncleanable_offset: uncleanable,
             generation: self.generation,
             config: self.config.clone(),
-            producer_last_offsets,
+            producers: crate::cleaner::last_records(self.producer_state.clone_entries()),
+            aborted_txns,
             clean_bytes,
             dirty_bytes,
             max_lag_exceeded,
