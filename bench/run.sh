@@ -6,6 +6,9 @@
 #   bench/run.sh --quick    smaller counts and shorter runs (~4 min)
 #   bench/run.sh --keep     keep the data directory and broker logs afterwards
 #
+# The last step runs bench/transactions.py (idempotence off/on, transactions per second) with
+# the project's .venv (scripts/test.sh creates it); it is skipped when there is no .venv.
+#
 # Environment: KAVKA_BENCH_PORT (default 19392), KAVKA_BENCH_DIR (parent of the scratch data
 # directory, default bench/target; it should be on the disk you want to measure, not tmpfs),
 # KAVKA_BIN (use this broker binary instead of building target/release/kavka).
@@ -21,7 +24,7 @@ for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -239,3 +242,13 @@ stop_broker
 # --- 6. the table -------------------------------------------------------------------------
 log "results ($RESULTS)"
 "$LG" report "$RESULTS"
+
+# --- 7. exactly-once: idempotence off/on, transactions per second (own broker, free port) ----
+if [ -x "$REPO/.venv/bin/python" ]; then
+    if [ "$QUICK" = 1 ]; then TXN_ARGS=(--produce-seconds 5 --txn-seconds 5 --rounds 1); else TXN_ARGS=(); fi
+    log "exactly-once: bench/transactions.py ${TXN_ARGS[*]}"
+    KAVKA_BIN=$KAVKA KAVKA_LOADGEN=$LG "$REPO/.venv/bin/python" "$REPO/bench/transactions.py" "${TXN_ARGS[@]}" \
+        || echo "bench/transactions.py failed" >&2
+else
+    log "skipping bench/transactions.py: no $REPO/.venv (scripts/test.sh creates it)"
+fi

@@ -43,6 +43,9 @@ from txn_app import (
     INVALID_PRODUCER_ID_MAPPING,
     NONE,
     OUT_OF_ORDER_SEQUENCE_NUMBER,
+    CTP_PARTITIONS,
+    CTP_RECORDS,
+    TXN_BROKER_PROPS,
     TransformApp,
     add_partitions_to_txn,
     check_transformed,
@@ -52,6 +55,7 @@ from txn_app import (
     fetch_committed_v4,
     init_producer_id,
     list_offsets,
+    produce_inputs,
     produce_txn,
     read_values,
     retry_txn_call,
@@ -60,14 +64,7 @@ from txn_app import (
     wait_coordinator,
 )
 
-# Kafka's transaction timers tuned down so that a stuck transaction is aborted in seconds;
-# fewer __transaction_state partitions than Kafka's 50 so the first coordinator lookup is quick.
-TXN_BROKER_CONFIG = {
-    **GROUP_BROKER_CONFIG,
-    "transaction.state.log.num.partitions": 4,
-    "transaction.abort.timed.out.transaction.cleanup.interval.ms": 1000,
-    "transaction.remove.expired.transaction.cleanup.interval.ms": 60000,
-}
+TXN_BROKER_CONFIG = {**GROUP_BROKER_CONFIG, **TXN_BROKER_PROPS}
 
 
 @pytest.fixture
@@ -240,28 +237,6 @@ def test_read_committed_stops_at_open_transaction_then_commit_or_abort(txn_broke
 
 
 # --- 3. consume-transform-produce across kill -9 ---------------------------------------------
-
-CTP_PARTITIONS = 4
-CTP_RECORDS = 100_000
-
-
-def produce_inputs(bootstrap: str, topic: str, partitions: int, total: int) -> dict[int, list[bytes]]:
-    """`total` records round-robin over the partitions, values p<partition>-<index>."""
-    p = producer(bootstrap, acks="all", **{"linger.ms": 20, "batch.num.messages": 10000})
-    inputs: dict[int, list[bytes]] = {i: [] for i in range(partitions)}
-    for i in range(total):
-        part = i % partitions
-        v = b"p%d-%07d" % (part, i)
-        inputs[part].append(v)
-        while True:
-            try:
-                p.produce(topic, value=v, partition=part)
-                break
-            except BufferError:
-                p.poll(0.05)
-    flush(p, 60)
-    return inputs
-
 
 @pytest.mark.timeout(180)
 def test_consume_transform_produce_100k_across_broker_kill9(txn_broker_proc, topic_name):

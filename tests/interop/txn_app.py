@@ -42,6 +42,15 @@ RETRIABLE_TXN = {COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_CO
                  CONCURRENT_TRANSACTIONS}
 FENCED_CODES = {INVALID_PRODUCER_EPOCH, PRODUCER_FENCED}
 
+# Broker properties of the transaction tests: Kafka's transaction timers tuned down so that a
+# stuck transaction is aborted within seconds, and fewer __transaction_state partitions than
+# Kafka's 50 so that the first coordinator lookup is quick.
+TXN_BROKER_PROPS = {
+    "transaction.state.log.num.partitions": 4,
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": 1000,
+    "transaction.remove.expired.transaction.cleanup.interval.ms": 60000,
+}
+
 TXN_ATTRIBUTE = 0x10  # RecordBatch attributes bit 4: transactional
 
 
@@ -287,6 +296,32 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         return [tp.offset for tp in tps]
     finally:
         c.close()
+
+
+# The consume-transform-produce tests: 100k input records over 4 partitions.
+CTP_PARTITIONS = 4
+CTP_RECORDS = 100_000
+
+
+def produce_inputs(bootstrap: str, topic: str, partitions: int, total: int) -> dict[int, list[bytes]]:
+    """`total` records round-robin over the partitions, values p<partition>-<index>."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20,
+                  "batch.num.messages": 10000, "logger": RDKAFKA_LOGGER})
+    inputs: dict[int, list[bytes]] = {i: [] for i in range(partitions)}
+    for i in range(total):
+        part = i % partitions
+        v = b"p%d-%07d" % (part, i)
+        inputs[part].append(v)
+        while True:
+            try:
+                p.produce(topic, value=v, partition=part)
+                break
+            except BufferError:
+                p.poll(0.05)
+    left = p.flush(60)
+    assert left == 0, f"{left} input records undelivered after 60s"
+    return inputs
+
 
 
 class TransformApp:
