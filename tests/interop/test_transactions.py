@@ -266,6 +266,45 @@ def test_consume_transform_produce_100k_across_broker_kill9(txn_broker_proc, top
           f"commit retries {app.commit_retries}, killed at {killed}; events {app.events}")
 
 
+def test_transactional_offsets_visible_only_on_commit(txn_broker, topic_name):
+    """send_offsets_to_transaction: the group's offset is pending (a read_committed
+    OffsetFetch, require_stable, does not return it) until the commit; an aborted
+    transaction's offset never appears."""
+    bs = txn_broker
+    create_topic(bs, topic_name, partitions=1)
+    group = f"g-{topic_name}"
+    c = consumer(bs, **{"group.id": group, "isolation.level": "read_committed"})
+    try:
+        c.assign([TopicPartition(topic_name, 0, 0)])
+        meta = c.consumer_group_metadata()
+    finally:
+        c.close()
+    p = txn_producer(bs, f"{topic_name}-offsets")
+    p.init_transactions(30)
+
+    def committed_now(timeout: float = 15.0) -> int | str:
+        try:
+            return committed_offsets(bs, group, topic_name, 1, timeout=timeout)[0]
+        except KafkaException as e:  # UNSTABLE_OFFSET_COMMIT retried until the timeout
+            return str(e.args[0])
+
+    p.begin_transaction()
+    p.produce(topic_name, value=b"out", partition=0)
+    p.send_offsets_to_transaction([TopicPartition(topic_name, 0, 42)], meta, 30)
+    p.flush(30)
+    pending = committed_now(timeout=4.0)
+    assert pending != 42, "a pending transactional offset was visible before the commit"
+    p.commit_transaction(30)
+    assert committed_now() == 42
+
+    p.begin_transaction()
+    p.produce(topic_name, value=b"out2", partition=0)
+    p.send_offsets_to_transaction([TopicPartition(topic_name, 0, 99)], meta, 30)
+    p.abort_transaction(30)
+    assert committed_now() == 42, "an aborted transaction's offset became visible"
+    discard_producer(p)
+
+
 # --- 4. zombie fencing ---------------------------------------------------------------------------
 
 def test_zombie_producer_is_fenced_and_writes_nothing(txn_broker, topic_name):

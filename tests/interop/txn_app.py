@@ -288,11 +288,14 @@ def read_values(bootstrap: str, topic: str, partitions: int, isolation: str, exp
         c.close()
 
 
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int,
+                      timeout: float = 15.0) -> list[int]:
+    """The group's committed offsets as a read_committed consumer fetches them (OffsetFetch
+    with require_stable: librdkafka retries UNSTABLE_OFFSET_COMMIT until `timeout`)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                   "isolation.level": "read_committed", "logger": RDKAFKA_LOGGER})
     try:
-        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=15)
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=timeout)
         return [tp.offset for tp in tps]
     finally:
         c.close()
