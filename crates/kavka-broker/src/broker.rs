@@ -4,6 +4,7 @@ use crate::config::BrokerConfig;
 use crate::group::GroupCoordinator;
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
+use crate::txn::TransactionCoordinator;
 use kavka_metadata::Controller;
 use std::sync::Arc;
 
@@ -14,9 +15,12 @@ pub struct Broker {
     /// Host and port clients are told to use for this broker.
     pub advertised: (String, u16),
     /// Idempotent producers' ids (InitProducerId).
-    pub producer_ids: ProducerIdManager,
+    /// Shared with the transaction coordinator, which allocates for transactional ids.
+    pub producer_ids: Arc<ProducerIdManager>,
     /// Consumer groups and committed offsets.
     pub groups: Arc<GroupCoordinator>,
+    /// Transactions and `__transaction_state`.
+    pub txns: Arc<TransactionCoordinator>,
 }
 
 impl Broker {

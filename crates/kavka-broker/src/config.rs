@@ -100,6 +100,8 @@ pub struct BrokerConfig {
     pub cleaner: CleanerSettings,
     /// Group coordinator settings (group.*, offsets.*).
     pub group: crate::group::GroupConfig,
+    /// Transaction coordinator settings (transaction.*, transactional.id.*).
+    pub txn: crate::txn::TxnConfig,
     /// Follower fetching, ISR and leader-election settings (replica.*).
     pub replication: ReplicationSettings,
     /// The metadata quorum, when `controller.quorum.voters` is set; `None` runs the single-node
@@ -233,8 +235,6 @@ const IGNORED_KEYS: &[&str] = &[
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir",
-    "transaction.state.log.replication.factor",
-    "transaction.state.log.min.isr",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
 ];
@@ -442,6 +442,7 @@ impl BrokerConfig {
                 warnings.push(format!("config '{k}' has no effect in kavka"));
             } else if !KNOWN_KEYS.contains(&k.as_str())
                 && !crate::group::config::GROUP_CONFIG_KEYS.contains(&k.as_str())
+                && !crate::txn::config::TXN_CONFIG_KEYS.contains(&k.as_str())
             {
                 warnings.push(format!("unknown config '{k}' ignored"));
             }
@@ -778,6 +779,7 @@ impl BrokerConfig {
                 )?,
             },
             group: crate::group::GroupConfig::from_props(&props)?,
+            txn: crate::txn::TxnConfig::from_props(&props)?,
             replication: ReplicationSettings {
                 replica_lag_time_max_ms: at_least(
                     "replica.lag.time.max.ms",

@@ -107,7 +107,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         None => None,
     };
 
-    let (controller, replicas, groups) = {
+    let (controller, replicas, groups, txns, producer_ids) = {
         let config = config.clone();
         let advertised = advertised.clone();
         let runtime = tokio::runtime::Handle::current();
@@ -145,6 +145,23 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             // The coordinator replays __consumer_offsets while the broker already serves;
             // group requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS and clients retry.
             groups.follow_leadership();
+            let producer_ids = Arc::new(producer_ids::ProducerIdManager::new(config.node_id));
+            let txns = Arc::new(txn::TransactionCoordinator::new(
+                config.txn.clone(),
+                replicas.clone(),
+                controller.clone(),
+                producer_ids.clone(),
+            ));
+            txns.set_marker_writer(txn::markers::TxnMarkerChannel::new(
+                config.node_id,
+                replicas.clone(),
+                groups.clone(),
+                controller.clone(),
+                Duration::from_millis(30_000),
+            ));
+            // Like the groups: shards follow __transaction_state leadership, replayed in
+            // the background (COORDINATOR_LOAD_IN_PROGRESS meanwhile).
+            txns.follow_leadership();
             // A cluster node registers through its heartbeats once the quorum has a leader.
             if !controller.is_clustered() {
                 controller
@@ -156,7 +173,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                     )
                     .map_err(|e| StartError::Metadata(e.to_string()))?;
             }
-            Ok((controller, replicas, groups))
+            Ok((controller, replicas, groups, txns, producer_ids))
         })
         .await
         .map_err(|e| StartError::Metadata(e.to_string()))??
@@ -166,8 +183,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         controller,
         replicas: replicas.clone(),
         advertised,
-        producer_ids: producer_ids::ProducerIdManager::new(config.node_id),
+        producer_ids,
         groups: groups.clone(),
+        txns: txns.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (stop_heartbeats, heartbeats_rx) = watch::channel(false);
@@ -237,6 +255,30 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
                     _ = expire.tick() => {
                         let g = groups.clone();
                         let _ = tokio::task::spawn_blocking(move || g.expire_offsets()).await;
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
+
+    // Transaction timers: abort transactions past their timeout, forget idle ids.
+    {
+        let mut stop = shutdown_rx.clone();
+        let abort_every = Duration::from_millis(config.txn.abort_timed_out_interval_ms);
+        let expire_every = Duration::from_millis(config.txn.remove_expired_interval_ms);
+        tokio::spawn(async move {
+            let mut abort = tokio::time::interval(abort_every);
+            abort.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut expire = tokio::time::interval(expire_every);
+            expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = abort.tick() => {
+                        txns.abort_timed_out().await;
+                    }
+                    _ = expire.tick() => {
+                        txns.remove_expired().await;
                     }
                     _ = stop.changed() => break,
                 }
@@ -370,6 +412,7 @@ async fn heartbeat_loop(broker: Arc<Broker>, interval: Duration, mut stop: watch
                         b.replicas.enable_roles(&image);
                         // Roles changed without a new image: coordinators follow them.
                         b.groups.apply_leadership(&image);
+                        b.txns.apply_leadership(&image);
                     })
                     .await;
                 }

@@ -177,7 +177,9 @@ impl RequestHandler for Router {
                 blocking_handler!(ElectLeadersRequest, handlers::elect_leaders::handle)
             }
             ApiKey::InitProducerId => {
-                blocking_handler!(InitProducerIdRequest, handlers::init_producer_id::handle)
+                async_handler!(InitProducerIdRequest, |b, req| {
+                    handlers::init_producer_id::handle(b, req, version)
+                })
             }
             ApiKey::DeleteRecords => {
                 blocking_handler!(DeleteRecordsRequest, handlers::delete_records::handle)
@@ -281,6 +283,28 @@ impl RequestHandler for Router {
                     DescribeProducersRequest,
                     handlers::describe_producers::handle
                 )
+            }
+            ApiKey::AddPartitionsToTxn => {
+                async_handler!(AddPartitionsToTxnRequest, |b, req| {
+                    handlers::add_partitions_to_txn::handle(b, req, version)
+                })
+            }
+            ApiKey::AddOffsetsToTxn => {
+                async_handler!(AddOffsetsToTxnRequest, |b, req| {
+                    handlers::add_offsets_to_txn::handle(b, req, version)
+                })
+            }
+            ApiKey::EndTxn => {
+                async_handler!(EndTxnRequest, |b, req| handlers::end_txn::handle(
+                    b, req, version
+                ))
+            }
+            ApiKey::DescribeTransactions => blocking_handler!(
+                DescribeTransactionsRequest,
+                handlers::describe_transactions::handle
+            ),
+            ApiKey::ListTransactions => {
+                blocking_handler!(ListTransactionsRequest, handlers::list_transactions::handle)
             }
             // Transactions (issue 5): each helper adds its arms above this line.
             other => Dispatch::Close(format!("{other:?} is not implemented")),

@@ -1,6 +1,6 @@
 //! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
-//! partition (on a single node, this broker). The first request creates the topic, as
-//! Kafka does. Transactions have no coordinator yet.
+//! partition, a transactional id's the leader of its `__transaction_state` partition (on a
+//! single node, this broker). The first request creates the topic, as Kafka does.
 
 use super::str_bytes;
 use crate::broker::Broker;
@@ -19,10 +19,13 @@ fn find(b: &Broker, key: &str, key_type: i8) -> Result<CoordinatorNode, (ErrorCo
             .groups
             .coordinator_for(key)
             .map_err(|e| (e, "the group coordinator is not available yet")),
-        KEY_TYPE_TRANSACTION => Err((
-            ErrorCode::CoordinatorNotAvailable,
-            "transactions are not supported by this broker yet",
-        )),
+        KEY_TYPE_TRANSACTION if key.is_empty() => {
+            Err((ErrorCode::InvalidRequest, "empty transactional id"))
+        }
+        KEY_TYPE_TRANSACTION => b
+            .txns
+            .coordinator_for(key)
+            .map_err(|e| (e, "the transaction coordinator is not available yet")),
         _ => Err((ErrorCode::InvalidRequest, "unknown coordinator key type")),
     }
 }

@@ -34,6 +34,11 @@ pub mod produce;
 pub mod sync_group;
 pub mod describe_producers;
 pub mod write_txn_markers;
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
+pub mod describe_transactions;
+pub mod end_txn;
+pub mod list_transactions;
 // Transactions (issue 5): handler modules, one line each, above this line.
 
 use kafka_protocol::protocol::StrBytes;
