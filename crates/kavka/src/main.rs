@@ -34,6 +34,10 @@ enum Command {
     ReassignPartitions(cli::reassign_partitions::ReassignPartitionsArgs),
     /// Elect partition leaders: back to the preferred replica, or unclean for offline ones.
     LeaderElection(cli::leader_election::LeaderElectionArgs),
+    /// List and describe transactions (also: list, describe, describe-producers subcommands).
+    Transactions(cli::transactions::TransactionsArgs),
+    /// Show the active (idempotent and transactional) producers of a partition.
+    DescribeProducers(cli::transactions::DescribeProducersCommandArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +51,10 @@ fn main() -> std::process::ExitCode {
         Command::Cluster(args) => cli::run(cli::cluster::run(args)),
         Command::ReassignPartitions(args) => cli::run(cli::reassign_partitions::run(args)),
         Command::LeaderElection(args) => cli::run(cli::leader_election::run(args)),
+        Command::Transactions(args) => cli::run(cli::transactions::run(args)),
+        Command::DescribeProducers(args) => {
+            cli::run(cli::transactions::run_describe_producers(args))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ pub mod leader_election;
 pub mod props;
 pub mod reassign_partitions;
 pub mod topics;
+pub mod transactions;
 
 /// One partition line as `kafka-topics --describe` prints it (also used by `cluster describe`).
 pub(crate) struct PartitionLine<'a> {
