@@ -273,6 +273,11 @@ impl RequestHandler for Router {
                     .boxed(),
                 )
             }
+            ApiKey::TxnOffsetCommit => {
+                async_handler!(TxnOffsetCommitRequest, |b, req| {
+                    handlers::txn_offset_commit::handle(b, req, version)
+                })
+            }
             ApiKey::WriteTxnMarkers => {
                 async_handler!(WriteTxnMarkersRequest, |b, req| {
                     handlers::write_txn_markers::handle(b, req, version)

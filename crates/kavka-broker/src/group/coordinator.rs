@@ -27,6 +27,7 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 use kafka_protocol::records::Record;
 use kavka_metadata::{Controller, CreateTopicSpec, TopicDefaults};
 use kavka_protocol::error::ErrorCode;
+use kavka_protocol::records::{ControlType, TxnMarker};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
@@ -58,14 +59,64 @@ pub enum GroupKind {
 pub struct Group {
     pub kind: GroupKind,
     pub offsets: CommittedOffsets,
+    /// TxnOffsetCommit offsets per producer id, written to the log but not committed: the
+    /// producer's transaction marker moves them into `offsets` (COMMIT, each only if its
+    /// record is newer than the committed one) or drops them (ABORT). Never fetched.
+    pub pending: BTreeMap<i64, CommittedOffsets>,
 }
 
 impl Group {
     fn classic(id: &str, now: i64) -> Self {
+        Group::new(GroupKind::Classic(ClassicGroup::new(id.to_string(), now)))
+    }
+
+    fn new(kind: GroupKind) -> Self {
         Group {
-            kind: GroupKind::Classic(ClassicGroup::new(id.to_string(), now)),
+            kind,
             offsets: CommittedOffsets::default(),
+            pending: BTreeMap::new(),
         }
+    }
+
+    /// Whether an open transaction holds an offset for `topic`/`partition` (OffsetFetch
+    /// with require_stable answers UNSTABLE_OFFSET_COMMIT for it, expiry keeps it).
+    pub fn has_pending(&self, topic: &str, partition: i32) -> bool {
+        self.pending.values().any(|o| o.contains(topic, partition))
+    }
+
+    /// Applies an offset tombstone: the committed offset and every pending transactional
+    /// one of `topic`/`partition` go, as the tombstone's replay does.
+    fn remove_offset(&mut self, topic: &str, partition: i32) {
+        self.offsets.remove(topic, partition);
+        for o in self.pending.values_mut() {
+            o.remove(topic, partition);
+        }
+        self.pending.retain(|_, o| !o.is_empty());
+    }
+
+    /// Partitions with a pending transactional offset and no committed one, sorted.
+    fn pending_only(&self) -> Vec<(String, i32)> {
+        let mut v: Vec<(String, i32)> = self
+            .pending
+            .values()
+            .flat_map(|o| o.iter())
+            .filter(|(t, p, _)| !self.offsets.contains(t, *p))
+            .map(|(t, p, _)| (t.to_string(), p))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Ends `producer_id`'s transaction for this group. Returns whether it had offsets.
+    fn end_txn(&mut self, producer_id: i64, control: ControlType) -> bool {
+        let Some(done) = self.pending.remove(&producer_id) else {
+            return false;
+        };
+        if control == ControlType::Commit {
+            self.offsets.merge_committed(done);
+        }
+        true
     }
 
     pub fn state_name(&self) -> &'static str {
@@ -199,6 +250,26 @@ pub type PartitionCodes = Vec<(String, Vec<(i32, Option<ErrorCode>)>)>;
 
 /// A fetched committed offset; `None` when the group has none for the partition.
 pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+
+/// One partition of an OffsetFetch that may ask for stable offsets: the committed offset
+/// (`None`: there is none), or UNSTABLE_OFFSET_COMMIT while a transaction holds a pending
+/// offset for it.
+pub type FetchedOffset = Result<Option<OffsetValue>, ErrorCode>;
+
+/// [`FetchedOffsets`] with per-partition errors.
+pub type StableFetchedOffsets = Vec<(String, Vec<(i32, FetchedOffset)>)>;
+
+/// Who commits transactional offsets (TxnOffsetCommit): the transaction's producer and,
+/// from v3, the group member it consumes as. Before v3 (and for producers that consume
+/// outside group management) the member id is empty and the generation -1.
+#[derive(Debug, Clone)]
+pub struct TxnCommitter {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
 
 pub struct GroupCoordinator {
     config: GroupConfig,
@@ -422,6 +493,9 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut metadata: HashMap<String, Option<StoredGroup>> = HashMap::new();
         let mut offsets: HashMap<String, CommittedOffsets> = HashMap::new();
+        // Transactional offsets awaiting their producer's marker: producer id → group →
+        // offsets (Kafka's pendingTransactionalOffsets).
+        let mut pending: HashMap<i64, HashMap<String, CommittedOffsets>> = HashMap::new();
         let mut pos = part.log_start_offset();
         loop {
             // To the log end, not the high watermark (Kafka's LOG_END isolation): a new
@@ -459,17 +533,47 @@ impl GroupCoordinator {
             };
             for batch in batches {
                 pos = pos.max(batch.header.next_offset());
+                let producer_id = batch.header.producer_id;
                 if batch.header.is_control() {
+                    // A transaction marker: its producer's pending offsets are committed
+                    // (each unless a later plain commit's record is newer) or dropped.
+                    let control = batch
+                        .records
+                        .first()
+                        .and_then(|r| r.key.as_deref())
+                        .and_then(kavka_protocol::records::decode_control_key);
+                    let (Some(control), Some(done)) = (control, pending.remove(&producer_id))
+                    else {
+                        continue;
+                    };
+                    if control == ControlType::Commit {
+                        for (g, o) in done {
+                            offsets.entry(g).or_default().merge_committed(o);
+                        }
+                    }
                     continue;
                 }
+                let txn =
+                    (batch.header.is_transactional() && producer_id >= 0).then_some(producer_id);
                 for r in batch.records {
                     let Some(key) = r.key else { continue };
                     match record::decode(&key, r.value.as_deref()) {
-                        Ok(Some(GroupRecord::Offset(k, v))) => {
-                            let o = offsets.entry(k.group).or_default();
-                            match v {
-                                Some(v) => o.put(&k.topic, k.partition, v),
-                                None => {
+                        Ok(Some(GroupRecord::Offset(k, Some(v)))) => {
+                            let o = match txn {
+                                Some(pid) => {
+                                    pending.entry(pid).or_default().entry(k.group).or_default()
+                                }
+                                None => offsets.entry(k.group).or_default(),
+                            };
+                            o.put(&k.topic, k.partition, v, r.offset);
+                        }
+                        // A tombstone clears the committed offset and any pending one.
+                        Ok(Some(GroupRecord::Offset(k, None))) => {
+                            if let Some(o) = offsets.get_mut(&k.group) {
+                                o.remove(&k.topic, k.partition);
+                            }
+                            for groups in pending.values_mut() {
+                                if let Some(o) = groups.get_mut(&k.group) {
                                     o.remove(&k.topic, k.partition);
                                 }
                             }
@@ -525,13 +629,7 @@ impl GroupCoordinator {
                     }
                 }
             };
-            groups.insert(
-                id,
-                Group {
-                    kind,
-                    offsets: CommittedOffsets::default(),
-                },
-            );
+            groups.insert(id, Group::new(kind));
         }
         for (id, o) in offsets {
             if o.is_empty() {
@@ -541,6 +639,20 @@ impl GroupCoordinator {
                 .entry(id.clone())
                 .or_insert_with(|| Group::classic(&id, now))
                 .offsets = o;
+        }
+        // Transactions still open at the log end stay pending: the transaction coordinator
+        // writes their markers later (WriteTxnMarkers).
+        for (pid, by_group) in pending {
+            for (id, o) in by_group {
+                if o.is_empty() {
+                    continue;
+                }
+                groups
+                    .entry(id.clone())
+                    .or_insert_with(|| Group::classic(&id, now))
+                    .pending
+                    .insert(pid, o);
+            }
         }
         groups
     }
@@ -676,6 +788,21 @@ impl GroupCoordinator {
         records: Vec<(Bytes, Option<Bytes>)>,
         now: i64,
     ) -> Result<Option<AppendWait>, ErrorCode> {
+        self.append_batch(partition, records, now, None)
+    }
+
+    /// [`Self::append`], as one batch. With `txn` (a producer id and epoch) the batch is
+    /// transactional, as Kafka's coordinator writes a TxnOffsetCommit: that producer's
+    /// ongoing transaction on the partition, ended by its marker; no sequence (-1), the
+    /// coordinator's writes are not deduplicated. The i-th record lands at
+    /// `wait.last_offset() - (n - 1) + i` (see [`record_offsets`]).
+    fn append_batch(
+        &self,
+        partition: i32,
+        records: Vec<(Bytes, Option<Bytes>)>,
+        now: i64,
+        txn: Option<(i64, i16)>,
+    ) -> Result<Option<AppendWait>, ErrorCode> {
         if records.is_empty() {
             return Ok(None);
         }
@@ -687,7 +814,13 @@ impl GroupCoordinator {
             .into_iter()
             .enumerate()
             .map(|(i, (key, value))| {
-                kavka_protocol::records::plain_record(i as i64, now, Some(key), value)
+                let mut r = kavka_protocol::records::plain_record(i as i64, now, Some(key), value);
+                if let Some((producer_id, producer_epoch)) = txn {
+                    r.transactional = true;
+                    r.producer_id = producer_id;
+                    r.producer_epoch = producer_epoch;
+                }
+                r
             })
             .collect();
         // A big group's metadata (every member's subscription and assignment) is
@@ -711,6 +844,15 @@ impl GroupCoordinator {
             .try_into_mut()
             .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
         match part.append(&mut buf, now) {
+            Ok((info, _)) if info.duplicate => {
+                // The log took the batch for a retry of an earlier one and wrote nothing;
+                // the coordinator never retries, so its memory would not match the log.
+                tracing::error!(
+                    partition,
+                    "{OFFSETS_TOPIC} refused a coordinator write as a duplicate batch"
+                );
+                Err(ErrorCode::UnknownServerError)
+            }
             Ok((info, fsync)) => Ok(Some(AppendWait::new(
                 part,
                 info.last_offset,
@@ -720,6 +862,10 @@ impl GroupCoordinator {
             Err(e) => {
                 let code = crate::handlers::partition_error_code(&e, OFFSETS_TOPIC, partition);
                 tracing::warn!(partition, "cannot append to {OFFSETS_TOPIC}: {e}");
+                if txn.is_some() && is_producer_fencing(code) {
+                    // TxnOffsetCommit tells the producer it is fenced, as Kafka does.
+                    return Err(code);
+                }
                 Err(super::append_wait::store_error(code))
             }
         }
@@ -1031,10 +1177,12 @@ impl GroupCoordinator {
                 };
                 codes.push(code);
             }
+            let n = records.len();
             match self.append(p, records, now) {
                 Ok(wait) => {
-                    for (_, c, v) in accepted {
-                        group.offsets.put(&c.topic, c.partition, v);
+                    let at = record_offsets(wait.as_ref(), n);
+                    for ((_, c, v), at) in accepted.into_iter().zip(at) {
+                        group.offsets.put(&c.topic, c.partition, v, at);
                     }
                     (codes, wait)
                 }
@@ -1059,6 +1207,33 @@ impl GroupCoordinator {
         member: Option<(&str, i32)>,
         topics: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<FetchedOffsets, ErrorCode> {
+        let fetched = self.fetch_offsets_stable(group_id, member, topics, false)?;
+        Ok(fetched
+            .into_iter()
+            .map(|(t, parts)| {
+                let parts = parts
+                    .into_iter()
+                    .map(|(p, v)| {
+                        debug_assert!(v.is_ok(), "only require_stable fails a partition");
+                        (p, v.ok().flatten())
+                    })
+                    .collect();
+                (t, parts)
+            })
+            .collect())
+    }
+
+    /// [`Self::fetch_offsets`] with OffsetFetch v7's `require_stable`: a partition with a
+    /// pending transactional offset in the group answers UNSTABLE_OFFSET_COMMIT (the
+    /// consumer retries until the transaction ends) instead of the committed offset.
+    /// Pending offsets never show otherwise.
+    pub fn fetch_offsets_stable(
+        &self,
+        group_id: &str,
+        member: Option<(&str, i32)>,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+        require_stable: bool,
+    ) -> Result<StableFetchedOffsets, ErrorCode> {
         self.with_shard(group_id, |_, shard| {
             let group = shard.groups.get(group_id);
             if let (
@@ -1072,26 +1247,29 @@ impl GroupCoordinator {
                 c.validate_offset_fetch(member_id, epoch)
                     .map_err(|e| e.code())?;
             }
+            let fetch = |t: &str, p: i32| -> FetchedOffset {
+                let Some(g) = group else { return Ok(None) };
+                if require_stable && g.has_pending(t, p) {
+                    return Err(ErrorCode::UnstableOffsetCommit);
+                }
+                Ok(g.offsets.get(t, p).cloned())
+            };
             Ok(match topics {
                 Some(topics) => topics
                     .into_iter()
                     .map(|(t, parts)| {
-                        let got = parts
-                            .into_iter()
-                            .map(|p| (p, group.and_then(|g| g.offsets.get(&t, p)).cloned()))
-                            .collect();
+                        let got = parts.into_iter().map(|p| (p, fetch(&t, p))).collect();
                         (t, got)
                     })
                     .collect(),
                 None => {
-                    let mut out: FetchedOffsets = Vec::new();
+                    let mut out: StableFetchedOffsets = Vec::new();
                     if let Some(g) = group {
-                        for (t, p, v) in g.offsets.iter() {
+                        for (t, p, _) in g.offsets.iter() {
+                            let v = fetch(t, p);
                             match out.last_mut() {
-                                Some((last, parts)) if last == t => {
-                                    parts.push((p, Some(v.clone())))
-                                }
-                                _ => out.push((t.to_string(), vec![(p, Some(v.clone()))])),
+                                Some((last, parts)) if last == t => parts.push((p, v)),
+                                _ => out.push((t.to_string(), vec![(p, v)])),
                             }
                         }
                     }
@@ -1099,6 +1277,106 @@ impl GroupCoordinator {
                 }
             })
         })?
+    }
+
+    /// TxnOffsetCommit: validates the group like OffsetCommit (an anonymous producer, empty
+    /// member id and generation -1, is always accepted: TxnOffsetCommit v0-2 carry no
+    /// member), then appends the offsets as one transactional batch of the producer. They
+    /// stay pending, invisible to OffsetFetch, until the producer's marker reaches this
+    /// partition ([`Self::write_txn_marker`]). Returns one code per partition and what to
+    /// wait for before answering.
+    pub fn commit_txn_offsets(
+        &self,
+        group_id: &str,
+        who: &TxnCommitter,
+        parts: &[CommitPartition],
+    ) -> (Vec<Option<ErrorCode>>, Option<AppendWait>) {
+        let now = now_ms();
+        let image = self.controller.image();
+        let all = |e: ErrorCode| (vec![Some(e); parts.len()], None);
+        if who.producer_id < 0 || who.producer_epoch < 0 {
+            return all(ErrorCode::InvalidProducerIdMapping);
+        }
+        if who.member_id.len() > MAX_NAME_LEN
+            || who
+                .group_instance_id
+                .as_ref()
+                .is_some_and(|i| i.len() > MAX_NAME_LEN)
+        {
+            return all(ErrorCode::InvalidRequest);
+        }
+        let r = self.with_shard(group_id, |p, shard| {
+            match shard.groups.get(group_id) {
+                Some(group) => {
+                    if let Err(e) = validate_txn_commit(group, who) {
+                        return all(e);
+                    }
+                }
+                // Kafka creates a "simple" group for a commit from outside group
+                // management; a generation means the member's group is gone.
+                None if who.generation_id >= 0 => return all(ErrorCode::IllegalGeneration),
+                None => {}
+            }
+            let mut codes = Vec::with_capacity(parts.len());
+            let mut records = Vec::new();
+            let mut accepted = Vec::new();
+            for c in parts {
+                let known = image
+                    .topic(&c.topic)
+                    .is_some_and(|t| t.partitions.contains_key(&c.partition));
+                let code = if !known {
+                    Some(ErrorCode::UnknownTopicOrPartition)
+                } else if c
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes)
+                {
+                    Some(ErrorCode::OffsetMetadataTooLarge)
+                } else {
+                    let value = OffsetValue {
+                        offset: c.offset,
+                        leader_epoch: c.leader_epoch,
+                        metadata: c.metadata.clone().unwrap_or_default(),
+                        commit_timestamp: now,
+                        expire_timestamp: None,
+                    };
+                    records.push((
+                        record::offset_key(group_id, &c.topic, c.partition),
+                        Some(record::offset_value(&value)),
+                    ));
+                    accepted.push((codes.len(), c, value));
+                    None
+                };
+                codes.push(code);
+            }
+            if records.is_empty() {
+                return (codes, None);
+            }
+            let n = records.len();
+            match self.append_batch(p, records, now, Some((who.producer_id, who.producer_epoch))) {
+                Ok(wait) => {
+                    let group = shard
+                        .groups
+                        .entry(group_id.to_string())
+                        .or_insert_with(|| Group::classic(group_id, now));
+                    let pending = group.pending.entry(who.producer_id).or_default();
+                    let at = record_offsets(wait.as_ref(), n);
+                    for ((_, c, v), at) in accepted.into_iter().zip(at) {
+                        pending.put(&c.topic, c.partition, v, at);
+                    }
+                    (codes, wait)
+                }
+                Err(e) => {
+                    for (i, _, _) in accepted {
+                        if let Some(c) = codes.get_mut(i) {
+                            *c = Some(e);
+                        }
+                    }
+                    (codes, None)
+                }
+            }
+        });
+        r.unwrap_or_else(all)
     }
 
     fn consumer_config(&self) -> ConsumerGroupConfig {
@@ -1132,16 +1410,12 @@ impl GroupCoordinator {
         let group_id = req.group_id.as_str();
         let r = self.with_shard(group_id, |p, shard| {
             let created = !shard.groups.contains_key(group_id);
-            let group = shard
-                .groups
-                .entry(group_id.to_string())
-                .or_insert_with(|| Group {
-                    kind: GroupKind::Consumer(Box::new(ConsumerGroup::new(
-                        group_id.to_string(),
-                        self.consumer_config(),
-                    ))),
-                    offsets: CommittedOffsets::default(),
-                });
+            let group = shard.groups.entry(group_id.to_string()).or_insert_with(|| {
+                Group::new(GroupKind::Consumer(Box::new(ConsumerGroup::new(
+                    group_id.to_string(),
+                    self.consumer_config(),
+                ))))
+            });
             if let GroupKind::Classic(c) = &group.kind {
                 if !c.is_empty() {
                     return Err((
@@ -1243,8 +1517,8 @@ impl GroupCoordinator {
             let wait = self.append(p, records, now)?;
             for (t, codes) in &out {
                 for (part, code) in codes {
-                    if code.is_none() {
-                        group.offsets.remove(t, *part);
+                    if code.is_none() && group.offsets.contains(t, *part) {
+                        group.remove_offset(t, *part);
                     }
                 }
             }
@@ -1324,23 +1598,74 @@ impl GroupCoordinator {
         Ok(out)
     }
 
-    /// DeleteGroups for one group: only an empty group can go; its offsets go with it.
-    /// Returns what to wait for before answering.
     /// WriteTxnMarkers on `__consumer_offsets` partition `partition`: writes `marker` under
-    /// the shard lock (so the log's order stays the memory's order) and makes the producer's
-    /// pending transactional offsets committed (COMMIT) or drops them (ABORT). Errors:
-    /// NOT_COORDINATOR when this broker does not lead the partition,
-    /// COORDINATOR_LOAD_IN_PROGRESS while the shard replays (the caller retries).
-    /// SCAFFOLD: the group helper makes this real.
+    /// the shard lock (so the log's order stays the memory's order) and ends the producer's
+    /// transaction in every group of the shard: its pending offsets become committed
+    /// (COMMIT; each only if its record is newer than the committed offset's, Kafka's rule)
+    /// or are dropped (ABORT). Errors: NOT_COORDINATOR when this broker does not lead the
+    /// partition, COORDINATOR_LOAD_IN_PROGRESS while the shard replays (the caller retries),
+    /// the producer-fencing codes of the log as they are, otherwise what a failed group
+    /// write answers. The wait resolves once the marker is replicated.
     pub fn write_txn_marker(
         &self,
         partition: i32,
-        marker: &kavka_protocol::records::TxnMarker,
+        marker: &TxnMarker,
     ) -> Result<Option<AppendWait>, ErrorCode> {
-        let _ = (partition, marker);
-        Err(ErrorCode::CoordinatorNotAvailable)
+        let shard = self
+            .shards
+            .get()
+            .and_then(|s| s.get(usize::try_from(partition).ok()?))
+            .ok_or(ErrorCode::NotCoordinator)?;
+        let mut s = lock(shard);
+        match s.status {
+            ShardStatus::Loaded => {}
+            ShardStatus::Loading { .. } => return Err(ErrorCode::CoordinatorLoadInProgress),
+            ShardStatus::NotCoordinator => return Err(ErrorCode::NotCoordinator),
+        }
+        let part = self
+            .replicas
+            .get(OFFSETS_TOPIC, partition)
+            .ok_or(ErrorCode::NotCoordinator)?;
+        let now = now_ms();
+        let (info, fsync) = part.append_txn_marker(marker, now).map_err(|e| {
+            let code = crate::handlers::partition_error_code(&e, OFFSETS_TOPIC, partition);
+            tracing::warn!(
+                partition,
+                producer_id = marker.producer_id,
+                "cannot write a transaction marker to {OFFSETS_TOPIC}: {e}"
+            );
+            if is_producer_fencing(code) {
+                code
+            } else {
+                super::append_wait::store_error(code)
+            }
+        })?;
+        // Every group of the shard: a transaction's offsets are few groups' at most, and a
+        // marker is written once per transaction and partition.
+        let mut ended = 0;
+        for group in s.groups.values_mut() {
+            if group.end_txn(marker.producer_id, marker.control) {
+                ended += 1;
+            }
+        }
+        tracing::debug!(
+            partition,
+            producer_id = marker.producer_id,
+            control = ?marker.control,
+            groups = ended,
+            "transaction ended in {OFFSETS_TOPIC}"
+        );
+        Ok(Some(AppendWait::new(
+            part,
+            info.last_offset,
+            fsync,
+            Duration::from_millis(self.config.offsets_commit_timeout_ms),
+        )))
     }
 
+    /// DeleteGroups for one group: only an empty group can go; its offsets go with it,
+    /// pending transactional ones included (tombstones, as Kafka's coordinator writes).
+    /// Returns what to wait for before answering.
     pub fn delete_group(&self, group_id: &str) -> Result<Option<AppendWait>, ErrorCode> {
         let now = now_ms();
         self.with_shard(group_id, |p, shard| {
@@ -1422,12 +1747,18 @@ impl GroupCoordinator {
         now: i64,
     ) {
         for (id, group) in shard.groups.iter_mut() {
-            let gone: Vec<(String, i32)> = group
+            let mut gone: Vec<(String, i32)> = group
                 .offsets
                 .iter()
                 .filter(|(t, _, _)| image.topic(t).is_none())
                 .map(|(t, p, _)| (t.to_string(), p))
                 .collect();
+            gone.extend(
+                group
+                    .pending_only()
+                    .into_iter()
+                    .filter(|(t, _)| image.topic(t).is_none()),
+            );
             if gone.is_empty() {
                 continue;
             }
@@ -1437,7 +1768,7 @@ impl GroupCoordinator {
                 .collect();
             if self.append(partition, records, now).is_ok() {
                 for (t, p) in &gone {
-                    group.offsets.remove(t, *p);
+                    group.remove_offset(t, *p);
                 }
                 tracing::info!(group = %id, offsets = gone.len(), "dropped offsets of deleted topics");
             }
@@ -1490,14 +1821,19 @@ impl GroupCoordinator {
                 if let Some(keep) = &subscribed {
                     expired.retain(|(t, _)| !keep.contains(t));
                 }
-                if expired.is_empty() && !(group.is_empty() && group.offsets.is_empty()) {
+                // An offset an open transaction is about to replace is not expired, and a
+                // group with open transactions stays (Kafka's cleanupExpiredOffsets).
+                expired.retain(|(t, part)| !group.has_pending(t, *part));
+                let empties = group.is_empty()
+                    && group.offsets.len() == expired.len()
+                    && group.pending.is_empty();
+                if expired.is_empty() && !empties {
                     continue;
                 }
                 let mut records: Vec<(Bytes, Option<Bytes>)> = expired
                     .iter()
                     .map(|(t, part)| (record::offset_key(&id, t, *part), None))
                     .collect();
-                let empties = group.is_empty() && group.offsets.len() == expired.len();
                 if empties {
                     records.push((record::group_key(&id), None));
                     records.push((record::consumer_group_key(&id), None));
@@ -1506,7 +1842,7 @@ impl GroupCoordinator {
                     continue;
                 }
                 for (t, part) in &expired {
-                    group.offsets.remove(t, *part);
+                    group.remove_offset(t, *part);
                 }
                 expired_total += expired.len();
                 if empties {
@@ -1522,13 +1858,39 @@ impl GroupCoordinator {
     }
 }
 
-/// Tombstones for a group's metadata and every offset it committed.
+/// The log offsets of the `n` records of one appended batch, in order.
+fn record_offsets(wait: Option<&AppendWait>, n: usize) -> impl Iterator<Item = i64> {
+    let last = wait.map_or(-1, AppendWait::last_offset);
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    debug_assert!(wait.is_some() || n == 0, "records were appended");
+    (0..n).map(move |i| last - (n - 1) + i)
+}
+
+/// Append errors a transactional write reports as they are: the producer is a zombie, or
+/// its transaction or coordinator is no longer current.
+fn is_producer_fencing(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::InvalidProducerEpoch
+            | ErrorCode::ProducerFenced
+            | ErrorCode::InvalidTxnState
+            | ErrorCode::TransactionCoordinatorFenced
+    )
+}
+
+/// Tombstones for a group's metadata and every offset it committed or has pending.
 fn tombstones(group_id: &str, group: &Group) -> Vec<(Bytes, Option<Bytes>)> {
     let mut v: Vec<(Bytes, Option<Bytes>)> = group
         .offsets
         .iter()
         .map(|(t, p, _)| (record::offset_key(group_id, t, p), None))
         .collect();
+    v.extend(
+        group
+            .pending_only()
+            .iter()
+            .map(|(t, p)| (record::offset_key(group_id, t, *p), None)),
+    );
     v.push((record::group_key(group_id), None));
     v.push((record::consumer_group_key(group_id), None));
     v
@@ -1564,6 +1926,39 @@ fn validate_commit(group: &Group, who: &Committer) -> Result<(), ErrorCode> {
         GroupKind::Consumer(c) => c
             .validate_offset_commit(&who.member_id, who.generation_id)
             .map_err(|e| e.code()),
+    }
+}
+
+/// Kafka's TxnOffsetCommit checks (`validateOffsetCommit` with `isTransactional`): like
+/// OffsetCommit's, but a producer naming no member (v0-2, or no group management) is
+/// accepted whatever the group's state, and a rebalance does not refuse the commit.
+fn validate_txn_commit(group: &Group, who: &TxnCommitter) -> Result<(), ErrorCode> {
+    let anonymous =
+        who.generation_id < 0 && who.member_id.is_empty() && who.group_instance_id.is_none();
+    match &group.kind {
+        GroupKind::Classic(g) => {
+            if g.state() == ClassicState::Dead {
+                return Err(ErrorCode::CoordinatorNotAvailable);
+            }
+            if anonymous || (who.generation_id < 0 && g.is_empty()) {
+                return Ok(());
+            }
+            g.check_member(&who.member_id, who.group_instance_id.as_deref())?;
+            if who.generation_id != g.generation() {
+                return Err(ErrorCode::IllegalGeneration);
+            }
+            Ok(())
+        }
+        GroupKind::Consumer(c) => {
+            if anonymous {
+                return Ok(());
+            }
+            c.validate_offset_commit(&who.member_id, who.generation_id)
+                .map_err(|e| match e.code() {
+                    ErrorCode::StaleMemberEpoch => ErrorCode::IllegalGeneration,
+                    code => code,
+                })
+        }
     }
 }
 

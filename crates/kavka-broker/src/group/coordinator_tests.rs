@@ -1176,3 +1176,6 @@ async fn consumer_group_heartbeat_waits_for_the_isr() {
     assert!(wait.is_none(), "nothing changed, nothing stored");
     n.replicas.shutdown();
 }
+
+#[path = "txn_tests.rs"]
+mod txn_tests;

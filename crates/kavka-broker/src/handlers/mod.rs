@@ -32,6 +32,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 pub mod describe_producers;
 pub mod write_txn_markers;
 pub mod add_offsets_to_txn;
