@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -19,13 +20,16 @@ use crate::cleaner::{CleanableLog, CleanedLog, SourceSegment};
 use crate::cleaner_checkpoint;
 use crate::flush::FlushJob;
 use crate::leader_epoch::{self, LeaderEpochCache, StoredCheckpoint};
-use crate::producer_state::{self, Check, ProducerBatch, ProducerStateManager};
+use crate::producer_state::{
+    self, BatchKind, Check, MarkerInfo, ProducerBatch, ProducerStateManager,
+    MAX_CONTROL_BATCH_BYTES,
+};
 use crate::read_plan::ReadPlan;
 use crate::recovery;
 use crate::retention::{self, SegmentStat};
 use crate::segment::{LogSegment, PendingBatch};
 use crate::segment_swap;
-use crate::{LogConfig, StorageError, TimestampType};
+use crate::{AbortedTxn, LogConfig, StorageError, TimestampType};
 
 /// Write the recovery point checkpoint after this many appended bytes became durable
 /// (in addition to on close, truncation and log start offset changes): bounds the work of
@@ -80,6 +84,10 @@ pub struct Log {
     delete_horizon: Option<i64>,
     /// First offset of each leader epoch (`leader-epoch-checkpoint`), derived from the log.
     epoch_cache: LeaderEpochCache,
+    /// The largest high watermark passed to [`Log::last_stable_offset`]: completed
+    /// transactions whose markers are below it no longer bound the last stable offset and
+    /// are dropped on the next change to the log (the query itself only reads).
+    high_watermark_hint: AtomicI64,
 }
 
 /// What [`Log::swap_cleaned`] did.
@@ -134,6 +142,7 @@ impl Log {
             generation: 0,
             delete_horizon: None,
             epoch_cache: LeaderEpochCache::default(),
+            high_watermark_hint: AtomicI64::new(i64::MIN),
         };
         log.load_epoch_cache(loaded.clean, loaded.recovery_point)?;
         let log_end = log.log_end_offset();
@@ -153,7 +162,15 @@ impl Log {
             let leo = log.log_end_offset();
             log.take_producer_snapshot(leo, true)?;
         }
-        log.load_producer_state()?;
+        // After a crash, segments past the recovery point were recovered from their batches
+        // and their transaction indexes may have lost entries the log kept: the replay
+        // starts no later than there and rewrites the index entries of the markers past it.
+        let unsure_from = if loaded.clean {
+            log.log_end_offset()
+        } else {
+            loaded.recovery_point
+        };
+        log.load_producer_state(unsure_from)?;
         if log.recovery_point < log.log_end_offset() {
             log.first_unflushed_ms = Some(now_ms);
         }
@@ -225,7 +242,7 @@ impl Log {
     /// The batches keep the partition leader epoch they carry (negative ones are not
     /// recorded in the leader-epoch cache); see [`Log::append_as_leader`].
     pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, StorageError> {
-        self.append_with_epoch(batches, None, now_ms)
+        self.append_with_epoch(batches, None, None, now_ms)
     }
 
     /// [`Log::append`] as the partition leader: every batch's partition leader epoch is
@@ -237,16 +254,21 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
-        self.append_with_epoch(batches, Some(leader_epoch), now_ms)
+        self.append_with_epoch(batches, Some(leader_epoch), None, now_ms)
     }
 
+    /// The leader append. `marker` is set only for the one control batch written by
+    /// [`Log::append_txn_marker`]; clients cannot write control batches (Kafka's
+    /// `LogValidator` refuses them from any origin but the coordinator).
     fn append_with_epoch(
         &mut self,
         batches: &mut [u8],
         leader_epoch: Option<i32>,
+        marker: Option<MarkerInfo>,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         self.note_time(now_ms);
+        self.prune_replicated_txns();
         if batches.is_empty() {
             return Err(StorageError::EmptyAppend);
         }
@@ -278,11 +300,28 @@ impl Log {
                     last_offset_delta: h.last_offset_delta,
                 }));
             }
-            if self.config.compact {
+            if h.is_control() != marker.is_some() {
+                return Err(StorageError::InvalidRecord(if h.is_control() {
+                    "control batches are written by the transaction coordinator only".into()
+                } else {
+                    "a transaction marker must be a control batch".into()
+                }));
+            }
+            if h.is_control() && h.producer_id < 0 {
+                return Err(StorageError::InvalidRecord(
+                    "a transaction marker needs a producer id".into(),
+                ));
+            }
+            if self.config.compact && !h.is_control() {
                 check_keys(rest.get(..len).unwrap_or_default(), &h)?;
             }
             records += h.records_count as usize;
-            producer_batches.push(ProducerBatch::of(&h));
+            producer_batches.push(ProducerBatch::of(&h).map(|mut pb| {
+                if let Some(m) = marker {
+                    pb.kind = BatchKind::Marker(m);
+                }
+                pb
+            }));
             pending.push(PendingBatch {
                 position: pos,
                 len,
@@ -312,6 +351,11 @@ impl Log {
         let mut staged = std::collections::HashMap::new();
         for (p, pb) in pending.iter().zip(&producer_batches) {
             let Some(pb) = pb else { continue };
+            if matches!(pb.kind, BatchKind::Marker(_)) {
+                // Checked here, applied once written (it may complete a transaction).
+                self.producer_state.check(&staged, pb)?;
+                continue;
+            }
             match self.producer_state.check(&staged, pb)? {
                 Check::Duplicate(orig) => {
                     return Ok(AppendInfo {
@@ -364,6 +408,13 @@ impl Log {
             .append(batches, &pending, interval, now_ms)?;
         debug_assert_eq!(self.log_end_offset(), next);
         self.producer_state.commit(staged);
+        for (p, pb) in pending.iter().zip(&producer_batches) {
+            if let Some(pb) = pb.filter(|pb| matches!(pb.kind, BatchKind::Marker(_))) {
+                let mut pb = pb;
+                pb.max_timestamp = p.max_timestamp;
+                self.complete_txn(&pb, p.base_offset, p.last_offset)?;
+            }
+        }
         let mut new_epoch = false;
         for p in &pending {
             // Stamped above when appending as leader; read back rather than kept per batch.
@@ -417,25 +468,96 @@ impl Log {
         let bytes = kavka_protocol::records::encode_txn_marker(marker, now_ms)
             .map_err(|e| StorageError::InvalidRecord(e.to_string()))?;
         let mut buf = bytes.to_vec();
-        self.append_with_epoch(&mut buf, Some(leader_epoch), now_ms)
+        let info = MarkerInfo {
+            control: marker.control,
+            coordinator_epoch: marker.coordinator_epoch,
+        };
+        self.append_with_epoch(&mut buf, Some(leader_epoch), Some(info), now_ms)
+    }
+
+    /// Applies a batch just written at `first..=last` (in the active segment) to the
+    /// producer state; an abort marker that ended a transaction gets its
+    /// aborted-transaction index entry (Kafka's `LogSegment.updateTxnIndex`).
+    fn complete_txn(
+        &mut self,
+        pb: &ProducerBatch,
+        first: i64,
+        last: i64,
+    ) -> Result<(), StorageError> {
+        let Some((txn, stable)) = self.producer_state.replay(pb, first, last) else {
+            return Ok(());
+        };
+        let offset = txn.last_offset;
+        if txn.is_aborted {
+            let entry = AbortedTxn {
+                producer_id: txn.producer_id,
+                first_offset: txn.first_offset,
+                last_offset: txn.last_offset,
+                last_stable_offset: stable,
+            };
+            if let Err(e) = self.active_mut().txn_index_mut().append(entry) {
+                // The marker is in the log; the entry comes back when the state is next
+                // rebuilt from a snapshot before it (a crash, a truncation).
+                warn!(dir = %self.dir.display(), offset, error = %e, "cannot write aborted transaction index entry");
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops completed transactions whose markers are below the largest high watermark
+    /// seen: they no longer bound the last stable offset.
+    fn prune_replicated_txns(&mut self) {
+        let hw = self.high_watermark_hint.load(Ordering::Relaxed);
+        if hw > i64::MIN {
+            self.producer_state.on_high_watermark(hw);
+        }
     }
 
     /// The last stable offset given the partition's high watermark: below it every
     /// transaction is decided (Kafka's `UnifiedLog.lastStableOffset`), so read_committed
-    /// consumers read up to it and no further.
+    /// consumers read up to it and no further. It is the high watermark, lowered to the
+    /// first offset of the earliest transaction that is still open or whose marker is not
+    /// yet below the high watermark (a marker not replicated may still be lost, and the
+    /// transaction reopened). A transaction whose first batches went below the log start
+    /// offset (retention, DeleteRecords) bounds it at the log start offset instead, as
+    /// Kafka's `maybeIncrementFirstUnstableOffset` does.
     pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
-        high_watermark
+        self.high_watermark_hint
+            .fetch_max(high_watermark, Ordering::Relaxed);
+        match self.producer_state.first_unstable_offset(high_watermark) {
+            Some(first) => first.max(self.log_start_offset).min(high_watermark),
+            None => high_watermark,
+        }
     }
 
     /// The aborted transactions whose records overlap `start_offset..upper_bound_offset`
-    /// (Kafka's `collectAbortedTransactions`), for a read_committed Fetch response.
+    /// (last offset >= start, first offset < upper; Kafka's `collectAbortedTransactions`),
+    /// for a read_committed Fetch response, in marker order. An entry lives in the segment
+    /// of its marker, which may lie far past `upper_bound_offset` when the transaction was
+    /// long, so segments are scanned from the one holding `start_offset` until an entry
+    /// shows that every transaction begun below the bound had ended (its recorded last
+    /// stable offset reaches the bound), or to the log end. Entries are held in memory once
+    /// a segment's index was read.
     pub fn aborted_transactions(
         &self,
         start_offset: i64,
         upper_bound_offset: i64,
-    ) -> Result<Vec<crate::AbortedTxn>, StorageError> {
-        let _ = (start_offset, upper_bound_offset);
-        Ok(Vec::new())
+    ) -> Result<Vec<AbortedTxn>, StorageError> {
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset() <= start_offset)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for seg in self.segments.iter().skip(first) {
+            if seg
+                .txn_index()
+                .collect(start_offset, upper_bound_offset, &mut out)?
+            {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Appends batches fetched from the partition leader (Kafka's `appendAsFollower`): they
@@ -462,6 +584,7 @@ impl Log {
         if batches.is_empty() {
             return Err(StorageError::EmptyAppend);
         }
+        self.prune_replicated_txns();
         let segment_bytes = self.config.effective_segment_bytes();
         let log_end = self.log_end_offset();
         let mut restart_at = None;
@@ -510,7 +633,11 @@ impl Log {
                 last_offset: last,
                 max_timestamp: h.max_timestamp,
             });
-            headers.push((ProducerBatch::of(&h), h.partition_leader_epoch));
+            let control = h.is_control().then(|| rest.get(..len)).flatten();
+            headers.push((
+                ProducerBatch::of_batch(&h, control),
+                h.partition_leader_epoch,
+            ));
             min_offset = last + 1;
             pos += len;
         }
@@ -587,7 +714,9 @@ impl Log {
         let mut new_epoch = false;
         for (p, (pb, epoch)) in run.iter().zip(headers) {
             if let Some(pb) = pb {
-                self.producer_state.replay(pb, p.base_offset, p.last_offset);
+                // Markers too: this replica may become the leader with the same open
+                // transactions and aborted-transaction index as the leader's.
+                self.complete_txn(pb, p.base_offset, p.last_offset)?;
             }
             new_epoch |= self.epoch_cache.assign_if_newer(*epoch, p.base_offset);
         }
@@ -822,6 +951,7 @@ impl Log {
                 files.push(ix.offset.clone());
                 files.push(ix.time.clone());
             }
+            files.extend(seg.txn_index().unflushed_file().cloned());
             if seg.base_offset() >= self.recovery_point {
                 dir = Some(self.dir.clone());
             }
@@ -994,6 +1124,7 @@ impl Log {
                 next_base_offset: self.next_base(i),
             })
             .collect();
+        self.prune_replicated_txns();
         self.producer_state
             .remove_expired(now_ms, self.config.producer_id_expiration_ms);
         let (count, breach) =
@@ -1095,7 +1226,8 @@ impl Log {
             self.write_cleaner_checkpoint()?;
         }
         // Producer state past the truncation point is void: rebuild it from what is left.
-        self.load_producer_state()?;
+        let log_end = self.log_end_offset();
+        self.load_producer_state(log_end)?;
         Ok(())
     }
 
@@ -1108,8 +1240,9 @@ impl Log {
     /// the sealed segments below the first uncleanable offset, which is the active
     /// segment's base or, with `min.compaction.lag.ms`, the first dirty segment holding a
     /// record younger than the lag, and never past the segment holding `high_watermark` (a
-    /// follower may still truncate above it). `None` when the log is not compacted or
-    /// nothing is dirty.
+    /// follower may still truncate above it) or the last stable offset (an open
+    /// transaction may still abort). `None` when the log is not compacted or nothing is
+    /// dirty.
     pub fn cleanable(&self, now_ms: i64, high_watermark: i64) -> Option<CleanableLog> {
         if !self.config.compact || self.segments.len() < 2 {
             return None;
@@ -1123,8 +1256,12 @@ impl Log {
         let mut uncleanable = self.active().base_offset();
         let mut max_lag_exceeded = false;
         let mut seen_dirty = false;
+        // Kafka's `firstUncleanableOffset` includes the first unstable offset: an open
+        // transaction's records may still be aborted, and the cleaner must see its marker
+        // before it decides what to keep.
+        let stable = self.last_stable_offset(high_watermark);
         for i in 0..sealed {
-            if self.segment_end(i) > high_watermark {
+            if self.segment_end(i) > stable {
                 uncleanable = uncleanable.min(self.segments[i].base_offset());
                 break;
             }
@@ -1381,10 +1518,17 @@ impl Log {
         Ok(())
     }
 
-    /// Rebuilds the producer state: the newest usable snapshot at or below the log end,
-    /// then the batch headers from there on (never decompressing). Snapshots beyond the log
-    /// end (the log was truncated after they were taken) are deleted.
-    fn load_producer_state(&mut self) -> Result<(), StorageError> {
+    /// Rebuilds the producer state: the newest usable snapshot at or below `unsure_from`
+    /// (and the log end), then the batches from there on: headers, and the one record of
+    /// each control batch (never decompressing data). Snapshots beyond the log end (the log
+    /// was truncated after they were taken) are deleted. The aborted-transaction index
+    /// entries of markers at or past `unsure_from` (segments recovered after a crash, whose
+    /// index files were not fsynced) are rewritten, as Kafka rebuilds the transaction index
+    /// of the segments it recovers; those below it are trusted: the cleaner may have
+    /// removed the first batches of an aborted transaction, and its entry keeps the
+    /// original first offset. Truncation cuts the entries past the new log end itself.
+    fn load_producer_state(&mut self, unsure_from: i64) -> Result<(), StorageError> {
+        let snapshot_limit = unsure_from;
         let log_end = self.log_end_offset();
         let mut state = None;
         let mut from = self.log_start_offset;
@@ -1393,7 +1537,7 @@ impl Log {
                 producer_state::delete_snapshot(&self.dir, offset)?;
                 continue;
             }
-            if state.is_some() {
+            if state.is_some() || offset > snapshot_limit {
                 continue;
             }
             match producer_state::read_snapshot(&self.dir, offset)? {
@@ -1407,17 +1551,43 @@ impl Log {
                 }
             }
         }
-        let mut state = state.unwrap_or_default();
+        let mut state: ProducerStateManager = state.unwrap_or_default();
+        let rewrite_from = unsure_from.max(from);
+        let last = self.segments.len() - 1;
         for i in 0..self.segments.len() {
-            if self.segment_end(i) <= from {
+            if self.segment_end(i) <= from && i != last {
                 continue;
             }
             let upper = self.next_base(i);
-            self.segments[i].for_each_header(from, upper, |h| {
-                if let Some(pb) = ProducerBatch::of(h) {
-                    state.replay(&pb, h.base_offset, h.last_offset());
+            let rewrite = self.segment_end(i) > rewrite_from || i == last;
+            let seg = &mut self.segments[i];
+            if rewrite {
+                seg.txn_index_mut().truncate_from(rewrite_from)?;
+            }
+            let mut aborted = Vec::new();
+            seg.for_each_batch_with_control(from, upper, MAX_CONTROL_BATCH_BYTES, |h, bytes| {
+                let Some(pb) = ProducerBatch::of_batch(h, bytes) else {
+                    return;
+                };
+                if let Some((txn, stable)) = state.replay(&pb, h.base_offset, h.last_offset()) {
+                    if txn.is_aborted && txn.last_offset >= rewrite_from {
+                        aborted.push(AbortedTxn {
+                            producer_id: txn.producer_id,
+                            first_offset: txn.first_offset,
+                            last_offset: txn.last_offset,
+                            last_stable_offset: stable,
+                        });
+                    }
                 }
             })?;
+            let rewritten = !aborted.is_empty();
+            for entry in aborted {
+                seg.txn_index_mut().append(entry)?;
+            }
+            if rewritten && i != last && seg.index_files().is_none() {
+                // A sealed segment no flush job will visit again.
+                seg.txn_index_mut().sync_and_release()?;
+            }
         }
         state.on_log_start_offset(self.log_start_offset);
         self.producer_state = state;
@@ -1433,6 +1603,9 @@ impl Log {
         if let Some(ix) = seg.index_files() {
             ix.offset.sync_data()?;
             ix.time.sync_data()?;
+        }
+        if let Some(f) = seg.txn_index().unflushed_file() {
+            f.sync_data()?;
         }
         if let Some(job) = self.flush_job() {
             job.run()?;

@@ -1,11 +1,19 @@
-//! Idempotent producer state of one partition (Kafka's `ProducerStateManager` and
-//! `ProducerAppendInfo`): per producer id the current epoch and the metadata of the last
-//! five batches, so a retried batch is recognised and acknowledged with its original offsets
-//! instead of being written twice, and a gap or a zombie epoch is refused.
+//! Idempotent and transactional producer state of one partition (Kafka's
+//! `ProducerStateManager` and `ProducerAppendInfo`): per producer id the current epoch and
+//! the metadata of the last five batches, so a retried batch is recognised and acknowledged
+//! with its original offsets instead of being written twice, and a gap or a zombie epoch is
+//! refused; the first offset of its ongoing transaction on this partition and the epoch of
+//! the coordinator that wrote its last marker.
+//!
+//! A transactional data batch opens a transaction for its producer if none is open; a
+//! control batch (COMMIT or ABORT marker) closes it and yields a [`CompletedTxn`]. The open
+//! transactions, ordered by first offset, give the first unstable offset; completed ones are
+//! kept until the high watermark passes their marker, since until then the marker may still
+//! be lost (Kafka's `unreplicatedTxns`), and both bound the last stable offset.
 //!
 //! The state is derived from the log: on open it is loaded from the newest `<offset>.snapshot`
 //! (written at segment roll and on clean close) and brought up to the log end by scanning
-//! batch headers only. Transactions are not supported, so there is no transaction state.
+//! batch headers (and the one record of each control batch).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File};
@@ -13,6 +21,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use kavka_protocol::record_batch::BatchHeader;
+use kavka_protocol::records::{decode_control_key, decode_marker_coordinator_epoch, ControlType};
 use thiserror::Error;
 
 /// Kafka keeps the metadata of this many batches per producer (the client's
@@ -21,11 +30,21 @@ pub const NUM_BATCHES_TO_RETAIN: usize = 5;
 
 pub(crate) const SNAPSHOT_SUFFIX: &str = "snapshot";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KVPS";
-const SNAPSHOT_VERSION: u16 = 1;
+/// Version 1: epochs and batches only. Version 2 adds the coordinator epoch and the first
+/// offset of the ongoing transaction to each producer.
+const SNAPSHOT_VERSION_V1: u16 = 1;
+const SNAPSHOT_VERSION: u16 = 2;
 /// Bytes of one batch entry in a snapshot.
 const BATCH_ENTRY_BYTES: usize = 4 + 4 + 8 + 8;
-/// Bytes of a producer entry before its batches.
-const PRODUCER_ENTRY_BYTES: usize = 8 + 2 + 8 + 1;
+/// Bytes of a producer entry before its batches, in versions 1 and 2.
+const PRODUCER_ENTRY_BYTES_V1: usize = 8 + 2 + 8 + 1;
+const PRODUCER_ENTRY_BYTES: usize = 8 + 2 + 8 + 4 + 8 + 1;
+/// Completed transactions kept for the last stable offset until the high watermark passes
+/// their markers. Beyond this many (a replica nobody reports a high watermark to), the
+/// oldest markers are assumed replicated.
+const MAX_UNREPLICATED_TXNS: usize = 100_000;
+/// Largest control batch whose record is read to find the marker type (they are ~80 bytes).
+pub(crate) const MAX_CONTROL_BATCH_BYTES: usize = 64 * 1024;
 /// A snapshot larger than this is treated as corrupt (never allocated).
 const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -96,6 +115,16 @@ impl ProducerEntry {
         self.batches.back().map(|b| b.last_seq)
     }
 
+    fn new(epoch: i16) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            last_timestamp: -1,
+            current_txn_first_offset: None,
+            coordinator_epoch: -1,
+        }
+    }
+
     fn find_duplicate(&self, epoch: i16, first_seq: i32, last_seq: i32) -> Option<BatchMetadata> {
         if epoch != self.epoch {
             return None;
@@ -127,7 +156,26 @@ fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
     next_seq == last_seq.wrapping_add(1) || (next_seq == 0 && last_seq == i32::MAX)
 }
 
-/// The idempotence-relevant fields of one batch header.
+/// What a transaction marker (the one record of a control batch) says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MarkerInfo {
+    pub control: ControlType,
+    pub coordinator_epoch: i32,
+}
+
+/// The kind of a batch with a producer id, as far as producer state is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BatchKind {
+    Data {
+        transactional: bool,
+    },
+    Marker(MarkerInfo),
+    /// A control batch that is no marker we know: an empty one left by the cleaner, or a
+    /// type of a later version. It changes nothing (Kafka skips empty ones too).
+    OtherControl,
+}
+
+/// The idempotence- and transaction-relevant fields of one batch.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ProducerBatch {
     pub producer_id: i64,
@@ -135,10 +183,12 @@ pub(crate) struct ProducerBatch {
     pub first_seq: i32,
     pub last_seq: i32,
     pub max_timestamp: i64,
+    pub kind: BatchKind,
 }
 
 impl ProducerBatch {
-    /// `None` for batches without a producer id (non-idempotent producers).
+    /// `None` for batches without a producer id (non-idempotent producers). A control
+    /// batch is [`BatchKind::OtherControl`] until its record is read ([`Self::of_batch`]).
     pub(crate) fn of(h: &BatchHeader) -> Option<ProducerBatch> {
         (h.producer_id >= 0).then(|| ProducerBatch {
             producer_id: h.producer_id,
@@ -146,8 +196,57 @@ impl ProducerBatch {
             first_seq: h.base_sequence,
             last_seq: increment_sequence(h.base_sequence, h.last_offset_delta.max(0)),
             max_timestamp: h.max_timestamp,
+            kind: if h.is_control() {
+                BatchKind::OtherControl
+            } else {
+                BatchKind::Data {
+                    transactional: h.is_transactional(),
+                }
+            },
         })
     }
+
+    /// [`Self::of`] with the marker of a control batch read from `batch` (exactly the
+    /// batch's bytes, when at hand).
+    pub(crate) fn of_batch(h: &BatchHeader, batch: Option<&[u8]>) -> Option<ProducerBatch> {
+        let mut b = Self::of(h)?;
+        if let Some(m) = batch.and_then(|bytes| parse_marker(bytes, h)) {
+            b.kind = BatchKind::Marker(m);
+        }
+        Some(b)
+    }
+}
+
+/// A transaction ended by a marker on this partition (Kafka's `CompletedTxn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub is_aborted: bool,
+}
+
+/// Reads the marker of a control batch (`batch` holds exactly the batch): the key of its
+/// first record says COMMIT or ABORT, the value the coordinator epoch. `None` when it is not
+/// a control batch, holds no record, or does not parse.
+pub(crate) fn parse_marker(batch: &[u8], h: &BatchHeader) -> Option<MarkerInfo> {
+    if !h.is_control() || h.records_count < 1 || batch.len() > MAX_CONTROL_BATCH_BYTES {
+        return None;
+    }
+    let data = crate::record_filter::records_section(batch, h, MAX_CONTROL_BATCH_BYTES).ok()?;
+    let mut r = Reader(&data);
+    let len = usize::try_from(r.varint()?).ok()?;
+    let mut rec = Reader(r.take(len)?);
+    rec.take(1)?; // attributes
+    rec.varint()?; // timestamp delta
+    rec.varint()?; // offset delta
+    let key = rec.bytes()?;
+    let value = rec.bytes()?;
+    Some(MarkerInfo {
+        control: decode_control_key(key)?,
+        coordinator_epoch: decode_marker_coordinator_epoch(value)?,
+    })
 }
 
 /// Result of checking a client batch against the state.
@@ -162,6 +261,12 @@ pub(crate) enum Check {
 #[derive(Debug, Default)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
+    /// Ongoing transactions: first offset → producer id (Kafka's `ongoingTxns`). Mirrors
+    /// the entries' `current_txn_first_offset`.
+    ongoing: BTreeMap<i64, i64>,
+    /// Completed transactions by marker offset, until the high watermark passes the marker
+    /// (Kafka's `unreplicatedTxns`).
+    unreplicated: BTreeMap<i64, CompletedTxn>,
 }
 
 impl ProducerStateManager {
@@ -192,6 +297,50 @@ impl ProducerStateManager {
         self.producers.is_empty()
     }
 
+    /// The ongoing transactions as (first offset, producer id), oldest first.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        self.ongoing.iter().map(|(f, p)| (*f, *p)).collect()
+    }
+
+    /// The first offset not known to be decided for a high watermark `high_watermark`:
+    /// the earliest first offset of an ongoing transaction or of a completed one whose
+    /// marker is not below the high watermark (Kafka's `firstUnstableOffset`).
+    pub fn first_unstable_offset(&self, high_watermark: i64) -> Option<i64> {
+        let ongoing = self.ongoing.keys().next().copied();
+        let unreplicated = self
+            .unreplicated
+            .range(high_watermark..)
+            .map(|(_, t)| t.first_offset)
+            .min();
+        match (ongoing, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Forgets completed transactions whose markers are below `high_watermark`, i.e.
+    /// replicated (Kafka's `onHighWatermarkUpdated`).
+    pub fn on_high_watermark(&mut self, high_watermark: i64) {
+        if self
+            .unreplicated
+            .keys()
+            .next()
+            .is_some_and(|m| *m < high_watermark)
+        {
+            self.unreplicated = self.unreplicated.split_off(&high_watermark);
+        }
+    }
+
+    /// Where an abort marker's index entry says the log is stable after the transaction
+    /// completes (Kafka's `lastStableOffset(completedTxn)`): the first offset of the oldest
+    /// other ongoing transaction, or the offset after the marker.
+    fn stable_offset_after(&self, completed: &CompletedTxn) -> i64 {
+        self.ongoing
+            .iter()
+            .find(|(_, pid)| **pid != completed.producer_id)
+            .map_or(completed.last_offset + 1, |(first, _)| *first)
+    }
+
     /// Validates a batch from a client (Kafka's duplicate check, then `checkProducerEpoch`
     /// and `checkSequence`). `pending` holds entries already updated by earlier batches of
     /// the same request, which take precedence.
@@ -205,9 +354,44 @@ impl ProducerStateManager {
             .or_else(|| self.producers.get(&b.producer_id));
         let Some(entry) = current else {
             // Unknown producer (new, expired, or its batches were deleted by retention):
-            // Kafka 3.x accepts any sequence here.
+            // Kafka 3.x accepts any sequence here, and a marker without a transaction.
             return Ok(Check::Append);
         };
+        let transactional = match b.kind {
+            BatchKind::Data { transactional } => transactional,
+            BatchKind::OtherControl => return Ok(Check::Append),
+            BatchKind::Marker(m) => {
+                // Kafka's `appendEndTxnMarker`: `checkProducerEpoch`, `checkCoordinatorEpoch`.
+                if b.epoch < entry.epoch {
+                    return Err(ProducerStateError::InvalidProducerEpoch {
+                        producer_id: b.producer_id,
+                        epoch: b.epoch,
+                        current: entry.epoch,
+                    });
+                }
+                if entry.coordinator_epoch > m.coordinator_epoch {
+                    return Err(ProducerStateError::TransactionCoordinatorFenced {
+                        producer_id: b.producer_id,
+                        coordinator_epoch: m.coordinator_epoch,
+                        current: entry.coordinator_epoch,
+                    });
+                }
+                return Ok(Check::Append);
+            }
+        };
+        if transactional && b.first_seq == -1 {
+            // No sequence (RecordBatch.NO_SEQUENCE): the group coordinator's transactional
+            // offset commit, which Kafka appends with origin COORDINATOR: neither
+            // deduplicated nor sequence-checked, only the epoch is (`checkProducerEpoch`).
+            if b.epoch < entry.epoch {
+                return Err(ProducerStateError::InvalidProducerEpoch {
+                    producer_id: b.producer_id,
+                    epoch: b.epoch,
+                    current: entry.epoch,
+                });
+            }
+            return Ok(Check::Append);
+        }
         if let Some(dup) = entry.find_duplicate(b.epoch, b.first_seq, b.last_seq) {
             return Ok(Check::Duplicate(dup));
         }
@@ -237,38 +421,70 @@ impl ProducerStateManager {
                 });
             }
         }
+        if entry.current_txn_first_offset.is_some() && !transactional {
+            // Kafka's `appendDataBatch`: a plain batch in the middle of the producer's
+            // transaction.
+            return Err(ProducerStateError::InvalidTxnState {
+                producer_id: b.producer_id,
+            });
+        }
         Ok(Check::Append)
     }
 
     /// Records an appended (or replayed) batch into `target`, starting from `base` when the
-    /// producer has no entry there yet.
+    /// producer has no entry there yet. A marker returns the transaction it completes.
     fn update_into(
         target: &mut HashMap<i64, ProducerEntry>,
         base: Option<&ProducerEntry>,
         b: &ProducerBatch,
         first_offset: i64,
         last_offset: i64,
-    ) {
-        let entry = target.entry(b.producer_id).or_insert_with(|| {
-            base.cloned().unwrap_or(ProducerEntry {
-                epoch: b.epoch,
-                batches: VecDeque::new(),
-                last_timestamp: -1,
-                current_txn_first_offset: None,
-                coordinator_epoch: -1,
-            })
-        });
-        if b.epoch != entry.epoch {
-            entry.epoch = b.epoch;
-            entry.batches.clear();
+    ) -> Option<CompletedTxn> {
+        if b.kind == BatchKind::OtherControl {
+            return None;
         }
-        entry.push(BatchMetadata {
-            first_seq: b.first_seq,
-            last_seq: b.last_seq,
-            first_offset,
-            last_offset,
-        });
+        let entry = target
+            .entry(b.producer_id)
+            .or_insert_with(|| base.cloned().unwrap_or_else(|| ProducerEntry::new(b.epoch)));
         entry.last_timestamp = entry.last_timestamp.max(b.max_timestamp);
+        match b.kind {
+            BatchKind::Data { transactional } => {
+                if b.epoch != entry.epoch {
+                    entry.epoch = b.epoch;
+                    entry.batches.clear();
+                }
+                entry.push(BatchMetadata {
+                    first_seq: b.first_seq,
+                    last_seq: b.last_seq,
+                    first_offset,
+                    last_offset,
+                });
+                if transactional && entry.current_txn_first_offset.is_none() {
+                    entry.current_txn_first_offset = Some(first_offset);
+                }
+                None
+            }
+            BatchKind::Marker(m) => {
+                // A marker carries no sequence; a newer epoch (the coordinator bumped it to
+                // fence a producer) still starts over the sequence window. An older epoch
+                // only reaches here by replication, where Kafka just warns.
+                if b.epoch > entry.epoch {
+                    entry.epoch = b.epoch;
+                    entry.batches.clear();
+                }
+                entry.coordinator_epoch = entry.coordinator_epoch.max(m.coordinator_epoch);
+                entry
+                    .current_txn_first_offset
+                    .take()
+                    .map(|first| CompletedTxn {
+                        producer_id: b.producer_id,
+                        first_offset: first,
+                        last_offset: first_offset,
+                        is_aborted: m.control == ControlType::Abort,
+                    })
+            }
+            BatchKind::OtherControl => None,
+        }
     }
 
     /// Stages an accepted batch of a request in `pending`.
@@ -283,39 +499,92 @@ impl ProducerStateManager {
         Self::update_into(pending, base, b, first_offset, last_offset);
     }
 
-    /// Makes a request's staged entries current (after its batches were written).
+    /// Makes a request's staged entries current (after its batches were written), keeping
+    /// the ongoing-transaction map in step with the entries.
     pub(crate) fn commit(&mut self, pending: HashMap<i64, ProducerEntry>) {
-        self.producers.extend(pending);
+        for (pid, entry) in pending {
+            let before = self
+                .producers
+                .get(&pid)
+                .and_then(|e| e.current_txn_first_offset);
+            if before != entry.current_txn_first_offset {
+                if let Some(first) = before {
+                    self.ongoing.remove(&first);
+                }
+                if let Some(first) = entry.current_txn_first_offset {
+                    self.ongoing.insert(first, pid);
+                }
+            }
+            self.producers.insert(pid, entry);
+        }
     }
 
-    /// Replays a batch found in the log (rebuild on open); never refuses.
-    pub(crate) fn replay(&mut self, b: &ProducerBatch, first_offset: i64, last_offset: i64) {
-        let mut one = HashMap::new();
-        let base = self.producers.remove(&b.producer_id);
-        Self::update_into(&mut one, base.as_ref(), b, first_offset, last_offset);
-        self.producers.extend(one);
+    /// Applies one batch found in the log (rebuild on open, follower append) or a marker
+    /// already checked by the leader; never refuses. A completed transaction is returned
+    /// with the last stable offset its abort index entry records, and is kept for the last
+    /// stable offset until the high watermark passes its marker.
+    pub(crate) fn replay(
+        &mut self,
+        b: &ProducerBatch,
+        first_offset: i64,
+        last_offset: i64,
+    ) -> Option<(CompletedTxn, i64)> {
+        let mut one = HashMap::with_capacity(1);
+        let base = self.producers.get(&b.producer_id);
+        let completed = Self::update_into(&mut one, base, b, first_offset, last_offset);
+        self.commit(one);
+        let completed = completed?;
+        let stable = self.stable_offset_after(&completed);
+        self.unreplicated.insert(completed.last_offset, completed);
+        if self.unreplicated.len() > MAX_UNREPLICATED_TXNS {
+            self.unreplicated.pop_first();
+        }
+        Some((completed, stable))
     }
 
     /// Forgets producers whose last batch is older than `expiration_ms` (Kafka's
-    /// `producer.id.expiration.ms`). Returns how many were removed.
+    /// `producer.id.expiration.ms`), except those with an ongoing transaction, which only
+    /// its marker ends. Returns how many were removed.
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        self.producers.retain(|_, e| {
+            e.current_txn_first_offset.is_some()
+                || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
         before - self.producers.len()
     }
 
-    /// Forgets producers whose every retained batch lies below the log start offset.
+    /// Forgets producers whose every retained batch lies below the log start offset, unless
+    /// their transaction is still ongoing (its marker will come, and until then the last
+    /// stable offset must not pass the log start), and completed transactions whose marker
+    /// is gone.
     pub fn on_log_start_offset(&mut self, log_start_offset: i64) {
         self.producers.retain(|_, e| {
-            e.batches
-                .back()
-                .is_some_and(|b| b.last_offset >= log_start_offset)
+            e.current_txn_first_offset.is_some()
+                || e.batches
+                    .back()
+                    .is_some_and(|b| b.last_offset >= log_start_offset)
         });
+        self.unreplicated = self.unreplicated.split_off(&log_start_offset);
     }
 
     pub fn clear(&mut self) {
         self.producers.clear();
+        self.ongoing.clear();
+        self.unreplicated.clear();
+    }
+
+    /// A manager holding `producers`, its ongoing-transaction map derived from them.
+    fn from_producers(producers: HashMap<i64, ProducerEntry>) -> ProducerStateManager {
+        let ongoing = producers
+            .iter()
+            .filter_map(|(pid, e)| e.current_txn_first_offset.map(|f| (f, *pid)))
+            .collect();
+        ProducerStateManager {
+            producers,
+            ongoing,
+            unreplicated: BTreeMap::new(),
+        }
     }
 
     /// Serialises the state (sorted by producer id, so equal states give equal bytes).
@@ -329,6 +598,8 @@ impl ProducerStateManager {
             out.extend_from_slice(&pid.to_be_bytes());
             out.extend_from_slice(&e.epoch.to_be_bytes());
             out.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            out.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
+            out.extend_from_slice(&e.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
             out.push(e.batches.len() as u8);
             for b in &e.batches {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -342,19 +613,25 @@ impl ProducerStateManager {
         out
     }
 
-    /// Parses a snapshot; `None` when it is damaged in any way.
+    /// Parses a snapshot (version 1 or 2); `None` when it is damaged in any way.
     fn decode(buf: &[u8]) -> Option<ProducerStateManager> {
         let (body, crc) = buf.split_at_checked(buf.len().checked_sub(4)?)?;
         if crc32c::crc32c(body).to_be_bytes() != crc {
             return None;
         }
         let mut r = Reader(body);
-        if r.take(4)? != SNAPSHOT_MAGIC || u16::from_be_bytes(r.array()?) != SNAPSHOT_VERSION {
+        if r.take(4)? != SNAPSHOT_MAGIC {
             return None;
         }
+        let version = u16::from_be_bytes(r.array()?);
+        let entry_bytes = match version {
+            SNAPSHOT_VERSION_V1 => PRODUCER_ENTRY_BYTES_V1,
+            SNAPSHOT_VERSION => PRODUCER_ENTRY_BYTES,
+            _ => return None,
+        };
         let count = u32::from_be_bytes(r.array()?) as usize;
         // Bound the allocation by what the bytes can hold.
-        if count > r.0.len() / PRODUCER_ENTRY_BYTES {
+        if count > r.0.len() / entry_bytes {
             return None;
         }
         let mut producers = HashMap::with_capacity(count);
@@ -362,6 +639,17 @@ impl ProducerStateManager {
             let pid = i64::from_be_bytes(r.array()?);
             let epoch = i16::from_be_bytes(r.array()?);
             let last_timestamp = i64::from_be_bytes(r.array()?);
+            let (coordinator_epoch, txn_first) = if version == SNAPSHOT_VERSION_V1 {
+                (-1, -1)
+            } else {
+                (
+                    i32::from_be_bytes(r.array()?),
+                    i64::from_be_bytes(r.array()?),
+                )
+            };
+            if txn_first < -1 {
+                return None;
+            }
             let n = usize::from(r.take(1)?[0]);
             if n > NUM_BATCHES_TO_RETAIN {
                 return None;
@@ -383,12 +671,13 @@ impl ProducerStateManager {
                     epoch,
                     batches,
                     last_timestamp,
-                    current_txn_first_offset: None,
-                    coordinator_epoch: -1,
+                    current_txn_first_offset: (txn_first >= 0).then_some(txn_first),
+                    coordinator_epoch,
                 },
             );
         }
-        r.0.is_empty().then_some(ProducerStateManager { producers })
+        r.0.is_empty()
+            .then(|| ProducerStateManager::from_producers(producers))
     }
 }
 
@@ -403,6 +692,28 @@ impl<'a> Reader<'a> {
 
     fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
+    }
+
+    /// A zigzag varint (Kafka's record fields), at most 10 bytes.
+    fn varint(&mut self) -> Option<i64> {
+        let mut raw = 0u64;
+        for i in 0..10 {
+            let b = *self.take(1)?.first()?;
+            raw |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        None
+    }
+
+    /// A varint-length-prefixed byte string; a null one (-1) reads as empty.
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = self.varint()?;
+        if len < 0 {
+            return Some(&[]);
+        }
+        self.take(usize::try_from(len).ok()?)
     }
 }
 
@@ -493,6 +804,9 @@ mod tests {
             first_seq: first,
             last_seq: increment_sequence(first, count - 1),
             max_timestamp: 1000,
+            kind: BatchKind::Data {
+                transactional: false,
+            },
         }
     }
 

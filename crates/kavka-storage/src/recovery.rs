@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::segment::{segment_path, LogSegment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::txn_index::TXN_INDEX_SUFFIX;
 use crate::{LogConfig, StorageError};
 
 pub(crate) struct Loaded {
@@ -46,7 +47,12 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 }
 
 fn remove_segment_files(dir: &Path, base: i64) -> io::Result<()> {
-    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+    for suffix in [
+        LOG_SUFFIX,
+        INDEX_SUFFIX,
+        TIME_INDEX_SUFFIX,
+        TXN_INDEX_SUFFIX,
+    ] {
         remove_if_exists(&segment_path(dir, base, suffix))?;
     }
     Ok(())
@@ -81,8 +87,9 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Loaded
             remove_if_exists(&entry.path())?;
         } else if let Some(base) = parse_base(name, LOG_SUFFIX) {
             bases.insert(base);
-        } else if let Some(base) =
-            parse_base(name, INDEX_SUFFIX).or_else(|| parse_base(name, TIME_INDEX_SUFFIX))
+        } else if let Some(base) = parse_base(name, INDEX_SUFFIX)
+            .or_else(|| parse_base(name, TIME_INDEX_SUFFIX))
+            .or_else(|| parse_base(name, TXN_INDEX_SUFFIX))
         {
             index_bases.insert(base);
         }

@@ -20,6 +20,7 @@ use tracing::warn;
 use crate::batch_reader::{FileWindow, HEADER_WINDOW, SCAN_WINDOW};
 use crate::offset_index::{self, OffsetIndex};
 use crate::time_index::{self, TimeIndex};
+use crate::txn_index::{TxnIndex, TXN_INDEX_SUFFIX};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
@@ -132,6 +133,8 @@ pub(crate) struct LogSegment {
     bytes_since_last_index_entry: usize,
     /// Time the age-based roll counts from (`segment.ms`).
     rolling_based_ms: i64,
+    /// Aborted transactions whose markers are in this segment (`<base>.txnindex`).
+    txn_index: TxnIndex,
 }
 
 fn open_rw(path: &Path, create: bool, truncate: bool) -> io::Result<File> {
@@ -185,6 +188,7 @@ impl LogSegment {
             last_batch_base: -1,
             bytes_since_last_index_entry: 0,
             rolling_based_ms: now_ms,
+            txn_index: TxnIndex::create(dir, base_offset)?,
         };
         Ok(seg)
     }
@@ -206,6 +210,7 @@ impl LogSegment {
             last_batch_base: -1,
             bytes_since_last_index_entry: 0,
             rolling_based_ms: 0,
+            txn_index: TxnIndex::lazy(dir, base_offset),
         })
     }
 
@@ -232,6 +237,7 @@ impl LogSegment {
             last_batch_base: -1,
             bytes_since_last_index_entry: 0,
             rolling_based_ms: 0,
+            txn_index: TxnIndex::lazy(dir, base_offset),
         };
         if size > 0 {
             // The last time entry covers every batch up to the last offset index entry; the
@@ -279,6 +285,7 @@ impl LogSegment {
             last_batch_base: -1,
             bytes_since_last_index_entry: 0,
             rolling_based_ms: 0,
+            txn_index: TxnIndex::lazy(dir, base_offset),
         };
         let mut oi = OffsetIndex::new(base_offset);
         let mut ti = TimeIndex::new(base_offset);
@@ -670,6 +677,13 @@ impl LogSegment {
     /// Releases the index file handles once everything in them is durable.
     pub(crate) fn release_index_files(&mut self) {
         self.index_files = None;
+        self.txn_index.release_writer();
+    }
+    pub(crate) fn txn_index(&self) -> &TxnIndex {
+        &self.txn_index
+    }
+    pub(crate) fn txn_index_mut(&mut self) -> &mut TxnIndex {
+        &mut self.txn_index
     }
 
     pub(crate) fn offset_index_entries(&self) -> usize {
@@ -816,6 +830,38 @@ impl LogSegment {
         Ok(())
     }
 
+    /// [`LogSegment::for_each_header`] that also hands over the bytes of each control batch
+    /// (whole, when at most `max_control_bytes`; `None` otherwise), whose one record says
+    /// which transaction marker it is.
+    pub(crate) fn for_each_batch_with_control(
+        &self,
+        from_offset: i64,
+        next_upper: Option<i64>,
+        max_control_bytes: usize,
+        mut f: impl FnMut(&BatchHeader, Option<&[u8]>),
+    ) -> io::Result<()> {
+        let Some((mut pos, _)) = self.translate_offset(from_offset, next_upper)? else {
+            return Ok(());
+        };
+        let mut w = FileWindow::new(&self.log, self.size, SCAN_WINDOW);
+        let mut control = Vec::new();
+        while pos < self.size {
+            let h = w
+                .header_at(pos)?
+                .map_err(|e| corrupt(format!("{}: {e}", self.log_path().display())))?;
+            let total = h.total_len();
+            if h.is_control() && total <= max_control_bytes && pos + total as u64 <= self.size {
+                control.resize(total, 0);
+                self.log.read_exact_at(&mut control, pos)?;
+                f(&h, Some(&control));
+            } else {
+                f(&h, None);
+            }
+            pos += total as u64;
+        }
+        Ok(())
+    }
+
     /// The largest batch boundary in `[start, limit]`, `start` being a boundary itself.
     pub(crate) fn boundary_at_or_below(
         &self,
@@ -910,6 +956,7 @@ impl LogSegment {
         }
         // The segment becomes the active one: its end and index state must be exact.
         self.max_timestamp = -1;
+        self.txn_index.truncate_from(offset)?;
         self.rebuild(false, interval)?;
         self.open_index_files()
     }
@@ -918,7 +965,12 @@ impl LogSegment {
     /// the data readable by in-flight reads.
     pub(crate) fn rename_for_deletion(&self) -> Vec<PathBuf> {
         let mut renamed = Vec::new();
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             let from = segment_path(&self.dir, self.base_offset, suffix);
             let to = PathBuf::from(format!("{}.deleted", from.display()));
             match fs::rename(&from, &to) {

@@ -1,12 +1,15 @@
 //! The crash-safe replacement of old segments by a cleaned one (Kafka's `.cleaned` /
 //! `.swap` protocol).
 //!
-//! 1. The cleaner writes `<B>.log.cleaned`, `<B>.index.cleaned`, `<B>.timeindex.cleaned`,
+//! 1. The cleaner writes `<B>.log.cleaned`, `<B>.index.cleaned`, `<B>.timeindex.cleaned`
+//!    and, when the cleaned segment keeps aborted transactions, `<B>.txnindex.cleaned`, all
 //!    fsynced. A crash now leaves only `.cleaned` files, which recovery deletes.
 //! 2. Commit: `<B>.log.cleaned` is renamed to `<B>.log.<E>.swap` and the directory fsynced,
 //!    `<E>` being the first offset past the replaced segments. From here on recovery finishes
 //!    the swap: it deletes every segment whose base offset is in `[B, E)`, then renames the
-//!    swap file to `<B>.log` (its indexes are rebuilt when first used).
+//!    swap file to `<B>.log`, after `<B>.txnindex.cleaned`, if any, became `<B>.txnindex`
+//!    (the offset and time indexes are rebuilt when first used; the aborted transactions
+//!    cannot be, so that file is kept).
 //! 3. The old segments are renamed `.deleted`, the swap and index files take their final
 //!    names.
 //!
@@ -22,6 +25,7 @@ use tracing::warn;
 
 use crate::checkpoint::sync_dir;
 use crate::segment::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::txn_index::TXN_INDEX_SUFFIX;
 
 pub(crate) const CLEANED: &str = "cleaned";
 const SWAP: &str = "swap";
@@ -83,12 +87,28 @@ pub(crate) fn finish(dir: &Path, base: i64, end: i64) -> io::Result<()> {
             segment_path(dir, base, suffix),
         )?;
     }
-    Ok(())
+    finish_txn_index(dir, base)
+}
+
+/// `<B>.txnindex.cleaned` becomes `<B>.txnindex`; without one the cleaned segment has no
+/// aborted transactions, and a leftover `<B>.txnindex` (the replaced segment's, if its
+/// rename for deletion failed) must not be taken for its index.
+fn finish_txn_index(dir: &Path, base: i64) -> io::Result<()> {
+    let final_path = segment_path(dir, base, TXN_INDEX_SUFFIX);
+    match fs::rename(cleaned_path(dir, base, TXN_INDEX_SUFFIX), &final_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => remove_if_exists(&final_path),
+        other => other,
+    }
 }
 
 /// Removes the `.cleaned` files of a swap that did not happen.
 pub(crate) fn discard(dir: &Path, base: i64) {
-    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+    for suffix in [
+        LOG_SUFFIX,
+        INDEX_SUFFIX,
+        TIME_INDEX_SUFFIX,
+        TXN_INDEX_SUFFIX,
+    ] {
         let path = cleaned_path(dir, base, suffix);
         if let Err(e) = fs::remove_file(&path) {
             if e.kind() != io::ErrorKind::NotFound {
@@ -104,14 +124,14 @@ pub(crate) fn recover(dir: &Path) -> io::Result<bool> {
     let mut swaps = Vec::new();
     let mut changed = false;
     let mut names = Vec::new();
+    let mut cleaned = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
         if is_cleaned(&name) {
-            fs::remove_file(entry.path())?;
-            changed = true;
+            cleaned.push(name);
         } else if let Some(range) = parse_swap(&name) {
             swaps.push(range);
         } else {
@@ -121,19 +141,41 @@ pub(crate) fn recover(dir: &Path) -> io::Result<bool> {
     swaps.sort_unstable();
     for (base, end) in swaps {
         warn!(dir = %dir.display(), base, end, "completing a log cleaner swap interrupted by a crash");
+        // `<B>.txnindex` is left alone: it may already be the cleaned segment's (moved there
+        // by a recovery interrupted before the swap file's rename), and if it is still the
+        // replaced segment's, its entries are a subset of the truth for offsets >= B (aborted
+        // transactions whose data may have been cleaned away, which consumers skip anyway).
+        let own_txn_index = format!("{base:020}.{TXN_INDEX_SUFFIX}");
         for name in &names {
-            let replaced = [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
-                .iter()
-                .filter_map(|s| parse_base(name, s))
-                .any(|b| b >= base && b < end);
-            if replaced {
+            let replaced = [
+                LOG_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                TXN_INDEX_SUFFIX,
+            ]
+            .iter()
+            .filter_map(|s| parse_base(name, s))
+            .any(|b| b >= base && b < end);
+            if replaced && *name != own_txn_index {
                 remove_if_exists(&dir.join(name))?;
             }
+        }
+        // The committed segment's aborted transactions (written before the commit).
+        let txn_name = format!("{base:020}.{TXN_INDEX_SUFFIX}.{CLEANED}");
+        if let Some(i) = cleaned.iter().position(|n| *n == txn_name) {
+            fs::rename(
+                dir.join(cleaned.swap_remove(i)),
+                segment_path(dir, base, TXN_INDEX_SUFFIX),
+            )?;
         }
         fs::rename(
             swap_path(dir, base, end),
             segment_path(dir, base, LOG_SUFFIX),
         )?;
+        changed = true;
+    }
+    for name in cleaned {
+        fs::remove_file(dir.join(name))?;
         changed = true;
     }
     if changed {
