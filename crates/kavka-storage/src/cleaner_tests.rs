@@ -1,20 +1,29 @@
 //! Log compaction through the public API: latest value per key, preserved offsets, reads
 //! across the gaps, tombstone expiry, crash in the middle of a swap, abort when the log
-//! changed, idempotent producer state, corrupt data, a bounded key map, and a model test.
+//! changed, idempotent producer state, corrupt data, a bounded key map, and a model test;
+//! with transactions: aborted values never win, markers and aborted-transaction entries stay
+//! as long as needed, nothing at or above the LSO is cleaned, and a `__consumer_offsets`-like
+//! replay gives the same committed state before and after cleaning (model test).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::Path;
 
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, Record};
-use kavka_protocol::records::{decode_batches_detailed, encode_batch, plain_record};
+use kavka_protocol::records::{
+    decode_batches_detailed, decode_control_key, encode_batch, plain_record, ControlType,
+    DecodedBatch, TxnMarker,
+};
 use proptest::prelude::*;
 
-use crate::{Cleaner, CleanerConfig, CleanerError, Log, LogConfig, StorageError, SwapOutcome};
+use crate::{
+    AbortedTxn, Cleaner, CleanerConfig, CleanerError, Log, LogConfig, StorageError, SwapOutcome,
+};
 
-const NOW: i64 = 1_000_000;
+/// A current wall-clock time (November 2025), so nothing reads as decades old.
+const NOW: i64 = 1_763_700_000_000;
 const RETENTION: i64 = 10_000;
 
 /// One batch of (key, value) records; `None` values are tombstones.
@@ -575,4 +584,506 @@ fn a_round_aborted_between_groups_keeps_every_latest_value() {
     check(&log);
     drop(log);
     check(&Log::open(dir.path(), config(), NOW).unwrap());
+}
+
+// ---- Transactions -----------------------------------------------------------------------
+
+/// A transactional producer writing to the log as the partition leader would see it.
+struct TxnProducer {
+    pid: i64,
+    epoch: i16,
+    next_seq: i32,
+}
+
+impl TxnProducer {
+    fn new(pid: i64) -> Self {
+        TxnProducer {
+            pid,
+            epoch: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// One transactional batch of `(key, value)` records; its first offset.
+    fn send(&mut self, log: &mut Log, records: &[(&str, Option<&str>)]) -> i64 {
+        let recs: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| Record {
+                transactional: true,
+                producer_id: self.pid,
+                producer_epoch: self.epoch,
+                sequence: self.next_seq + i as i32,
+                ..plain_record(
+                    i as i64,
+                    NOW + i as i64,
+                    Some(Bytes::copy_from_slice(k.as_bytes())),
+                    v.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+                )
+            })
+            .collect();
+        self.next_seq += records.len() as i32;
+        let mut b = encode_batch(&recs, Compression::None).unwrap().to_vec();
+        log.append(&mut b, NOW).unwrap().first_offset
+    }
+
+    /// Writes the COMMIT or ABORT marker of the ongoing transaction; its offset.
+    fn end(&mut self, log: &mut Log, control: ControlType) -> i64 {
+        let marker = TxnMarker {
+            producer_id: self.pid,
+            producer_epoch: self.epoch,
+            coordinator_epoch: 0,
+            control,
+        };
+        log.append_txn_marker(&marker, 0, NOW).unwrap().first_offset
+    }
+}
+
+fn batches(log: &Log) -> Vec<DecodedBatch> {
+    let bytes = log
+        .read(log.log_start_offset(), 64 << 20, i64::MAX, true)
+        .unwrap();
+    decode_batches_detailed(&bytes, 64 << 20).unwrap()
+}
+
+fn text(b: &Option<Bytes>) -> Option<String> {
+    b.as_ref().map(|v| String::from_utf8(v.to_vec()).unwrap())
+}
+
+/// The control type of a marker batch (`None`: an emptied one).
+fn control_of(b: &DecodedBatch) -> Option<ControlType> {
+    let r = b.records.first()?;
+    decode_control_key(r.key.as_deref()?)
+}
+
+/// Every marker: (offset, producer id, type).
+fn markers(log: &Log) -> Vec<(i64, i64, ControlType)> {
+    batches(log)
+        .iter()
+        .filter(|b| b.header.is_control())
+        .filter_map(|b| Some((b.header.base_offset, b.header.producer_id, control_of(b)?)))
+        .collect()
+}
+
+/// Every data record, whatever its transaction became: (offset, key, value).
+fn data_records(log: &Log) -> Vec<(i64, String, Option<String>)> {
+    batches(log)
+        .into_iter()
+        .filter(|b| !b.header.is_control())
+        .flat_map(|b| b.records)
+        .map(|r| (r.offset, text(&r.key).unwrap(), text(&r.value)))
+        .collect()
+}
+
+/// What a read_committed consumer sees reading the whole log below `lso` (Kafka's
+/// consumer: an aborted transaction from the log's list hides its producer's transactional
+/// batches from its first offset until the producer's abort marker).
+fn read_committed(log: &Log, lso: i64) -> Vec<(i64, String, Option<String>)> {
+    let mut aborted: Vec<AbortedTxn> = log.aborted_transactions(0, lso).unwrap();
+    aborted.sort_by_key(|t| std::cmp::Reverse(t.first_offset));
+    let mut hidden = HashSet::new();
+    let mut out = Vec::new();
+    for b in batches(log) {
+        let h = &b.header;
+        if h.base_offset >= lso {
+            break;
+        }
+        while aborted
+            .last()
+            .is_some_and(|t| t.first_offset <= h.last_offset())
+        {
+            hidden.insert(aborted.pop().unwrap().producer_id);
+        }
+        if h.is_control() {
+            if control_of(&b) == Some(ControlType::Abort) {
+                hidden.remove(&h.producer_id);
+            }
+            continue;
+        }
+        if h.is_transactional() && hidden.contains(&h.producer_id) {
+            continue;
+        }
+        out.extend(
+            b.records
+                .iter()
+                .map(|r| (r.offset, text(&r.key).unwrap(), text(&r.value))),
+        );
+    }
+    out
+}
+
+/// Replays the log as the group coordinator loads `__consumer_offsets`: a non-transactional
+/// record applies at once, a transactional one when its producer's COMMIT marker comes (an
+/// ABORT drops it), and a record only replaces a key's value from a lower offset (Kafka's
+/// `completePendingTxnOffsetCommit` rule, which is what makes the replay immune to
+/// compaction). Tombstones remove the key. Returns key -> (offset, value).
+fn replay(log: &Log) -> BTreeMap<String, (i64, String)> {
+    let mut state: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
+    let mut pending: HashMap<i64, Vec<(i64, String, Option<String>)>> = HashMap::new();
+    let apply = |state: &mut BTreeMap<String, (i64, Option<String>)>, (o, k, v)| {
+        if state.get(&k).is_none_or(|(p, _)| *p < o) {
+            state.insert(k, (o, v));
+        }
+    };
+    for b in batches(log) {
+        let h = &b.header;
+        if h.is_control() {
+            let txn = pending.remove(&h.producer_id).unwrap_or_default();
+            if control_of(&b) == Some(ControlType::Commit) {
+                for r in txn {
+                    apply(&mut state, r);
+                }
+            }
+            continue;
+        }
+        for r in &b.records {
+            let rec = (r.offset, text(&r.key).unwrap(), text(&r.value));
+            if h.is_transactional() {
+                pending.entry(h.producer_id).or_default().push(rec);
+            } else {
+                apply(&mut state, rec);
+            }
+        }
+    }
+    assert!(
+        pending.values().all(Vec::is_empty),
+        "records of a transaction without a marker: {pending:?}"
+    );
+    state
+        .into_iter()
+        .filter_map(|(k, (o, v))| Some((k, (o, v?))))
+        .filter(|(k, _)| k.starts_with('k'))
+        .collect()
+}
+
+/// Latest value per key among records, as a compacted reader sees it.
+fn latest(records: &[(i64, String, Option<String>)]) -> BTreeMap<String, (i64, Option<String>)> {
+    let mut m = BTreeMap::new();
+    for (o, k, v) in records {
+        m.insert(k.clone(), (*o, v.clone()));
+    }
+    m
+}
+
+fn forget_producer_snapshots(dir: &Path) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "snapshot") {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    fs::remove_file(dir.join(crate::checkpoint::CLEAN_SHUTDOWN_FILE)).ok();
+}
+
+#[test]
+fn aborted_values_never_win_and_committed_ones_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(), NOW).unwrap();
+    for k in 0..4 {
+        put(&mut log, &format!("k{k}"), Some("v0"));
+    }
+    let (mut p1, mut p2) = (TxnProducer::new(100), TxnProducer::new(200));
+    let c1 = p1.send(&mut log, &[("k0", Some("c1")), ("k1", Some("c1"))]);
+    let a2 = p2.send(&mut log, &[("k0", Some("a2")), ("k2", Some("a2"))]);
+    let commit1 = p1.end(&mut log, ControlType::Commit);
+    p2.send(&mut log, &[("k3", Some("a2")), ("k3", None)]);
+    let abort2 = p2.end(&mut log, ControlType::Abort);
+    let a1 = p1.send(&mut log, &[("k1", Some("a1"))]);
+    let abort1 = p1.end(&mut log, ControlType::Abort);
+    seal(&mut log);
+    let leo = log.log_end_offset();
+    let committed_before = latest(&read_committed(&log, leo));
+    let replay_before = replay(&log);
+    assert_eq!(committed_before["k0"], (c1, Some("c1".into())));
+
+    let mut cleaner = Cleaner::new(CleanerConfig::default());
+    let snap = log.cleanable(NOW, leo).expect("dirty");
+    let cleaned = cleaner.clean(&snap, NOW).unwrap();
+    assert_eq!(cleaned.stats.aborted_records_removed, 5);
+    assert!(matches!(
+        log.swap_cleaned(cleaned).unwrap(),
+        SwapOutcome::Swapped { .. }
+    ));
+
+    // No aborted record is left, not even for a read_uncommitted reader; committed and
+    // plain values compact as usual.
+    let data = data_records(&log);
+    assert!(
+        !data
+            .iter()
+            .any(|(_, _, v)| v.as_deref().is_some_and(|v| v.starts_with('a'))),
+        "{data:?}"
+    );
+    let keyed: BTreeMap<_, _> = latest(&data)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with('k'))
+        .collect();
+    let expected: BTreeMap<String, (i64, Option<String>)> = [
+        ("k0", (c1, Some("c1"))),
+        ("k1", (c1 + 1, Some("c1"))),
+        ("k2", (2, Some("v0"))),
+        ("k3", (3, Some("v0"))),
+    ]
+    .into_iter()
+    .map(|(k, (o, v))| (k.to_string(), (o, v.map(str::to_string))))
+    .collect();
+    assert_eq!(keyed, expected);
+    assert_eq!(
+        data.iter().filter(|r| r.1.starts_with('k')).count(),
+        4,
+        "{data:?}"
+    );
+    // Every marker stays: each transaction still had data in this pass.
+    assert_eq!(
+        markers(&log),
+        vec![
+            (commit1, 100, ControlType::Commit),
+            (abort2, 200, ControlType::Abort),
+            (abort1, 100, ControlType::Abort),
+        ]
+    );
+    // The aborted transactions are still reported, from the cleaned segment's index.
+    let aborted = log.aborted_transactions(0, leo).unwrap();
+    let spans: Vec<(i64, i64, i64)> = aborted
+        .iter()
+        .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+        .collect();
+    assert_eq!(spans, vec![(200, a2, abort2), (100, a1, abort1)]);
+    assert_eq!(latest(&read_committed(&log, leo)), committed_before);
+    assert_eq!(replay(&log), replay_before);
+
+    // The same after a restart, also one that rebuilds the producer state from the log:
+    // both producers are known, with no transaction left open.
+    log.close().unwrap();
+    forget_producer_snapshots(dir.path());
+    let log = Log::open(dir.path(), config(), NOW).unwrap();
+    assert_eq!(log.aborted_transactions(0, leo).unwrap(), aborted);
+    assert_eq!(latest(&read_committed(&log, leo)), committed_before);
+    assert_eq!(replay(&log), replay_before);
+    assert_eq!(log.last_stable_offset(leo), leo, "no transaction is open");
+    for pid in [100, 200] {
+        let e = log.producer_state().producer(pid).expect("producer known");
+        assert_eq!(e.current_txn_first_offset, None);
+    }
+}
+
+#[test]
+fn markers_stay_while_their_data_do_then_go_after_the_delete_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(), NOW).unwrap();
+    let (mut p1, mut p2) = (TxnProducer::new(100), TxnProducer::new(200));
+    p1.send(&mut log, &[("k0", Some("c1")), ("k1", Some("c1"))]);
+    let commit1 = p1.end(&mut log, ControlType::Commit);
+    let a1 = p1.send(&mut log, &[("k1", Some("a1"))]);
+    let abort1 = p1.end(&mut log, ControlType::Abort);
+    p2.send(&mut log, &[("k2", Some("a2"))]);
+    let abort2 = p2.end(&mut log, ControlType::Abort);
+    seal(&mut log);
+    let mut cleaner = Cleaner::new(CleanerConfig::default());
+    clean_round(&mut log, &mut cleaner, NOW).expect("due");
+    assert_eq!(markers(&log).len(), 3);
+
+    // Round 2: plain values shadow the committed transaction's records. Its batch is read
+    // (and dropped) in this pass, so its commit marker stays once more. The aborted
+    // transactions' batches stay as empty batches: each is its producer's last, which the
+    // producer state needs, so their abort markers stay for good.
+    put(&mut log, "k0", Some("v2"));
+    put(&mut log, "k1", Some("v2"));
+    seal(&mut log);
+    clean_round(&mut log, &mut cleaner, NOW + 1).expect("due");
+    assert_eq!(markers(&log).len(), 3);
+    let aborted = log.aborted_transactions(0, log.log_end_offset()).unwrap();
+    assert_eq!(
+        aborted
+            .iter()
+            .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+            .collect::<Vec<_>>(),
+        vec![(100, a1, abort1), (200, 5, abort2)]
+    );
+
+    // Round 3: no data of the committed transaction is left: its marker gets a delete
+    // horizon. Round 4, past the horizon, removes it with no new dirt needed.
+    put(&mut log, "k9", Some("v"));
+    seal(&mut log);
+    let out = clean_round(&mut log, &mut cleaner, NOW + 2).expect("due");
+    assert!(matches!(out, SwapOutcome::Swapped { .. }));
+    assert_eq!(markers(&log).len(), 3, "kept until the horizon");
+    assert!(log.cleanable(NOW + 2 + RETENTION - 1, i64::MAX).is_none());
+    let snap = log
+        .cleanable(NOW + 2 + RETENTION, i64::MAX)
+        .expect("horizon due");
+    let cleaned = cleaner.clean(&snap, NOW + 2 + RETENTION).unwrap();
+    assert_eq!(cleaned.stats.markers_removed, 1);
+    log.swap_cleaned(cleaned).unwrap();
+    assert_eq!(
+        markers(&log),
+        vec![
+            (abort1, 100, ControlType::Abort),
+            (abort2, 200, ControlType::Abort)
+        ]
+    );
+    assert!(!markers(&log).iter().any(|m| m.0 == commit1));
+    // What is left still replays and rebuilds to the same state.
+    let state = replay(&log);
+    assert_eq!(state["k0"].1, "v2");
+    log.close().unwrap();
+    forget_producer_snapshots(dir.path());
+    let log = Log::open(dir.path(), config(), NOW).unwrap();
+    let leo = log.log_end_offset();
+    assert_eq!(log.last_stable_offset(leo), leo);
+    assert_eq!(replay(&log), state);
+    let p1_state = log.producer_state().producer(100).expect("p1 known");
+    assert_eq!(p1_state.batches.back().map(|b| b.last_seq), Some(2));
+}
+
+#[test]
+fn nothing_at_or_above_the_last_stable_offset_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(), NOW).unwrap();
+    updates(&mut log, 2, 20);
+    let mut p = TxnProducer::new(300);
+    let open = p.send(&mut log, &[("k0", Some("open"))]);
+    let after = updates(&mut log, 2, 30);
+    seal(&mut log);
+    let leo = log.log_end_offset();
+    assert_eq!(log.last_stable_offset(leo), open);
+    let snap = log.cleanable(NOW, leo).expect("dirty below the LSO");
+    assert!(snap.first_uncleanable_offset() <= open);
+    let mut cleaner = Cleaner::new(CleanerConfig::default());
+    let cleaned = cleaner.clean(&snap, NOW).unwrap();
+    assert!(cleaned.first_dirty_offset() <= open);
+    log.swap_cleaned(cleaned).unwrap();
+    // The undecided record and everything after it are untouched.
+    let data = data_records(&log);
+    assert!(data.contains(&(open, "k0".into(), Some("open".into()))));
+    assert_eq!(
+        data.iter()
+            .filter(|r| r.0 >= open && r.1.starts_with('k'))
+            .count(),
+        61,
+        "{data:?}"
+    );
+    assert!(
+        log.cleanable(NOW, leo).is_none(),
+        "nothing more until the transaction ends"
+    );
+
+    // Once it is decided (and the HW passed the marker), the rest is cleaned; the
+    // committed record is shadowed by the later plain values.
+    p.end(&mut log, ControlType::Commit);
+    seal(&mut log);
+    let leo = log.log_end_offset();
+    assert_eq!(log.last_stable_offset(leo), leo);
+    clean_round(&mut log, &mut cleaner, NOW).expect("due");
+    let keyed: Vec<_> = data_records(&log)
+        .into_iter()
+        .filter(|r| r.1.starts_with('k'))
+        .collect();
+    assert_eq!(keyed.len(), 2, "{keyed:?}");
+    for (o, k, v) in keyed {
+        assert_eq!(after[&k], (o, v.unwrap()));
+    }
+}
+
+/// One step of the transactional model test.
+#[derive(Clone, Debug)]
+enum Step {
+    Plain(u8, Option<u16>),
+    /// A transactional record of producer `0..3`.
+    Txn(usize, u8, Option<u16>),
+    /// Ends producer `0..3`'s transaction (commit when true), if it has one.
+    End(usize, bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let value = proptest::option::weighted(0.85, 0u16..1000);
+    prop_oneof![
+        3 => (0u8..6, value.clone()).prop_map(|(k, v)| Step::Plain(k, v)),
+        4 => (0usize..3, 0u8..6, value).prop_map(|(p, k, v)| Step::Txn(p, k, v)),
+        2 => (0usize..3, proptest::bool::weighted(0.6)).prop_map(|(p, c)| Step::End(p, c)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// `__consumer_offsets`-like use: interleaved plain writes and transactions of three
+    /// producers, committed or aborted. After every cleaning round (before and after the
+    /// delete horizons) the replay gives the same committed state as before cleaning, a
+    /// read_committed reader sees the same latest values, no aborted value is readable at
+    /// all, and a restart that rebuilds the producer state from the log leaves no
+    /// transaction open.
+    #[test]
+    fn transactional_compaction_keeps_the_committed_state(steps in proptest::collection::vec(step(), 1..80),
+                                                         segment_bytes in 400u64..1500) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig { segment_bytes, ..config() };
+        let mut log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
+        let mut producers: Vec<TxnProducer> = (0..3).map(|i| TxnProducer::new(500 + i)).collect();
+        let mut open = [false; 3];
+        let mut aborted_values = HashSet::new();
+        let mut pending: [Vec<String>; 3] = Default::default();
+        for (i, s) in steps.iter().enumerate() {
+            match s {
+                Step::Plain(k, v) => {
+                    put(&mut log, &format!("k{k}"), v.map(|v| format!("p{v}")).as_deref());
+                }
+                Step::Txn(p, k, v) => {
+                    // Unique values, so an aborted one can be recognised anywhere.
+                    let value = v.map(|v| format!("t{i}-{v}"));
+                    producers[*p].send(&mut log, &[(&format!("k{k}"), value.as_deref())]);
+                    pending[*p].extend(value);
+                    open[*p] = true;
+                }
+                Step::End(p, commit) => {
+                    if open[*p] {
+                        let c = if *commit { ControlType::Commit } else { ControlType::Abort };
+                        producers[*p].end(&mut log, c);
+                        if !*commit {
+                            aborted_values.extend(pending[*p].drain(..));
+                        }
+                        pending[*p].clear();
+                        open[*p] = false;
+                    }
+                }
+            }
+        }
+        for p in 0..3 {
+            if open[p] {
+                producers[p].end(&mut log, ControlType::Abort);
+                aborted_values.extend(pending[p].drain(..));
+            }
+        }
+        seal(&mut log);
+        let leo = log.log_end_offset();
+        let state = replay(&log);
+        let committed = |log: &Log| -> BTreeMap<String, Option<String>> {
+            latest(&read_committed(log, leo))
+                .into_iter()
+                .filter(|(k, _)| k.starts_with('k'))
+                .filter_map(|(k, (_, v))| v.map(|v| (k, Some(v))))
+                .collect()
+        };
+        let committed_before = committed(&log);
+        let mut cleaner = Cleaner::new(CleanerConfig::default());
+        for now in [NOW, NOW + 1, NOW + RETENTION + 2, NOW + 2 * RETENTION + 3] {
+            // Every round has something dirty, so the markers' life cycle moves on.
+            put(&mut log, "filler-round", Some("x"));
+            seal(&mut log);
+            clean_round(&mut log, &mut cleaner, now);
+            prop_assert_eq!(&replay(&log), &state);
+            prop_assert_eq!(&committed(&log), &committed_before);
+            let readable = data_records(&log);
+            prop_assert!(
+                !readable.iter().any(|(_, _, v)| v.as_ref().is_some_and(|v| aborted_values.contains(v))),
+                "aborted value readable: {:?}", readable
+            );
+        }
+        log.close().unwrap();
+        forget_producer_snapshots(dir.path());
+        let log = Log::open(dir.path(), cfg, NOW).unwrap();
+        let leo = log.log_end_offset();
+        prop_assert_eq!(log.last_stable_offset(leo), leo);
+        prop_assert_eq!(&replay(&log), &state);
+    }
 }
