@@ -468,3 +468,44 @@ async fn expiry_spares_open_transactions() {
     assert_eq!(offset_of(&n, "pending-only", "t", 0), Some(20));
     n.replicas.shutdown();
 }
+
+/// A zombie producer (an older epoch than the partition has seen from its id) is told so,
+/// as Kafka's coordinator does; its offsets never become pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_producer_epoch_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = start(dir.path());
+    n.groups.ensure_ready().expect("ready");
+    create_topic(&n, "t", 1);
+    let at = |epoch: i16| TxnCommitter {
+        producer_epoch: epoch,
+        ..producer(51)
+    };
+    let (codes, _) = n
+        .groups
+        .commit_txn_offsets("g", &at(1), &[commit("t", 0, 5)]);
+    assert_eq!(codes, vec![None]);
+    let (codes, wait) = n
+        .groups
+        .commit_txn_offsets("g", &at(0), &[commit("t", 0, 6)]);
+    assert_eq!(codes, vec![Some(ErrorCode::InvalidProducerEpoch)]);
+    assert!(wait.is_none());
+    // The same epoch again (another commit of the transaction) is no duplicate.
+    let (codes, _) = n
+        .groups
+        .commit_txn_offsets("g", &at(1), &[commit("t", 0, 7)]);
+    assert_eq!(codes, vec![None]);
+    let wait = n
+        .groups
+        .write_txn_marker(
+            partition_for("g", PARTITIONS),
+            &TxnMarker {
+                producer_epoch: 1,
+                ..marker(51, ControlType::Commit)
+            },
+        )
+        .expect("marker");
+    assert!(wait.is_some());
+    assert_eq!(offset_of(&n, "g", "t", 0), Some(7));
+    n.replicas.shutdown();
+}
