@@ -44,6 +44,7 @@ pub async fn handle(
                         .map(move |p| (t.name.0.to_string(), *p))
                 })
                 .collect();
+            // Appends that could not run leave every partition unanswered: UNKNOWN_SERVER_ERROR.
             let results = write_local_markers(
                 replicas,
                 groups,
@@ -52,7 +53,8 @@ pub async fn handle(
                 partitions,
                 MARKER_WRITE_TIMEOUT,
             )
-            .await;
+            .await
+            .unwrap_or_default();
             // Answered per requested topic, partitions in request order.
             let topics = m
                 .topics

@@ -75,6 +75,10 @@ pub enum MarkerError {
         partition: i32,
         code: ErrorCode,
     },
+    /// The local appends could not run (the blocking pool refused them: the runtime is
+    /// shutting down, or an append panicked). The caller may retry later.
+    #[error("transaction markers cannot be written now")]
+    Unavailable,
     /// A partition leader answered with an error that retrying cannot fix (a malformed
     /// marker: CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, or an unexpected code). Kafka treats these
     /// as illegal states; the transaction stays undecided on that partition.
@@ -234,7 +238,8 @@ fn append_one(
 /// and waits (at most `timeout` each, concurrently) until the ISR has it. Partitions this
 /// broker does not lead are answered NOT_LEADER_OR_FOLLOWER, unknown ones
 /// UNKNOWN_TOPIC_OR_PARTITION. The appends run on the blocking pool; nothing blocks the
-/// caller's runtime thread. Results are in the order of `partitions`.
+/// caller's runtime thread. Results are in the order of `partitions`; `Unavailable` when the
+/// blocking pool could not run the appends.
 pub async fn write_local_markers(
     replicas: Arc<ReplicaManager>,
     groups: Arc<GroupCoordinator>,
@@ -242,7 +247,7 @@ pub async fn write_local_markers(
     marker: TxnMarker,
     partitions: Vec<(String, i32)>,
     timeout: Duration,
-) -> Vec<PartitionResult> {
+) -> Result<Vec<PartitionResult>, MarkerError> {
     let appended = tokio::task::spawn_blocking(move || {
         let now = now_ms();
         partitions
@@ -257,12 +262,11 @@ pub async fn write_local_markers(
     let appended = match appended {
         Ok(a) => a,
         Err(e) => {
-            // Only a panic in an append can get here; nothing is known of the partitions.
-            tracing::error!("transaction marker append failed: {e}");
-            return Vec::new();
+            tracing::error!("transaction marker appends did not run: {e}");
+            return Err(MarkerError::Unavailable);
         }
     };
-    join_all(appended.into_iter().map(|(tp, r)| async move {
+    Ok(join_all(appended.into_iter().map(|(tp, r)| async move {
         let result = match r {
             Ok(Some(waiter)) => waiter.wait(timeout).await,
             Ok(None) => Ok(()),
@@ -270,7 +274,7 @@ pub async fn write_local_markers(
         };
         (tp, result)
     }))
-    .await
+    .await)
 }
 
 /// Markers for one destination broker, queued to its link.
@@ -398,7 +402,7 @@ impl TxnMarkerChannel {
             }
             let local_done = async {
                 if local.is_empty() {
-                    return Vec::new();
+                    return Ok(Vec::new());
                 }
                 write_local_markers(
                     self.replicas.clone(),
@@ -416,6 +420,7 @@ impl TxnMarkerChannel {
                     .map(|(dest, (addr, parts))| self.send(dest, addr, marker, parts)),
             );
             let (local_results, remote_results) = tokio::join!(local_done, remote_done);
+            let local_results = local_results?;
             for ((topic, partition), result) in local_results
                 .into_iter()
                 .chain(remote_results.into_iter().flatten())
@@ -693,3 +698,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "marker_tests.rs"]
+mod marker_tests;
