@@ -1087,3 +1087,62 @@ proptest! {
         prop_assert_eq!(&replay(&log), &state);
     }
 }
+
+#[test]
+fn a_crash_mid_swap_keeps_the_aborted_transaction_index() {
+    // 0: crash before the commit; 1: right after it; 2: after the old segments were renamed
+    // `.deleted` too, before the final renames.
+    for stage in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), NOW).unwrap();
+        let mut p = TxnProducer::new(100);
+        let first = p.send(&mut log, &[("k0", Some("a")), ("k1", Some("a"))]);
+        updates(&mut log, 2, 3);
+        let abort = p.end(&mut log, ControlType::Abort);
+        updates(&mut log, 2, 40);
+        seal(&mut log);
+        let leo = log.log_end_offset();
+        let expected = vec![(100, first, abort)];
+        let spans = |log: &Log| -> Vec<(i64, i64, i64)> {
+            log.aborted_transactions(0, leo)
+                .unwrap()
+                .iter()
+                .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+                .collect()
+        };
+        assert_eq!(spans(&log), expected);
+        let mut cleaner = Cleaner::new(CleanerConfig::default());
+        let snap = log.cleanable(NOW, leo).unwrap();
+        let cleaned = cleaner.clean(&snap, NOW).unwrap();
+        let g = &cleaned.groups[0];
+        assert_eq!(g.base_offset, 0);
+        assert_eq!(g.aborted_txns.len(), 1, "the kept abort marker's entry");
+        if stage > 0 {
+            crate::segment_swap::commit(dir.path(), g.base_offset, g.end_offset).unwrap();
+            if stage == 2 {
+                for (base, _) in &g.sources {
+                    for suffix in ["log", "index", "timeindex", "txnindex"] {
+                        let from = dir.path().join(format!("{base:020}.{suffix}"));
+                        match fs::rename(&from, format!("{}.deleted", from.display())) {
+                            Err(e) if suffix != "log" && e.kind() == io::ErrorKind::NotFound => {}
+                            r => r.unwrap(),
+                        }
+                    }
+                }
+            }
+        }
+        std::mem::forget(cleaned);
+        drop(snap);
+        drop(log);
+        let log = Log::open(dir.path(), config(), NOW).unwrap();
+        assert!(leftovers(dir.path()).is_empty());
+        assert_eq!(spans(&log), expected, "stage {stage}");
+        let data = data_records(&log);
+        let aborted_left = data.iter().any(|r| r.2.as_deref() == Some("a"));
+        assert_eq!(aborted_left, stage == 0, "stage {stage}: {data:?}");
+        assert!(!read_committed(&log, leo)
+            .iter()
+            .any(|r| r.2.as_deref() == Some("a")));
+        assert_eq!(markers(&log), vec![(abort, 100, ControlType::Abort)]);
+    }
+}
