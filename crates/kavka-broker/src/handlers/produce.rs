@@ -285,10 +285,6 @@ pub async fn handle_with(
     version: i16,
     convert: ConvertFn,
 ) -> Result<Option<ProduceResponse>, String> {
-    let acks = req.acks;
-    if acks != 0 && acks != 1 && acks != -1 {
-        return Ok(Some(refuse_all(&req, ErrorCode::InvalidRequiredAcks)));
-    }
     // Kafka authorizes transactional records against the request's transactional id before
     // anything else; without one the whole request is refused (there are no ACLs here, so
     // a named id always passes).
@@ -297,6 +293,10 @@ pub async fn handle_with(
             &req,
             ErrorCode::TransactionalIdAuthorizationFailed,
         )));
+    }
+    let acks = req.acks;
+    if acks != 0 && acks != 1 && acks != -1 {
+        return Ok(Some(refuse_all(&req, ErrorCode::InvalidRequiredAcks)));
     }
     let names: Vec<_> = req.topic_data.iter().map(|t| t.name.clone()).collect();
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, MAX_TIMEOUT_MS) as u64);
