@@ -8,6 +8,12 @@
 //! on the HW are released. Follower fetches park on log-end-offset changes. Never sleeps,
 //! never blocks a reactor thread.
 //!
+//! Transactions: a read_committed consumer (isolation_level 1) reads up to the last stable
+//! offset (LSO: below the first offset of any undecided transaction) and is told which
+//! aborted transactions overlap what it got, so it can drop their records; every consumer is
+//! told the LSO. A read_committed long poll re-reads only when some LSO moved, so a
+//! transaction left open does not turn every append behind it into a pointless read.
+//!
 //! Replication throttle (KIP-73), Kafka's `shouldLeaderThrottle`: a follower outside the ISR
 //! fetching a partition listed in `leader.replication.throttled.replicas` for this broker gets
 //! no records for it (not an error) while the leader rate is used up; the bytes sent for such
