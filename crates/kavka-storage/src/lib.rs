@@ -55,3 +55,5 @@ mod leader_epoch_tests;
 mod producer_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;

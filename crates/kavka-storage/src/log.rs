@@ -1589,6 +1589,7 @@ impl Log {
                 seg.txn_index_mut().sync_and_release()?;
             }
         }
+        state.carry_unreplicated(&self.producer_state, from);
         state.on_log_start_offset(self.log_start_offset);
         self.producer_state = state;
         Ok(())

@@ -331,6 +331,15 @@ impl ProducerStateManager {
         }
     }
 
+    /// Takes over `old`'s completed transactions with markers below `below` that this
+    /// state does not know (a rebuild after truncation replays only from its snapshot, and
+    /// those markers are still in the log, perhaps not yet replicated).
+    pub(crate) fn carry_unreplicated(&mut self, old: &ProducerStateManager, below: i64) {
+        for (marker, txn) in old.unreplicated.range(..below) {
+            self.unreplicated.entry(*marker).or_insert(*txn);
+        }
+    }
+
     /// Where an abort marker's index entry says the log is stable after the transaction
     /// completes (Kafka's `lastStableOffset(completedTxn)`): the first offset of the oldest
     /// other ongoing transaction, or the offset after the marker.
@@ -557,13 +566,14 @@ impl ProducerStateManager {
     /// Forgets producers whose every retained batch lies below the log start offset, unless
     /// their transaction is still ongoing (its marker will come, and until then the last
     /// stable offset must not pass the log start), and completed transactions whose marker
-    /// is gone.
+    /// is gone. Producers known only from markers (no batch retained; their coordinator
+    /// epoch still fences) are left to expiry.
     pub fn on_log_start_offset(&mut self, log_start_offset: i64) {
         self.producers.retain(|_, e| {
             e.current_txn_first_offset.is_some()
                 || e.batches
                     .back()
-                    .is_some_and(|b| b.last_offset >= log_start_offset)
+                    .is_none_or(|b| b.last_offset >= log_start_offset)
         });
         self.unreplicated = self.unreplicated.split_off(&log_start_offset);
     }
@@ -912,6 +922,78 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[12] ^= 1;
         assert!(ProducerStateManager::decode(&flipped).is_none());
+    }
+
+    /// A version 1 snapshot (written before transactions) still loads: no transaction is
+    /// open and no coordinator epoch known.
+    #[test]
+    fn version_1_snapshots_are_read() {
+        let mut s = ProducerStateManager::new();
+        append(&mut s, &batch(3, 1, 0, 2), 0).unwrap();
+        append(&mut s, &batch(9, 0, 5, 1), 2).unwrap();
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(SNAPSHOT_MAGIC);
+        v1.extend_from_slice(&SNAPSHOT_VERSION_V1.to_be_bytes());
+        v1.extend_from_slice(&2u32.to_be_bytes());
+        for (pid, e) in s.clone_entries() {
+            v1.extend_from_slice(&pid.to_be_bytes());
+            v1.extend_from_slice(&e.epoch.to_be_bytes());
+            v1.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            v1.push(e.batches.len() as u8);
+            for b in &e.batches {
+                v1.extend_from_slice(&b.first_seq.to_be_bytes());
+                v1.extend_from_slice(&b.last_seq.to_be_bytes());
+                v1.extend_from_slice(&b.first_offset.to_be_bytes());
+                v1.extend_from_slice(&b.last_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        let back = ProducerStateManager::decode(&v1).unwrap();
+        assert_eq!(back.producers, s.producers);
+        assert!(back.ongoing.is_empty());
+        assert_eq!(back.producer(3).unwrap().coordinator_epoch, -1);
+        // And the current version keeps the transaction fields.
+        let mut t = batch(4, 0, 0, 1);
+        t.kind = BatchKind::Data {
+            transactional: true,
+        };
+        s.replay(&t, 7, 7);
+        let m = ProducerBatch {
+            kind: BatchKind::Marker(MarkerInfo {
+                control: ControlType::Commit,
+                coordinator_epoch: 12,
+            }),
+            ..batch(9, 0, -1, 1)
+        };
+        s.replay(&m, 8, 8);
+        let back = ProducerStateManager::decode(&s.encode()).unwrap();
+        assert_eq!(back.producers, s.producers);
+        assert_eq!(back.ongoing_transactions(), vec![(7, 4)]);
+        assert_eq!(back.producer(9).unwrap().coordinator_epoch, 12);
+    }
+
+    #[test]
+    fn marker_record_parsing() {
+        let m = kavka_protocol::records::TxnMarker {
+            producer_id: 5,
+            producer_epoch: 2,
+            coordinator_epoch: 77,
+            control: ControlType::Abort,
+        };
+        let bytes = kavka_protocol::records::encode_txn_marker(&m, 1_700_000_000_000).unwrap();
+        let h = kavka_protocol::record_batch::validate(&bytes).unwrap();
+        assert_eq!(
+            parse_marker(&bytes, &h),
+            Some(MarkerInfo {
+                control: ControlType::Abort,
+                coordinator_epoch: 77
+            })
+        );
+        // Any cut of the record is refused, never a panic.
+        for cut in 0..bytes.len() {
+            let _ = parse_marker(&bytes[..cut], &h);
+        }
     }
 
     #[test]
