@@ -14,6 +14,7 @@ Free of pytest, like cluster.py. Every wait is bounded.
 from __future__ import annotations
 
 import struct
+import threading
 import time
 from typing import Callable
 
@@ -236,6 +237,34 @@ def txn_producer(bootstrap: str, transactional_id: str, **conf) -> Producer:
     return Producer(base)
 
 
+class StuckCall(Exception):
+    """A client call that did not return within its bound (it is left running in a daemon
+    thread; its client object must then be abandoned, never destroyed from this thread)."""
+
+
+def bounded_call(fn, timeout: float, what: str = "call"):
+    """Runs `fn()` in a daemon thread and returns its result or raises its exception; raises
+    StuckCall after `timeout`. librdkafka's transactional calls take a timeout but some waits
+    inside them do not honour it (seen: send_offsets_to_transaction() blocked for good after
+    a broker restart, waiting on the group coordinator it had cached), and a blocked C call
+    cannot be interrupted by pytest-timeout's signal either."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+    th = threading.Thread(target=run, name=f"bounded-{what}", daemon=True)
+    th.start()
+    th.join(timeout)
+    if th.is_alive():
+        raise StuckCall(f"{what} did not return within {timeout:.0f}s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
 def discard_producer(p: Producer) -> None:
     """Drops a producer without waiting on it: Producer.close() aborts an open transaction and
     then flushes without any bound (its argument is ignored), which hangs on a fenced producer
@@ -337,8 +366,10 @@ class TransformApp:
     aborts the transaction and rewinds the consumer to the committed offsets; a fatal error
     (fenced, or the transaction timed out on the broker) makes a new producer with the same
     transactional.id, whose init_transactions fences the old one and completes or aborts its
-    transaction, then rewinds. `hook(app, txn_index)` runs after each transaction's records
-    are produced and before its offsets and commit, to inject faults there."""
+    transaction, then rewinds. A transactional call that does not return within its bound
+    (librdkafka can block for good, see bounded_call) abandons the producer for a new one.
+    `hook(app, txn_index)` runs in the middle of producing each transaction's records, to
+    inject faults there."""
 
     def __init__(self, bootstrap: str, in_topic: str, out_topic: str, partitions: int, group: str,
                  transactional_id: str, txn_records: int = 2500, op_timeout: float = 30.0,
@@ -359,6 +390,8 @@ class TransformApp:
         self.events: list[str] = []  # what went wrong and how it was handled, for failure messages
         self.fatal_errors: list[KafkaError] = []
         self.producer: Producer | None = None
+        self.abandoned: list[Producer] = []  # stuck in a call: never destroyed
+        self.stuck_calls = 0
         self.consumer: Consumer | None = None
         self.committed: list[int] = [0] * partitions
 
@@ -369,6 +402,17 @@ class TransformApp:
         if err.fatal():
             self.fatal_errors.append(err)
 
+    def _call(self, what: str, fn):
+        """A transactional API call bounded at op_timeout + 5 s (see bounded_call)."""
+        return bounded_call(fn, self.op_timeout + 5, what)
+
+    def _abandon_producer(self) -> None:
+        """A producer stuck inside a call: kept referenced (destroying it would block on the
+        stuck call) and replaced; the next init_transactions fences it."""
+        if self.producer is not None:
+            self.abandoned.append(self.producer)
+            self.producer = None
+
     def _make_producer(self, deadline: float) -> None:
         if self.producer is not None:
             discard_producer(self.producer)
@@ -377,10 +421,13 @@ class TransformApp:
         p = txn_producer(self.bootstrap, self.transactional_id, error_cb=self._error_cb,
                          **self.producer_conf)
         while True:
+            timeout = min(self.op_timeout, max(1.0, deadline - time.monotonic()))
             try:
-                p.init_transactions(min(self.op_timeout, max(1.0, deadline - time.monotonic())))
+                bounded_call(lambda: p.init_transactions(timeout), timeout + 15, "init_transactions")
                 self.producer = p
                 return
+            except StuckCall as e:
+                raise AssertionError(f"{e}\nevents: {self.events[-20:]}") from None
             except KafkaException as e:
                 err = e.args[0]
                 self.log(f"init_transactions: {err}")
@@ -422,15 +469,24 @@ class TransformApp:
                 out.append(m)
         return out
 
-    def _produce(self, msgs: list) -> None:
+    def _produce(self, msgs: list, on_half=None) -> None:
+        """Produces the transformed records; `on_half()` runs once half of them are handed to
+        librdkafka (some surely in flight). A local queue that stays full for op_timeout (the
+        broker gone for good) counts as a stuck call."""
         assert self.producer is not None
-        for m in msgs:
+        half = len(msgs) // 2
+        for i, m in enumerate(msgs):
+            if i == half and on_half is not None:
+                on_half()
+            give_up = time.monotonic() + self.op_timeout
             while True:
                 try:
                     self.producer.produce(self.out_topic, value=b"out-" + m.value(), key=m.key(),
                                           partition=m.partition())
                     break
                 except BufferError:
+                    if time.monotonic() > give_up:
+                        raise StuckCall(f"produce queue full for {self.op_timeout:.0f}s") from None
                     self.producer.poll(0.05)
         self.producer.poll(0)
 
@@ -478,13 +534,13 @@ class TransformApp:
                 try:
                     self.producer.begin_transaction()
                     stage = "produce"
-                    self._produce(msgs)
-                    if hook is not None:
-                        hook(self, txn)
+                    self._produce(msgs, None if hook is None else (lambda: hook(self, txn)))
                     positions = self._positions(msgs)
                     stage = "send_offsets"
-                    self.producer.send_offsets_to_transaction(
-                        positions, self.consumer.consumer_group_metadata(), self.op_timeout)
+                    meta = self.consumer.consumer_group_metadata()
+                    producer = self.producer
+                    self._call("send_offsets_to_transaction", lambda: producer.send_offsets_to_transaction(
+                        positions, meta, self.op_timeout))
                     stage = "commit"
                     self._commit()
                     self.committed = [tp.offset for tp in positions]
@@ -494,6 +550,12 @@ class TransformApp:
                     self.log(f"txn {txn} failed at {stage}: {err} (fatal={err.fatal()}, "
                              f"abortable={err.txn_requires_abort()}, retriable={err.retriable()})")
                     self._recover(err, deadline)
+                except StuckCall as e:
+                    self.stuck_calls += 1
+                    self.log(f"txn {txn}: {e}: abandoning the producer")
+                    self._abandon_producer()
+                    self._make_producer(deadline)
+                    self._rewind(deadline)
         finally:
             try:
                 self.consumer.close()
@@ -508,7 +570,8 @@ class TransformApp:
         outcome is then unknown and a retry completes it; bounded)."""
         for attempt in range(6):
             try:
-                self.producer.commit_transaction(self.op_timeout)
+                producer = self.producer
+                self._call("commit_transaction", lambda: producer.commit_transaction(self.op_timeout))
                 return
             except KafkaException as e:
                 err = e.args[0]
@@ -521,12 +584,17 @@ class TransformApp:
     def _recover(self, err: KafkaError, deadline: float) -> None:
         if err.txn_requires_abort() and not err.fatal():
             try:
-                self.producer.abort_transaction(self.op_timeout)
+                producer = self.producer
+                self._call("abort_transaction", lambda: producer.abort_transaction(self.op_timeout))
                 self.aborts += 1
                 self._rewind(deadline)
                 return
             except KafkaException as e:
                 self.log(f"abort_transaction failed: {e.args[0]}: new producer")
+            except StuckCall as e:
+                self.stuck_calls += 1
+                self.log(f"{e}: abandoning the producer")
+                self._abandon_producer()
         # Fatal (fenced, timed out on the broker) or an unknown state: a new producer. Its
         # init_transactions completes or aborts whatever the old one left open.
         self._make_producer(deadline)
