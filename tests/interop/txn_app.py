@@ -372,7 +372,7 @@ class TransformApp:
     inject faults there."""
 
     def __init__(self, bootstrap: str, in_topic: str, out_topic: str, partitions: int, group: str,
-                 transactional_id: str, txn_records: int = 2500, op_timeout: float = 30.0,
+                 transactional_id: str, txn_records: int = 2500, op_timeout: float = 20.0,
                  producer_conf: dict | None = None):
         self.bootstrap = bootstrap
         self.in_topic = in_topic
