@@ -560,3 +560,35 @@ fn write_markers_is_send(channel: Arc<TxnMarkerChannel>) {
             .await
     });
 }
+
+/// A `__consumer_offsets` partition goes through the group coordinator; the channel waits
+/// out its load (COORDINATOR_LOAD_IN_PROGRESS is retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_writes_consumer_offsets_markers_through_the_group_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = crate::start(config(dir.path(), 1)).await.unwrap();
+    let b = running.broker.clone();
+    let groups = b.groups.clone();
+    tokio::task::spawn_blocking(move || groups.ensure_ready().unwrap())
+        .await
+        .unwrap();
+    let channel = TxnMarkerChannel::new(
+        1,
+        b.replicas.clone(),
+        b.groups.clone(),
+        b.controller.clone(),
+        Duration::from_secs(2),
+    );
+    let part = b.replicas.get(OFFSETS_TOPIC, 0).unwrap();
+    let before = part.log_end_offset();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        channel.write_markers(request(&[(OFFSETS_TOPIC, 0)], ControlType::Commit), || true),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(part.log_end_offset(), before + 1);
+    assert_eq!(part.last_stable_offset(), before + 1);
+    running.shutdown().await;
+}
