@@ -3,7 +3,9 @@
 //! One [`Log`] per partition directory, modelled on Apache Kafka's `UnifiedLog` /
 //! `LocalLog` / `LogSegment` split: segments of whole v2 record batches named by base offset,
 //! a sparse offset index and a time index per segment, crash recovery that truncates a torn
-//! tail, retention by time and size, DeleteRecords, and compaction (the [`Cleaner`]).
+//! tail, retention by time and size, DeleteRecords, compaction (the [`Cleaner`]) and
+//! transactions (open transactions per producer, the last stable offset, and an
+//! aborted-transaction index per segment for read_committed consumers).
 //! Batches are stored exactly as the producer sent them, with only the base offset (and LogAppendTime) rewritten.
 //!
 //! The broker wraps each `Log` in a mutex. Nothing slow happens under it: appends write to

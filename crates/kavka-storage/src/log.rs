@@ -1256,12 +1256,8 @@ impl Log {
         let mut uncleanable = self.active().base_offset();
         let mut max_lag_exceeded = false;
         let mut seen_dirty = false;
-        // Kafka's `firstUncleanableOffset` includes the first unstable offset: an open
-        // transaction's records may still be aborted, and the cleaner must see its marker
-        // before it decides what to keep.
-        let stable = self.last_stable_offset(high_watermark);
         for i in 0..sealed {
-            if self.segment_end(i) > stable {
+            if self.segment_end(i) > high_watermark {
                 uncleanable = uncleanable.min(self.segments[i].base_offset());
                 break;
             }
