@@ -217,4 +217,36 @@ mod tests {
         );
         assert!(is_cleaned("00000000000000000005.timeindex.cleaned"));
     }
+
+    /// A committed swap completed by recovery takes the cleaned transaction index along;
+    /// a recovery interrupted after moving it (the swap file still there) keeps it.
+    #[test]
+    fn recovery_carries_the_cleaned_txn_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let write = |base: i64, suffix: &str, body: &str| {
+            fs::write(segment_path(d, base, suffix), body).unwrap();
+        };
+        write(0, LOG_SUFFIX, "old0");
+        write(0, TXN_INDEX_SUFFIX, "old0-txn");
+        write(5, LOG_SUFFIX, "old5");
+        write(5, TXN_INDEX_SUFFIX, "old5-txn");
+        write(10, LOG_SUFFIX, "next");
+        fs::write(swap_path(d, 0, 10), "cleaned").unwrap();
+        fs::write(cleaned_path(d, 0, TXN_INDEX_SUFFIX), "cleaned-txn").unwrap();
+        fs::write(cleaned_path(d, 0, INDEX_SUFFIX), "x").unwrap();
+        assert!(recover(d).unwrap());
+        let read = |base: i64, suffix: &str| fs::read_to_string(segment_path(d, base, suffix)).ok();
+        assert_eq!(read(0, LOG_SUFFIX).as_deref(), Some("cleaned"));
+        assert_eq!(read(0, TXN_INDEX_SUFFIX).as_deref(), Some("cleaned-txn"));
+        assert_eq!(read(5, LOG_SUFFIX), None);
+        assert_eq!(read(5, TXN_INDEX_SUFFIX), None);
+        assert_eq!(read(10, LOG_SUFFIX).as_deref(), Some("next"));
+        assert!(!cleaned_path(d, 0, INDEX_SUFFIX).exists());
+        // Interrupted after the txn index moved: the swap is redone, the index kept.
+        fs::write(swap_path(d, 0, 10), "cleaned2").unwrap();
+        assert!(recover(d).unwrap());
+        assert_eq!(read(0, LOG_SUFFIX).as_deref(), Some("cleaned2"));
+        assert_eq!(read(0, TXN_INDEX_SUFFIX).as_deref(), Some("cleaned-txn"));
+    }
 }
