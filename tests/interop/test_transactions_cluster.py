@@ -122,5 +122,5 @@ def test_consume_transform_produce_100k_across_kill9_of_coordinator(txn_cluster,
     c.start_node(node)
     c.wait_for_full_isr(timeout=60)
     print(f"coordinator {node} killed at txn {killed[0][1]}, moved to {moved}; commits {app.commits}, "
-          f"aborts {app.aborts}, producers {app.new_producers}, commit retries {app.commit_retries}; "
+          f"aborts {app.aborts}, producers {app.new_producers}, commit retries {app.commit_retries}, stuck calls {app.stuck_calls}; "
           f"events {app.events}")
