@@ -29,6 +29,7 @@ use kavka_metadata::{Controller, CreateTopicSpec, MetadataImage, TopicDefaults};
 use kavka_protocol::error::ErrorCode;
 use kavka_protocol::records::ControlType;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
@@ -391,7 +392,12 @@ impl TransactionCoordinator {
         debug_assert_eq!(meta.pending, Some(w.transit.state));
         match replicated {
             Ok(()) => {
-                meta.complete_transition(&w.transit)?;
+                if let Err(e) = meta.complete_transition(&w.transit) {
+                    // Unreachable (plans only prepare legal transitions); never leave the
+                    // id pending forever.
+                    meta.abort_transition(&w.transit);
+                    return Err(e);
+                }
                 if w.transit.state == TxnState::Dead {
                     s.txns.remove(&w.transactional_id);
                 }
@@ -485,26 +491,47 @@ impl TransactionCoordinator {
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
             return Err(TxnError::InvalidTransactionTimeout);
         }
-        let me = self.clone();
-        let id = transactional_id.to_string();
-        let written = self
-            .write(transactional_id, move |txns, now| {
-                let generate = || {
-                    me.producer_ids.generate(&me.controller).map_err(|e| {
-                        tracing::error!("cannot allocate producer ids: {e}");
-                        TxnError::CoordinatorNotAvailable
-                    })
-                };
-                if !txns.contains_key(&id) {
-                    let pid = generate()?;
-                    txns.insert(id.clone(), TxnMetadata::new(&id, pid, timeout_ms, now));
-                }
-                let meta = txns.get(&id).ok_or(TxnError::TransactionalIdNotFound)?;
-                match meta.prepare_init(expected, timeout_ms, now, generate)? {
-                    InitPlan::Init(t) | InitPlan::FenceAndAbort(t) => Ok(Some(t)),
-                }
-            })
-            .await?;
+        // A producer id is allocated outside the shard lock: allocating may commit a block
+        // to the metadata log, whose listeners (this coordinator's leadership among them)
+        // take shard locks. The plan asks for one when it needs it, and is run again.
+        let mut spare: Option<i64> = None;
+        let mut attempts = 0;
+        let written = loop {
+            attempts += 1;
+            let wanted = Arc::new(AtomicBool::new(false));
+            let (id, want) = (transactional_id.to_string(), wanted.clone());
+            let mut offered = spare.take();
+            let r = self
+                .write(transactional_id, move |txns, now| {
+                    let mut generate = || {
+                        offered.take().ok_or_else(|| {
+                            want.store(true, Ordering::Relaxed);
+                            TxnError::CoordinatorNotAvailable
+                        })
+                    };
+                    if !txns.contains_key(&id) {
+                        let pid = generate()?;
+                        txns.insert(id.clone(), TxnMetadata::new(&id, pid, timeout_ms, now));
+                    }
+                    let meta = txns.get(&id).ok_or(TxnError::TransactionalIdNotFound)?;
+                    match meta.prepare_init(expected, timeout_ms, now, generate)? {
+                        InitPlan::Init(t) | InitPlan::FenceAndAbort(t) => Ok(Some(t)),
+                    }
+                })
+                .await;
+            if !wanted.load(Ordering::Relaxed) || attempts > 3 {
+                break r?;
+            }
+            let me = self.clone();
+            let pid = tokio::task::spawn_blocking(move || me.producer_ids.generate(&me.controller))
+                .await
+                .map_err(|_| TxnError::UnknownServerError)?
+                .map_err(|e| {
+                    tracing::error!("cannot allocate producer ids: {e}");
+                    TxnError::CoordinatorNotAvailable
+                })?;
+            spare = Some(pid);
+        };
         let Some((t, p, shard_epoch, coordinator_epoch)) = written else {
             debug_assert!(false, "InitProducerId always writes");
             return Err(TxnError::UnknownServerError);

@@ -172,7 +172,7 @@ pub struct Transit {
     pub start_timestamp: i64,
     pub last_update_timestamp: i64,
     /// An abort that fences the producer (InitProducerId over an Ongoing transaction, or its
-    /// timeout): the epoch was bumped for it. Kept so a failed write does not bump twice.
+    /// timeout): the epoch was bumped for it.
     pub fences: bool,
 }
 
@@ -194,8 +194,6 @@ pub struct TxnMetadata {
     pub last_update_timestamp: i64,
     /// The transition being written, if any.
     pub pending: Option<TxnState>,
-    /// A fencing bump whose write failed: the retry reuses the bumped epoch.
-    pub failed_epoch_fence: bool,
     /// Where the timeout clock of an Ongoing transaction starts: its start, or, for one
     /// found while loading the log, its last update (the coordinator was away meanwhile).
     pub timeout_base: i64,
@@ -236,7 +234,6 @@ impl TxnMetadata {
             start_timestamp: -1,
             last_update_timestamp: now,
             pending: None,
-            failed_epoch_fence: false,
             timeout_base: -1,
         }
     }
@@ -370,11 +367,10 @@ impl TxnMetadata {
             // Unreachable: exhaustion rotates the producer id two epochs earlier.
             return Err(TxnError::UnknownServerError);
         }
-        let epoch = if self.failed_epoch_fence {
-            self.producer_epoch
-        } else {
-            self.producer_epoch + 1
-        };
+        // The memory keeps the old epoch until the write is acknowledged (unlike Kafka,
+        // which bumps it first and remembers a failed fence), so a retry after a failed
+        // write bumps from the same epoch to the same value.
+        let epoch = self.producer_epoch + 1;
         let mut t = self.transit(TxnState::PrepareAbort);
         t.producer_epoch = epoch;
         t.last_producer_epoch = NO_PRODUCER_EPOCH;
@@ -522,17 +518,13 @@ impl TxnMetadata {
         }
         self.apply(t);
         self.pending = None;
-        self.failed_epoch_fence = false;
         Ok(())
     }
 
-    /// A write of `t` failed: nothing changes, except that a failed fencing bump is
-    /// remembered so the retry does not bump again.
+    /// A write of `t` failed: nothing changes (the retry prepares it afresh).
     pub fn abort_transition(&mut self, t: &Transit) {
+        debug_assert_eq!(self.pending, Some(t.state));
         self.pending = None;
-        if t.fences {
-            self.failed_epoch_fence = true;
-        }
     }
 
     fn apply(&mut self, t: &Transit) {
@@ -713,8 +705,9 @@ mod tests {
             m2.prepare_add_partitions(7, 0, &set(&[tp("b", 0)]), 21),
             Err(TxnError::ProducerFenced)
         );
-        // A failed fencing write does not bump twice.
+        // A failed fencing write changes nothing; the retry bumps to the same epoch.
         let mut m3 = m.clone();
+        m3.pending = Some(t.state);
         m3.abort_transition(&t);
         assert_eq!(m3.state, TxnState::Ongoing);
         assert_eq!(m3.producer_epoch, 0);
