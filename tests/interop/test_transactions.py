@@ -6,12 +6,15 @@
 - a read_committed consumer stops at an open transaction (the last stable offset) and goes on
   once it commits; an aborted one is skipped (Fetch's aborted_transactions);
 - consume-transform-produce with send_offsets_to_transaction, 100k records, across a kill -9;
+  transactional offsets visible only on commit (read_committed OffsetFetch, require_stable);
 - a zombie producer is fenced by a new instance of its transactional.id and writes nothing;
 - an idempotent producer whose connections are cut (proxy.CuttingProxy) writes no duplicate;
 - bad input: EndTxn of an unknown transactional id, a sequence gap, an old epoch;
 - `kavka transactions --list/--describe` and `kavka describe-producers`;
 - a kill -9 in the middle of a transaction: after recovery and transaction.timeout.ms it is
-  aborted and read_committed consumers pass it.
+  aborted and read_committed consumers pass it;
+- kafka-python's transactional producer (commit, abort, send_offsets_to_transaction) and its
+  read_committed consumer.
 
 Each test runs its own broker (conftest) with short group and transaction timers; every wait
 is bounded and a failure prints the broker's log tail.
@@ -48,6 +51,7 @@ from txn_app import (
     TXN_BROKER_PROPS,
     TransformApp,
     add_partitions_to_txn,
+    bounded_call,
     check_transformed,
     committed_offsets,
     discard_producer,
@@ -585,7 +589,7 @@ def test_broker_kill9_mid_transaction_is_aborted_after_timeout(txn_broker_proc, 
 
     # The old producer cannot commit what was aborted.
     try:
-        t.commit_transaction(15)
+        bounded_call(lambda: t.commit_transaction(15), 30, "commit_transaction of the timed-out producer")
         zombie_committed = True
     except KafkaException:
         zombie_committed = False
