@@ -390,7 +390,9 @@ pub async fn handle(b: Arc<Broker>, req: FetchRequest, version: i16) -> FetchRes
     } else {
         i32::MAX
     };
-    let read_committed = version >= 4 && req.isolation_level == 1;
+    // The isolation level is a consumer's: a follower copies the log to its end whatever it
+    // asks (Kafka's FetchLogEnd).
+    let read_committed = version >= 4 && req.isolation_level == 1 && !from_follower;
     let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS) as u64);
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = req.min_bytes.max(0) as usize;
