@@ -3,7 +3,8 @@
 //!
 //! - `classic`: the JoinGroup/SyncGroup state machine (pure, time passed in).
 //! - `consumer`: the next-generation (KIP-848) consumer group and its server-side assignors.
-//! - `offsets`: a group's committed offsets; `record`: the `__consumer_offsets` record layouts.
+//! - `offsets`: a group's committed offsets (and, per producer, its pending transactional
+//!   ones until the transaction's marker); `record`: the `__consumer_offsets` record layouts.
 //! - `coordinator`: ties them to the log, sharded by `__consumer_offsets` partition; its
 //!   `leadership` part moves shards with the partitions' leadership in a cluster.
 //! - `append_wait`: what a group write waits for before it is acknowledged.
