@@ -505,6 +505,14 @@ impl Log {
         Ok(())
     }
 
+    /// After a truncation the high watermark may restart lower (an unclean leader
+    /// election): markers appended from now on must not count as replicated because of a
+    /// high watermark the old log had.
+    fn lower_high_watermark_hint(&self, log_end: i64) {
+        self.high_watermark_hint
+            .fetch_min(log_end, Ordering::Relaxed);
+    }
+
     /// Drops completed transactions whose markers are below the largest high watermark
     /// seen: they no longer bound the last stable offset.
     fn prune_replicated_txns(&mut self) {
@@ -765,6 +773,7 @@ impl Log {
         self.first_unflushed_ms = None;
         self.epoch_cache.clear();
         self.producer_state.clear();
+        self.lower_high_watermark_hint(offset);
         for snapshot in producer_state::list_snapshots(&self.dir)? {
             producer_state::delete_snapshot(&self.dir, snapshot)?;
         }
@@ -1228,6 +1237,7 @@ impl Log {
         // Producer state past the truncation point is void: rebuild it from what is left.
         let log_end = self.log_end_offset();
         self.load_producer_state(log_end)?;
+        self.lower_high_watermark_hint(log_end);
         Ok(())
     }
 
