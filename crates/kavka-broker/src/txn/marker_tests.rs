@@ -195,6 +195,11 @@ fn aborted(d: &PartitionData) -> Option<Vec<(i64, i64)>> {
 
 /// ListOffsets latest (-1) with an isolation level.
 fn latest(b: &crate::broker::Broker, isolation: i8) -> i64 {
+    list_offset(b, isolation, -1)
+}
+
+/// ListOffsets of `timestamp` with an isolation level: the offset answered.
+fn list_offset(b: &crate::broker::Broker, isolation: i8, timestamp: i64) -> i64 {
     let req = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_isolation_level(isolation)
@@ -203,7 +208,7 @@ fn latest(b: &crate::broker::Broker, isolation: i8) -> i64 {
             .with_partitions(vec![ListOffsetsPartition::default()
                 .with_partition_index(0)
                 .with_current_leader_epoch(-1)
-                .with_timestamp(-1)])]);
+                .with_timestamp(timestamp)])]);
     let resp = list_offsets::handle(b, req, 7);
     let p = &resp.topics[0].partitions[0];
     assert_eq!(p.error_code, 0, "{resp:?}");
@@ -285,6 +290,10 @@ async fn read_committed_stops_at_the_lso_and_learns_aborted_transactions() {
     assert_eq!(aborted(&d), None);
     assert_eq!(latest(&b, 1), 0);
     assert_eq!(latest(&b, 0), 3);
+    // A timestamp lookup answers only offsets the requester may fetch (Kafka's
+    // `fetchOffsetForTimestamp`): the open transaction's first record is past the LSO.
+    assert_eq!(list_offset(&b, 0, 0), 0);
+    assert_eq!(list_offset(&b, 1, 0), -1);
 
     // Abort: the marker lands at 3 and the LSO passes it.
     assert_eq!(
