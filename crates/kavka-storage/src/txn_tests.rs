@@ -437,6 +437,42 @@ fn truncation_keeps_markers_not_yet_below_the_high_watermark() {
 }
 
 #[test]
+fn a_damaged_txn_index_gives_its_valid_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    let mut a = Producer::new(1);
+    let mut ends = Vec::new();
+    for _ in 0..3 {
+        let first = a.send(&mut log, 1);
+        ends.push((1, first, a.end(&mut log, ControlType::Abort)));
+    }
+    let leo = log.log_end_offset();
+    log.close().unwrap();
+    let path = dir.path().join("00000000000000000000.txnindex");
+    let mut raw = fs::read(&path).unwrap();
+    assert_eq!(raw.len(), 34 * 3);
+    // A torn third entry and garbage after it.
+    raw.truncate(34 * 2 + 20);
+    raw.extend_from_slice(&[0xff; 50]);
+    fs::write(&path, &raw).unwrap();
+    let mut log = open(dir.path());
+    assert_eq!(
+        spans(&log.aborted_transactions(0, leo).unwrap()),
+        ends[..2].to_vec()
+    );
+    // New entries go after the valid ones.
+    let first = a.send(&mut log, 1);
+    let end = a.end(&mut log, ControlType::Abort);
+    let mut expected = ends[..2].to_vec();
+    expected.push((1, first, end));
+    assert_eq!(
+        spans(&log.aborted_transactions(0, end + 1).unwrap()),
+        expected
+    );
+    assert_eq!(fs::metadata(&path).unwrap().len(), 34 * 3);
+}
+
+#[test]
 fn fenced_coordinators_and_zombie_markers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path());
