@@ -331,8 +331,15 @@ struct TxnTracker {
 }
 
 impl TxnTracker {
-    fn new(aborted: &[AbortedTxn]) -> Self {
-        let mut pending = aborted.to_vec();
+    /// The tracker of a pass reading the log from `from`: only aborted transactions whose
+    /// marker is at or past it matter (one ended before would otherwise never see its
+    /// marker and pass its producer's next transactions off as aborted).
+    fn new(aborted: &[AbortedTxn], from: i64) -> Self {
+        let mut pending: Vec<AbortedTxn> = aborted
+            .iter()
+            .filter(|t| t.last_offset >= from)
+            .copied()
+            .collect();
         pending.sort_unstable_by_key(|t| std::cmp::Reverse(t.first_offset));
         pending.dedup();
         TxnTracker {
@@ -448,7 +455,7 @@ impl Cleaner {
         let mut pass = Pass {
             log,
             now_ms,
-            txns: TxnTracker::new(&log.aborted_txns),
+            txns: TxnTracker::new(&log.aborted_txns, i64::MIN),
             stats: CleanerStats::default(),
         };
         let end = self.build_offset_map(log, &mut pass.stats)?;
@@ -483,8 +490,10 @@ impl Cleaner {
     ) -> Result<i64, CleanerError> {
         self.map.clear();
         let first_dirty = log.first_dirty_offset;
-        let mut txns = TxnTracker::new(&log.aborted_txns);
-        for seg in log.segments.iter().filter(|s| s.end_offset > first_dirty) {
+        let dirty = || log.segments.iter().filter(|s| s.end_offset > first_dirty);
+        let from = dirty().next().map_or(first_dirty, |s| s.base_offset);
+        let mut txns = TxnTracker::new(&log.aborted_txns, from);
+        for seg in dirty() {
             let mut reader = SegmentReader::new(seg, self.config.io_buffer_bytes);
             let mut pos = 0u64;
             while pos < seg.size {
@@ -891,7 +900,7 @@ mod tests {
         // txn 6..=8; pid 2: committed txn 2..=9 (data at 2, commit at 9); pid 3: an aborted
         // txn whose data an earlier pass removed (only its abort marker at 10 is left).
         let list = [aborted(1, 0, 5), aborted(3, 7, 10), aborted(1, 0, 5)];
-        let mut t = TxnTracker::new(&list);
+        let mut t = TxnTracker::new(&list, 0);
         assert_eq!(
             t.pending.len(),
             2,
@@ -943,6 +952,26 @@ mod tests {
             t.on_marker(&header(4, 15, 0, MARKER), abort),
             MarkerFate::Keep(None)
         );
+    }
+
+    #[test]
+    fn a_pass_starting_past_an_aborted_transaction_ignores_it() {
+        // pid 1 aborted 0..=5, then committed a transaction at 12..=15; the offset map is
+        // built from 10 on.
+        let mut t = TxnTracker::new(&[aborted(1, 0, 5)], 10);
+        assert!(!t.on_data_batch(&header(1, 12, 1, TXN)));
+        assert_eq!(
+            t.on_marker(&header(1, 15, 0, MARKER), Marker::Txn(ControlType::Commit)),
+            MarkerFate::Keep(None)
+        );
+        // From 5 on, its marker is read and ends it.
+        let mut t = TxnTracker::new(&[aborted(1, 0, 5)], 5);
+        let abort = Marker::Txn(ControlType::Abort);
+        assert_eq!(
+            t.on_marker(&header(1, 5, 0, MARKER), abort),
+            MarkerFate::Discardable
+        );
+        assert!(!t.on_data_batch(&header(1, 12, 1, TXN)));
     }
 
     #[test]

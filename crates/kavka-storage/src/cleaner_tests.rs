@@ -1151,3 +1151,30 @@ fn a_crash_mid_swap_keeps_the_aborted_transaction_index() {
         assert_eq!(markers(&log), vec![(abort, 100, ControlType::Abort)]);
     }
 }
+
+#[test]
+fn a_producers_committed_transaction_after_its_aborted_one_compacts_in_a_later_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(), NOW).unwrap();
+    let mut p = TxnProducer::new(100);
+    p.send(&mut log, &[("k0", Some("a"))]);
+    p.end(&mut log, ControlType::Abort);
+    seal(&mut log);
+    let mut cleaner = Cleaner::new(CleanerConfig::default());
+    clean_round(&mut log, &mut cleaner, NOW).expect("due");
+    // The abort marker (and its index entry) stay; the offset map of the next round starts
+    // past it, so the producer's next, committed, transaction must not count as aborted.
+    let old = put(&mut log, "k1", Some("old"));
+    let new = p.send(&mut log, &[("k1", Some("new"))]);
+    p.end(&mut log, ControlType::Commit);
+    seal(&mut log);
+    let snap = log.cleanable(NOW, i64::MAX).expect("dirty");
+    assert!(snap.first_dirty_offset() > 0);
+    assert_eq!(log.aborted_transactions(0, old).unwrap().len(), 1);
+    clean_round(&mut log, &mut cleaner, NOW).expect("due");
+    let k1: Vec<_> = data_records(&log)
+        .into_iter()
+        .filter(|r| r.1 == "k1")
+        .collect();
+    assert_eq!(k1, vec![(new, "k1".to_string(), Some("new".to_string()))]);
+}
