@@ -416,14 +416,20 @@ impl Admin {
                 let conn = self.cluster().connection(node).await?;
                 let version = conn.version_for::<ListTransactionsRequest>(None)?;
                 if version < filter.min_version() {
-                    return Err(ClientError::UnsupportedVersion {
-                        addr: conn.addr().to_string(),
-                        api: ApiKey::ListTransactions,
-                        ours: format!("v{}+ for the filters given", filter.min_version()),
-                        theirs: conn
-                            .broker_versions(ApiKey::ListTransactions)
-                            .map_or("nothing".to_string(), |(lo, hi)| format!("v{lo}..v{hi}")),
-                    });
+                    let theirs = conn
+                        .broker_versions(ApiKey::ListTransactions)
+                        .map_or("none".to_string(), |(lo, hi)| format!("v{lo}..v{hi}"));
+                    let filter_name = if filter.transactional_id_pattern.is_some() {
+                        "a transactional id pattern"
+                    } else {
+                        "a duration filter"
+                    };
+                    return Err(ClientError::InvalidArgument(format!(
+                        "listing transactions with {filter_name} needs ListTransactions v{}, \
+                         broker {} offers {theirs}",
+                        filter.min_version(),
+                        conn.addr()
+                    )));
                 }
                 let resp = conn.send_version(&request, version, Duration::ZERO).await?;
                 if !is_coordinator_error(resp.error_code) || attempt + 1 >= TXN_COORDINATOR_ATTEMPTS
