@@ -539,3 +539,84 @@ async fn idle_ids_expire_with_a_tombstone() {
     );
     assert_eq!(n.txns.describe("busy").unwrap().state, TxnState::Ongoing);
 }
+
+/// `image` with every `__transaction_state` partition led by `leader` at `epoch_bump` more
+/// than now, as a later image.
+fn with_txn_leader(
+    image: &kavka_metadata::MetadataImage,
+    leader: i32,
+    epoch_bump: i32,
+    offset_bump: i64,
+) -> kavka_metadata::MetadataImage {
+    let mut image = image.clone();
+    image.offset += offset_bump;
+    let topic = image.topics.get_mut(super::TXN_TOPIC).expect("txn topic");
+    let t = Arc::make_mut(topic);
+    for p in t.partitions.values_mut() {
+        p.leader = leader;
+        p.leader_epoch += epoch_bump;
+    }
+    image
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_away_and_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let markers = Arc::new(FakeMarkers::default());
+    markers.failing.store(true, Ordering::SeqCst);
+    let n = start_with(dir.path(), &[], markers);
+    ready(&n).await;
+    create_topic(&n, "t", 1);
+    let (pid, epoch) = n.txns.init_producer_id("tx", 60_000, None).await.unwrap();
+    n.txns
+        .add_partitions("tx", pid, epoch, parts(&[("t", 0)]))
+        .await
+        .unwrap();
+    n.txns.end_txn("tx", pid, epoch, true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        n.txns.describe("tx").unwrap().state,
+        TxnState::PrepareCommit
+    );
+
+    // Another broker leads now: this one forgets its ids and sends clients away.
+    let base = n.controller.image();
+    n.txns.apply_leadership(&with_txn_leader(&base, 2, 1, 1));
+    assert_eq!(
+        n.txns.describe("tx").map(|m| m.state),
+        Err(TxnError::NotCoordinator)
+    );
+    assert_eq!(
+        n.txns.init_producer_id("tx", 60_000, None).await,
+        Err(TxnError::NotCoordinator)
+    );
+    assert!(n.txns.list(&[], &[], -1).unwrap().is_empty());
+    // An older image cannot undo the newer one.
+    n.txns.apply_leadership(&base);
+    assert_eq!(
+        n.txns.describe("tx").map(|m| m.state),
+        Err(TxnError::NotCoordinator)
+    );
+
+    // Leadership comes back at a newer epoch: the log is replayed and the decided
+    // transaction completes, its markers carrying the new coordinator epoch.
+    n.markers.failing.store(false, Ordering::SeqCst);
+    let back = with_txn_leader(&base, 1, 2, 2);
+    let new_epoch = back.topic(super::TXN_TOPIC).unwrap().partitions
+        [&n.txns.partition_of("tx").unwrap()]
+        .leader_epoch;
+    n.txns.apply_leadership(&back);
+    loaded(&n).await;
+    reaches(&n, "tx", TxnState::CompleteCommit).await;
+    let written = n.markers.written();
+    assert_eq!(
+        written.len(),
+        1,
+        "only the new coordinator writes the markers"
+    );
+    assert_eq!(written[0].coordinator_epoch, new_epoch);
+    assert_eq!(
+        (written[0].producer_id, written[0].producer_epoch),
+        (pid, epoch)
+    );
+}
