@@ -12,7 +12,8 @@
 - bad input: EndTxn of an unknown transactional id, a sequence gap, an old epoch;
 - `kavka transactions --list/--describe` and `kavka describe-producers`;
 - a kill -9 in the middle of a transaction: after recovery and transaction.timeout.ms it is
-  aborted and read_committed consumers pass it;
+  aborted and read_committed consumers pass it; a kill -9 right after EndTxn: the recovered
+  coordinator completes the commit or abort it promised;
 - kafka-python's transactional producer (commit, abort, send_offsets_to_transaction) and its
   read_committed consumer.
 
@@ -614,6 +615,57 @@ def test_broker_kill9_mid_transaction_is_aborted_after_timeout(txn_broker_proc, 
     rc = read_values(bs, topic_name, 2, "read_committed", expect=21)
     assert rc[0] == after[0] + [b"fresh"], rc[0]
     discard_producer(t)
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "abort"])
+def test_broker_kill9_right_after_end_txn_completes_it(txn_broker_proc, topic_name, commit):
+    """EndTxn answered (PrepareCommit/PrepareAbort logged), then kill -9 before the markers
+    are surely written: after recovery the coordinator finishes what it promised. Committed:
+    read_committed sees every record; aborted: none; either way the LSO reaches the HW."""
+    bs = txn_broker_proc.bootstrap
+    create_topic(bs, topic_name, partitions=2)
+    tid = f"{topic_name}-end"
+    ts = int(time.time() * 1000)
+    wait_coordinator(bs, tid)
+    values = {p: [b"v-%d-%02d" % (p, i) for i in range(10)] for p in range(2)}
+    with RawConn(bs) as c:
+        err, pid, epoch = retry_txn_call("InitProducerId", lambda: init_producer_id(c, tid))
+        assert err == NONE
+        errs = retry_txn_call("AddPartitionsToTxn", lambda: add_partitions_to_txn(c, tid, pid, epoch, topic_name, [0, 1]))
+        assert errs == {0: NONE, 1: NONE}, errs
+        for p in range(2):
+            assert produce_txn(c, tid, topic_name, p, txn_record_batch(values[p], ts, pid, epoch, 0))[0] == NONE
+        assert retry_txn_call("EndTxn", lambda: end_txn(c, tid, pid, epoch, commit)) == NONE
+        txn_broker_proc.kill9()
+    txn_broker_proc.start()
+
+    # 10 records and the marker, nothing open. A marker written before the kill may be
+    # written again by the recovered coordinator (Kafka does the same: a second marker of a
+    # completed transaction is harmless), so the HW may be one more.
+    def settled(got) -> bool:
+        return isinstance(got, list) and all(hw == lso and hw in (11, 12) for hw, lso in got)
+    deadline = time.monotonic() + 30
+    got = None
+    while time.monotonic() < deadline:
+        try:
+            got = [offsets_of(bs, topic_name, p) for p in range(2)]
+        except (OSError, AssertionError) as e:
+            got = repr(e)
+        if settled(got):
+            break
+        time.sleep(0.3)
+    assert settled(got), f"(HW, LSO) per partition after the restart: {got}, expected LSO = HW = 11 (or 12)"
+    rc = read_values(bs, topic_name, 2, "read_committed", expect=20 if commit else None, settle=1.0)
+    assert rc == (values if commit else {0: [], 1: []}), f"read_committed after the restart: {rc}"
+    state = "CompleteCommit" if commit else "CompleteAbort"
+    deadline = time.monotonic() + 20
+    described = ""
+    while time.monotonic() < deadline:
+        described = kavka_cli("transactions", "--bootstrap-server", bs, "--describe", "--transactional-id", tid)
+        if state in described:
+            break
+        time.sleep(0.3)
+    assert state in described, f"after the restart:\n{described}"
 
 
 # --- kafka-python ---------------------------------------------------------------------------------
