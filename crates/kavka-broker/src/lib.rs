@@ -16,10 +16,10 @@ pub mod network;
 pub mod offload;
 pub mod partition;
 pub mod producer_ids;
-pub mod txn;
 pub mod replica_manager;
 pub mod replication;
 pub mod router;
+pub mod txn;
 
 use broker::Broker;
 use config::BrokerConfig;

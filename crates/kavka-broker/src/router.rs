@@ -311,7 +311,6 @@ impl RequestHandler for Router {
             ApiKey::ListTransactions => {
                 blocking_handler!(ListTransactionsRequest, handlers::list_transactions::handle)
             }
-            // Transactions (issue 5): each helper adds its arms above this line.
             other => Dispatch::Close(format!("{other:?} is not implemented")),
         }
     }

@@ -48,7 +48,6 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 4),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
-    // Transactions (issue 5): one row per API, above this line.
 ];
 
 /// The advertised range for `api`, if we implement it at all.

@@ -1,6 +1,8 @@
 //! Request handlers: each takes a decoded request plus the broker context and returns the
 //! response. They know nothing of sockets; errors become Kafka error codes here, at the edge.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod configs;
@@ -14,7 +16,10 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
+pub mod describe_transactions;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -25,6 +30,7 @@ pub mod legacy;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod list_partition_reassignments;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -33,14 +39,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
-pub mod describe_producers;
 pub mod write_txn_markers;
-pub mod add_offsets_to_txn;
-pub mod add_partitions_to_txn;
-pub mod describe_transactions;
-pub mod end_txn;
-pub mod list_transactions;
-// Transactions (issue 5): handler modules, one line each, above this line.
 
 use kafka_protocol::protocol::StrBytes;
 
