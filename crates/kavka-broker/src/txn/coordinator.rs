@@ -869,6 +869,16 @@ impl TransactionCoordinator {
                 {
                     Ok(()) => break,
                     Err(MarkerError::NotCoordinator) => return,
+                    // Kafka's `removeMarkersForTxn`: a partition refusing the marker's
+                    // producer or coordinator epoch says this coordinator's view is stale
+                    // (a newer one took over); retrying cannot succeed.
+                    Err(e @ MarkerError::Fenced { .. }) => {
+                        tracing::error!(
+                            transactional_id = %job.transactional_id,
+                            "transaction markers refused, giving the transaction up to the newer coordinator: {e}"
+                        );
+                        return;
+                    }
                     Err(e) => {
                         tracing::warn!(
                             transactional_id = %job.transactional_id,
