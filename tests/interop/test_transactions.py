@@ -8,7 +8,8 @@
 - consume-transform-produce with send_offsets_to_transaction, 100k records, across a kill -9;
   transactional offsets visible only on commit (read_committed OffsetFetch, require_stable);
 - a zombie producer is fenced by a new instance of its transactional.id and writes nothing;
-- an idempotent producer whose connections are cut (proxy.CuttingProxy) writes no duplicate;
+- an idempotent producer whose connections are cut (proxy.CuttingProxy) writes no duplicate
+  (confluent-kafka and kafka-python);
 - bad input: EndTxn of an unknown transactional id, a sequence gap, an old epoch;
 - `kavka transactions --list/--describe` and `kavka describe-producers`;
 - a kill -9 in the middle of a transaction: after recovery and transaction.timeout.ms it is
@@ -449,6 +450,49 @@ def test_idempotent_producer_through_cutting_proxy_writes_no_duplicate(proxied_b
         offsets = [acked[part][s] for s in seqs]
         assert offsets == list(range(len(seqs))), f"partition {part}: acknowledged offsets are not the log's"
     print(f"{cuts} connections cut, {proxy.connections} opened")
+
+
+@pytest.mark.timeout(180)
+def test_kafka_python_idempotent_producer_through_cutting_proxy(proxied_broker, topic_name):
+    """kafka-python's idempotent producer (enable_idempotence, acks=all) under the same cuts:
+    every acknowledged record exactly once, in order."""
+    from kafka import KafkaProducer
+
+    _broker, proxy = proxied_broker
+    bs = proxy.address
+    n = 5_000
+    create_topic(bs, topic_name, partitions=1)
+    p = KafkaProducer(bootstrap_servers=bs, enable_idempotence=True, acks="all", linger_ms=2,
+                      batch_size=2048, request_timeout_ms=5000, max_block_ms=30000,
+                      reconnect_backoff_ms=20, retry_backoff_ms=20, delivery_timeout_ms=120000)
+    futures = []
+    try:
+        proxy.cutting = True
+        t0 = time.monotonic()
+        for seq in range(n):  # paced over ~5 s
+            futures.append(p.send(topic_name, value=b"%08d" % seq, partition=0))
+            if seq % 50 == 49:
+                pause = t0 + 5.0 * (seq + 1) / n - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+        bounded_call(lambda: p.flush(timeout=120), 130, "kafka-python flush")
+        proxy.cutting = False
+        offsets, errors = {}, []
+        for seq, f in enumerate(futures):
+            try:
+                offsets[seq] = f.get(timeout=1).offset
+            except Exception as e:  # noqa: BLE001 - collected for the assertion message
+                errors.append((seq, repr(e)))
+    finally:
+        proxy.cutting = False
+        close_kafka_python_producer(p)
+    assert not errors, f"{len(errors)} records not acknowledged, first {errors[:3]}"
+    assert proxy.cuts >= 3, f"the proxy cut only {proxy.cuts} connections"
+    got = read_values(bs, topic_name, 1, "read_uncommitted", expect=n, settle=1.0)[0]
+    seqs = [int(v) for v in got]
+    assert len(seqs) == len(set(seqs)), f"{len(seqs) - len(set(seqs))} duplicates"
+    assert seqs == list(range(n)), f"log holds {len(seqs)} records, not 0..{n - 1} in order"
+    assert [offsets[s] for s in range(n)] == list(range(n)), "acknowledged offsets are not the log's"
 
 
 # --- 6. bad input --------------------------------------------------------------------------------
