@@ -21,6 +21,8 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     /// Transactions and `__transaction_state`.
     pub txns: Arc<TransactionCoordinator>,
+    /// KIP-890 produce-time checks that a partition is in the producer's transaction.
+    pub txn_verifier: Arc<crate::txn::verification::TxnVerifier>,
 }
 
 impl Broker {

@@ -186,6 +186,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         producer_ids,
         groups: groups.clone(),
         txns: txns.clone(),
+        txn_verifier: txn::verification::TxnVerifier::new(
+            config.node_id,
+            Duration::from_millis(30_000),
+        ),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (stop_heartbeats, heartbeats_rx) = watch::channel(false);

@@ -215,6 +215,35 @@ impl Partition {
         })
     }
 
+    /// One producer's state here, if it has any (KIP-890 verification: whether it has an
+    /// ongoing transaction on this partition).
+    pub fn producer_entry(
+        &self,
+        producer_id: i64,
+    ) -> Result<Option<kavka_storage::ProducerEntry>, PartitionError> {
+        self.with_log(|log| Ok(log.producer_state().producer(producer_id).cloned()))
+    }
+
+    /// [`Partition::append`] behind a verification guard (KIP-890): `guard` sees the
+    /// producer's state under the partition lock right before the append, so nothing (a
+    /// marker) can slip in between; `false` refuses the batches with INVALID_TXN_STATE.
+    pub fn append_guarded(
+        &self,
+        batches: &mut [u8],
+        now_ms: i64,
+        producer_id: i64,
+        guard: impl FnOnce(Option<&kavka_storage::ProducerEntry>) -> bool,
+    ) -> Result<(AppendInfo, bool), PartitionError> {
+        self.append_with(now_ms, |log, epoch| {
+            if !guard(log.producer_state().producer(producer_id)) {
+                return Err(kavka_storage::StorageError::Producer(
+                    kavka_storage::ProducerStateError::InvalidTxnState { producer_id },
+                ));
+            }
+            log.append_as_leader(batches, epoch, now_ms)
+        })
+    }
+
     fn append_with(
         &self,
         now_ms: i64,

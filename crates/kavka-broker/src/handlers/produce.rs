@@ -1,8 +1,11 @@
 //! Produce: validate each partition's batches (header, CRC, counts; never decompress),
 //! transactional ones included (the log checks them against the producer's transaction
-//! state; that the coordinator added the partition to the transaction is not verified here,
-//! KIP-890 part 1 is not implemented),
-//! append them in request order on the partitions this broker leads, then acknowledge per
+//! state). A transactional batch that would start its producer's transaction on a partition
+//! is first verified with the transaction coordinator (KIP-890 part 1, see
+//! [`crate::txn::verification`]): appended only if the partition is in the producer's
+//! Ongoing transaction, and only if the producer's state on the partition did not change
+//! meanwhile (Kafka's verification guard; a marker in between refuses the batch).
+//! Then append them in request order on the partitions this broker leads, then acknowledge per
 //! `acks`: acks=1 after the local append, acks=all once the high watermark covers the batch
 //! (every in-sync replica has it), waiting parked on the HW up to the request timeout; both
 //! after fsync when the topic's flush policy says so.
@@ -20,7 +23,8 @@ use kafka_protocol::protocol::StrBytes;
 use kavka_metadata::MetadataImage;
 use kavka_protocol::error::ErrorCode;
 use kavka_protocol::record_batch::{self, BatchError};
-use std::collections::BTreeSet;
+use kavka_storage::ProducerEntry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,6 +148,128 @@ fn error_response(
         .with_error_message(message.map(StrBytes::from_string))
 }
 
+/// What transaction verification decided for one partition of the request, by (topic index,
+/// partition index) in the request.
+enum Verified {
+    /// In the producer's transaction: append only while the producer's state on the
+    /// partition is still `snapshot` (no marker came in between), or once its transaction
+    /// is ongoing there (an earlier batch of the same transaction started it meanwhile).
+    Guarded {
+        producer_id: i64,
+        snapshot: Option<ProducerEntry>,
+    },
+    /// Not appended: this code and message.
+    Refused(ErrorCode, String),
+}
+
+type Verifications = HashMap<(usize, usize), Verified>;
+
+impl Verified {
+    /// Kafka's `VerificationGuard` check at append time, under the partition lock.
+    fn guard_passes(snapshot: Option<&ProducerEntry>, current: Option<&ProducerEntry>) -> bool {
+        current.is_some_and(|e| e.current_txn_first_offset.is_some()) || current == snapshot
+    }
+}
+
+/// The producer id and epoch of the first transactional batch of a partition's records
+/// (headers only; malformed data is left to `validate`).
+fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
+    record_batch::batches(records)
+        .map_while(Result::ok)
+        .find(|(_, h)| h.is_transactional() && h.producer_id >= 0)
+        .map(|(_, h)| (h.producer_id, h.producer_epoch))
+}
+
+/// A partition whose transactional batch needs the coordinator's word first.
+struct Unverified {
+    key: (usize, usize),
+    partition: (String, i32),
+    snapshot: Option<ProducerEntry>,
+}
+
+/// KIP-890 part 1: asks the coordinator about every partition this broker leads where the
+/// request's transactional batch would start its producer's transaction (Kafka's
+/// `ReplicaManager.appendRecords` with `transaction.partition.verification.enable`).
+/// `Err`: every partition is refused with that code (transactional batches of more than one
+/// producer, Kafka's "Transactional records contained more than one producer ID").
+async fn verify(
+    b: &Broker,
+    image: &MetadataImage,
+    req: &ProduceRequest,
+    transactional_id: &str,
+) -> Result<Verifications, ErrorCode> {
+    // Per producer epoch (a client sends one, but the log is the judge of a mix).
+    let mut todo: BTreeMap<i16, Vec<Unverified>> = BTreeMap::new();
+    let mut producers = BTreeSet::new();
+    for (ti, topic) in req.topic_data.iter().enumerate() {
+        for (pi, p) in topic.partition_data.iter().enumerate() {
+            let Some((producer_id, epoch)) = p.records.as_deref().and_then(transactional_producer)
+            else {
+                continue;
+            };
+            producers.insert(producer_id);
+            // Partitions not led here are refused by the append; an internal topic too.
+            if crate::internal_topics::is_internal(&topic.name) {
+                continue;
+            }
+            let Some(part) = b
+                .replicas
+                .get(&topic.name, p.index)
+                .filter(|p| p.is_leader())
+            else {
+                continue;
+            };
+            let Ok(snapshot) = part.producer_entry(producer_id) else {
+                continue;
+            };
+            if snapshot
+                .as_ref()
+                .is_some_and(|e| e.current_txn_first_offset.is_some())
+            {
+                // The transaction is ongoing here: this batch continues it.
+                continue;
+            }
+            todo.entry(epoch).or_default().push(Unverified {
+                key: (ti, pi),
+                partition: (topic.name.to_string(), p.index),
+                snapshot,
+            });
+        }
+    }
+    let producer_id = match producers.len() {
+        0 => return Ok(Verifications::new()),
+        1 => producers.into_iter().next().unwrap_or(-1),
+        _ => return Err(ErrorCode::InvalidProducerIdMapping),
+    };
+    let mut out = Verifications::new();
+    for (epoch, parts) in todo {
+        let tps: Vec<(String, i32)> = parts.iter().map(|u| u.partition.clone()).collect();
+        let verdicts = b
+            .txn_verifier
+            .verify(&b.txns, image, transactional_id, producer_id, epoch, &tps)
+            .await;
+        debug_assert_eq!(verdicts.len(), parts.len());
+        for (u, verdict) in parts.into_iter().zip(verdicts) {
+            let v = match verdict {
+                Ok(()) => Verified::Guarded {
+                    producer_id,
+                    snapshot: u.snapshot,
+                },
+                Err(code) => {
+                    let (code, msg) = crate::txn::verification::produce_error(code);
+                    tracing::debug!(
+                        %transactional_id, producer_id, topic = %u.partition.0,
+                        partition = u.partition.1, "produce refused: {msg}"
+                    );
+                    Verified::Refused(code, msg)
+                }
+            };
+            out.insert(u.key, v);
+        }
+    }
+    Ok(out)
+}
+
 /// Appends every partition's data. Blocking (file writes).
 fn append_all(
     b: &Broker,
@@ -151,12 +277,13 @@ fn append_all(
     req: &ProduceRequest,
     version: i16,
     convert: ConvertFn,
+    verified: &Verifications,
 ) -> Vec<Appended> {
     let now = now_ms();
     let acks_all = req.acks == -1;
     let mut out = Vec::new();
     for (ti, topic) in req.topic_data.iter().enumerate() {
-        for p in &topic.partition_data {
+        for (pi, p) in topic.partition_data.iter().enumerate() {
             let response = |code, msg| Appended {
                 topic: ti,
                 response: error_response(p.index, code, msg),
@@ -197,6 +324,17 @@ fn append_all(
                 out.push(response(code, Some(msg)));
                 continue;
             }
+            let guard = match verified.get(&(ti, pi)) {
+                Some(Verified::Refused(code, msg)) => {
+                    out.push(response(*code, Some(msg.clone())));
+                    continue;
+                }
+                Some(Verified::Guarded {
+                    producer_id,
+                    snapshot,
+                }) => Some((*producer_id, snapshot)),
+                None => None,
+            };
             // Kafka refuses acks=all before the append when the ISR is too small.
             if acks_all {
                 if let Err(e) = part.check_enough_replicas() {
@@ -205,7 +343,15 @@ fn append_all(
                     continue;
                 }
             }
-            match part.append(&mut buf, now) {
+            let result = match guard {
+                Some((producer_id, snapshot)) => {
+                    part.append_guarded(&mut buf, now, producer_id, |current| {
+                        Verified::guard_passes(snapshot.as_ref(), current)
+                    })
+                }
+                None => part.append(&mut buf, now),
+            };
+            match result {
                 Ok((info, must_sync)) => {
                     let resp = PartitionProduceResponse::default()
                         .with_index(p.index)
@@ -301,6 +447,17 @@ pub async fn handle_with(
     let names: Vec<_> = req.topic_data.iter().map(|t| t.name.clone()).collect();
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, MAX_TIMEOUT_MS) as u64);
     let image = b.controller.image();
+    let verified = match req.transactional_id.as_ref() {
+        Some(id)
+            if b.txns.config().partition_verification_enable && has_transactional_records(&req) =>
+        {
+            match verify(&b, &image, &req, id.as_str()).await {
+                Ok(v) => v,
+                Err(code) => return Ok(Some(refuse_all(&req, code))),
+            }
+        }
+        _ => Verifications::new(),
+    };
     let image2 = image.clone();
     let b2 = b.clone();
     let io_bytes: usize = req
@@ -310,7 +467,7 @@ pub async fn handle_with(
         .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
         .sum();
     let appended = crate::offload::run_io(io_bytes, move || {
-        append_all(&b2, &image2, &req, version, convert)
+        append_all(&b2, &image2, &req, version, convert, &verified)
     })
     .await
     .map_err(|e| format!("produce handler failed: {e}"))?;
@@ -481,6 +638,33 @@ mod tests {
 
     async fn produce(b: &Arc<Broker>, req: ProduceRequest, version: i16) -> ProduceResponse {
         handle(b.clone(), req, version).await.unwrap().unwrap()
+    }
+
+    #[test]
+    fn the_verification_guard_refuses_a_producer_changed_by_a_marker() {
+        let entry = |epoch: i16, txn: Option<i64>, coordinator_epoch: i32| ProducerEntry {
+            epoch,
+            batches: Default::default(),
+            last_timestamp: 5,
+            current_txn_first_offset: txn,
+            coordinator_epoch,
+        };
+        let idle = entry(0, None, 0);
+        // Unchanged since the verification started: appended.
+        assert!(Verified::guard_passes(None, None));
+        assert!(Verified::guard_passes(Some(&idle), Some(&idle)));
+        // An earlier batch of the transaction started it meanwhile: appended.
+        assert!(Verified::guard_passes(None, Some(&entry(0, Some(3), 0))));
+        // A marker came in between (the producer appeared, or its epochs moved): refused.
+        assert!(!Verified::guard_passes(None, Some(&idle)));
+        assert!(!Verified::guard_passes(
+            Some(&idle),
+            Some(&entry(0, None, 1))
+        ));
+        assert!(!Verified::guard_passes(
+            Some(&idle),
+            Some(&entry(1, None, 0))
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,10 @@ pub struct TxnConfig {
     /// How long a `__transaction_state` write waits for the ISR before the client hears
     /// COORDINATOR_NOT_AVAILABLE (Kafka uses the request timeout of its append).
     pub write_timeout_ms: u64,
+    /// `transaction.partition.verification.enable` (KIP-890 part 1): a partition leader asks
+    /// the transaction coordinator whether a transactional batch's partition was added to
+    /// the producer's transaction before appending the batch that starts it there.
+    pub partition_verification_enable: bool,
 }
 
 impl Default for TxnConfig {
@@ -39,6 +43,7 @@ impl Default for TxnConfig {
             abort_timed_out_interval_ms: 10_000,
             remove_expired_interval_ms: 3_600_000,
             write_timeout_ms: 5000,
+            partition_verification_enable: true,
         })
     }
 }
@@ -53,6 +58,7 @@ pub const TXN_CONFIG_KEYS: &[&str] = &[
     "transactional.id.expiration.ms",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms",
     "transaction.remove.expired.transaction.cleanup.interval.ms",
+    "transaction.partition.verification.enable",
 ];
 
 impl TxnConfig {
@@ -98,7 +104,25 @@ impl TxnConfig {
                 i32::MAX as u64,
             )?,
             write_timeout_ms: 5000,
+            partition_verification_enable: boolean(
+                get,
+                "transaction.partition.verification.enable",
+                true,
+            )?,
         })
+    }
+}
+
+fn boolean<'a>(
+    get: impl Fn(&str) -> Option<&'a str>,
+    key: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(key).map(str::trim) {
+        None => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(invalid(key, v, "must be true or false".into())),
     }
 }
 
@@ -159,5 +183,20 @@ mod tests {
         assert!(TxnConfig::from_props(&p).is_err());
         p.insert("transaction.max.timeout.ms".into(), "60000".into());
         assert_eq!(TxnConfig::from_props(&p).unwrap().max_timeout_ms, 60_000);
+        assert!(c.partition_verification_enable);
+        p.insert(
+            "transaction.partition.verification.enable".into(),
+            "false".into(),
+        );
+        assert!(
+            !TxnConfig::from_props(&p)
+                .unwrap()
+                .partition_verification_enable
+        );
+        p.insert(
+            "transaction.partition.verification.enable".into(),
+            "maybe".into(),
+        );
+        assert!(TxnConfig::from_props(&p).is_err());
     }
 }

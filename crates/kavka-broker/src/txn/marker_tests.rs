@@ -39,6 +39,9 @@ fn config(dir: &std::path::Path, node: i32) -> crate::config::BrokerConfig {
         format!("log.dirs={}", dir.join("logs").display()),
         format!("metadata.log.dir={}", dir.join("meta").display()),
         "replica.fetch.backoff.ms=1000".to_string(),
+        // These tests write transactions of a made-up producer without a coordinator
+        // (KIP-890 verification is tested in txn/verification_tests.rs).
+        "transaction.partition.verification.enable=false".to_string(),
     ];
     crate::config::BrokerConfig::from_properties("", &overrides)
         .unwrap()

@@ -5,6 +5,8 @@
 //! - `coordinator`: ties them to the log, sharded by `__transaction_state` partition; its
 //!   `leadership` part moves shards with the partitions' leadership.
 //! - `markers`: writing the markers of a decided transaction to its partitions.
+//! - `verification`: a partition leader asking the coordinator whether a partition is in a
+//!   producer's transaction before appending its first transactional batch (KIP-890).
 
 pub mod config;
 pub mod coordinator;
@@ -12,6 +14,7 @@ pub mod leadership;
 pub mod markers;
 pub mod record;
 pub mod state;
+pub mod verification;
 
 pub use config::TxnConfig;
 pub use coordinator::{MarkerWriter, TransactionCoordinator, TXN_TOPIC};
@@ -19,3 +22,5 @@ pub use state::{TxnError, TxnState};
 
 #[cfg(test)]
 mod coordinator_tests;
+#[cfg(test)]
+mod verification_tests;
