@@ -224,18 +224,36 @@ impl Partition {
         self.with_log(|log| Ok(log.producer_state().producer(producer_id).cloned()))
     }
 
-    /// [`Partition::append`] behind a verification guard (KIP-890): `guard` sees the
-    /// producer's state under the partition lock right before the append, so nothing (a
-    /// marker) can slip in between; `false` refuses the batches with INVALID_TXN_STATE.
+    /// Before a KIP-890 verification: the producer's entry here and its verification guard
+    /// (set now; any later append of the producer, a marker included, clears it).
+    pub fn begin_txn_verification(
+        &self,
+        producer_id: i64,
+    ) -> Result<(Option<kavka_storage::ProducerEntry>, u64), PartitionError> {
+        self.with_log(|log| {
+            let guard = log.begin_txn_verification(producer_id);
+            Ok((log.producer_state().producer(producer_id).cloned(), guard))
+        })
+    }
+
+    /// [`Partition::append`] behind a verification guard (KIP-890), checked under the
+    /// partition lock right before the append: the batches go in only while the producer's
+    /// transaction is ongoing here (an earlier batch of it started it) or its guard is still
+    /// `guard` (nothing of the producer, no marker, was appended since the verification
+    /// began); otherwise INVALID_TXN_STATE.
     pub fn append_guarded(
         &self,
         batches: &mut [u8],
         now_ms: i64,
         producer_id: i64,
-        guard: impl FnOnce(Option<&kavka_storage::ProducerEntry>) -> bool,
+        guard: u64,
     ) -> Result<(AppendInfo, bool), PartitionError> {
         self.append_with(now_ms, |log, epoch| {
-            if !guard(log.producer_state().producer(producer_id)) {
+            let state = log.producer_state();
+            let ongoing = state
+                .producer(producer_id)
+                .is_some_and(|e| e.current_txn_first_offset.is_some());
+            if !ongoing && state.verification_guard(producer_id) != Some(guard) {
                 return Err(kavka_storage::StorageError::Producer(
                     kavka_storage::ProducerStateError::InvalidTxnState { producer_id },
                 ));

@@ -1511,6 +1511,12 @@ impl Log {
         &self.producer_state
     }
 
+    /// Sets (or returns) the producer's KIP-890 verification guard: see
+    /// [`ProducerStateManager::begin_verification`].
+    pub fn begin_txn_verification(&mut self, producer_id: i64) -> u64 {
+        self.producer_state.begin_verification(producer_id)
+    }
+
     /// Writes the producer-state snapshot for `offset` (the state of every batch below it)
     /// and prunes old snapshots.
     fn take_producer_snapshot(&mut self, offset: i64, sync: bool) -> Result<(), StorageError> {

@@ -267,9 +267,34 @@ pub struct ProducerStateManager {
     /// Completed transactions by marker offset, until the high watermark passes the marker
     /// (Kafka's `unreplicatedTxns`).
     unreplicated: BTreeMap<i64, CompletedTxn>,
+    /// KIP-890 verification guards by producer id (Kafka's `VerificationStateEntry`): set
+    /// before the leader asks the coordinator whether this partition is in the producer's
+    /// transaction, cleared by any append of the producer (its transaction started, or a
+    /// marker ended it). A verified batch is appended only while its guard is still here,
+    /// so a marker written during the verification refuses it. In memory only: a guard
+    /// lost with a rebuilt state just refuses the batch (the client retries).
+    verification_guards: HashMap<i64, u64>,
+    next_verification_guard: u64,
 }
 
 impl ProducerStateManager {
+    /// The producer's verification guard, created if it has none (a second verification
+    /// of the same transaction shares it, as Kafka's does).
+    pub fn begin_verification(&mut self, producer_id: i64) -> u64 {
+        if let Some(g) = self.verification_guards.get(&producer_id) {
+            return *g;
+        }
+        self.next_verification_guard = self.next_verification_guard.wrapping_add(1);
+        let g = self.next_verification_guard;
+        self.verification_guards.insert(producer_id, g);
+        g
+    }
+
+    /// The producer's current verification guard, if one is set.
+    pub fn verification_guard(&self, producer_id: i64) -> Option<u64> {
+        self.verification_guards.get(&producer_id).copied()
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -512,6 +537,7 @@ impl ProducerStateManager {
     /// the ongoing-transaction map in step with the entries.
     pub(crate) fn commit(&mut self, pending: HashMap<i64, ProducerEntry>) {
         for (pid, entry) in pending {
+            self.verification_guards.remove(&pid);
             let before = self
                 .producers
                 .get(&pid)
@@ -582,6 +608,7 @@ impl ProducerStateManager {
         self.producers.clear();
         self.ongoing.clear();
         self.unreplicated.clear();
+        self.verification_guards.clear();
     }
 
     /// A manager holding `producers`, its ongoing-transaction map derived from them.
@@ -594,6 +621,8 @@ impl ProducerStateManager {
             producers,
             ongoing,
             unreplicated: BTreeMap::new(),
+            verification_guards: HashMap::new(),
+            next_verification_guard: 0,
         }
     }
 

@@ -911,3 +911,33 @@ fn random_interleavings_match_the_model() {
         })
         .unwrap();
 }
+
+/// KIP-890's verification guard: set before the coordinator is asked, shared by a second
+/// verification, and cleared by any append of the producer (a marker, or the batch that
+/// starts its transaction), so a verified batch cannot follow a marker written meanwhile.
+#[test]
+fn verification_guards_are_cleared_by_the_producers_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    let pid = 7;
+    let g = log.begin_txn_verification(pid);
+    assert_eq!(log.begin_txn_verification(pid), g);
+    assert_eq!(log.producer_state().verification_guard(pid), Some(g));
+    assert_eq!(log.begin_txn_verification(8), g + 1);
+    let marker = TxnMarker {
+        producer_id: pid,
+        producer_epoch: 0,
+        coordinator_epoch: 0,
+        control: ControlType::Abort,
+    };
+    log.append_txn_marker(&marker, 0, now()).unwrap();
+    assert_eq!(log.producer_state().verification_guard(pid), None);
+    // The batch that starts the transaction clears it too.
+    let g3 = log.begin_txn_verification(8);
+    assert_eq!(g3, g + 1);
+    log.append(&mut batch(8, 0, 0, 1, true), now()).unwrap();
+    assert_eq!(log.producer_state().verification_guard(8), None);
+    let g2 = log.begin_txn_verification(pid);
+    assert_ne!(g2, g);
+    log.close().unwrap();
+}

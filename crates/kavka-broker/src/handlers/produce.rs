@@ -23,7 +23,6 @@ use kafka_protocol::protocol::StrBytes;
 use kavka_metadata::MetadataImage;
 use kavka_protocol::error::ErrorCode;
 use kavka_protocol::record_batch::{self, BatchError};
-use kavka_storage::ProducerEntry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,25 +150,15 @@ fn error_response(
 /// What transaction verification decided for one partition of the request, by (topic index,
 /// partition index) in the request.
 enum Verified {
-    /// In the producer's transaction: append only while the producer's state on the
-    /// partition is still `snapshot` (no marker came in between), or once its transaction
-    /// is ongoing there (an earlier batch of the same transaction started it meanwhile).
-    Guarded {
-        producer_id: i64,
-        snapshot: Option<ProducerEntry>,
-    },
+    /// In the producer's transaction: append only while the producer's verification
+    /// `guard` on the partition still stands (no marker came in between), or once its
+    /// transaction is ongoing there (an earlier batch of the same transaction started it).
+    Guarded { producer_id: i64, guard: u64 },
     /// Not appended: this code and message.
     Refused(ErrorCode, String),
 }
 
 type Verifications = HashMap<(usize, usize), Verified>;
-
-impl Verified {
-    /// Kafka's `VerificationGuard` check at append time, under the partition lock.
-    fn guard_passes(snapshot: Option<&ProducerEntry>, current: Option<&ProducerEntry>) -> bool {
-        current.is_some_and(|e| e.current_txn_first_offset.is_some()) || current == snapshot
-    }
-}
 
 /// The producer id and epoch of the first transactional batch of a partition's records
 /// (headers only; malformed data is left to `validate`).
@@ -184,7 +173,7 @@ fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
 struct Unverified {
     key: (usize, usize),
     partition: (String, i32),
-    snapshot: Option<ProducerEntry>,
+    guard: u64,
 }
 
 /// KIP-890 part 1: asks the coordinator about every partition this broker leads where the
@@ -219,7 +208,9 @@ async fn verify(
             else {
                 continue;
             };
-            let Ok(snapshot) = part.producer_entry(producer_id) else {
+            // The guard is set before the coordinator is asked, so a marker written
+            // meanwhile clears it (Kafka's VerificationGuard).
+            let Ok((snapshot, guard)) = part.begin_txn_verification(producer_id) else {
                 continue;
             };
             if snapshot
@@ -232,7 +223,7 @@ async fn verify(
             todo.entry(epoch).or_default().push(Unverified {
                 key: (ti, pi),
                 partition: (topic.name.to_string(), p.index),
-                snapshot,
+                guard,
             });
         }
     }
@@ -253,7 +244,7 @@ async fn verify(
             let v = match verdict {
                 Ok(()) => Verified::Guarded {
                     producer_id,
-                    snapshot: u.snapshot,
+                    guard: u.guard,
                 },
                 Err(code) => {
                     let (code, msg) = crate::txn::verification::produce_error(code);
@@ -329,10 +320,7 @@ fn append_all(
                     out.push(response(*code, Some(msg.clone())));
                     continue;
                 }
-                Some(Verified::Guarded {
-                    producer_id,
-                    snapshot,
-                }) => Some((*producer_id, snapshot)),
+                Some(Verified::Guarded { producer_id, guard }) => Some((*producer_id, *guard)),
                 None => None,
             };
             // Kafka refuses acks=all before the append when the ISR is too small.
@@ -344,10 +332,8 @@ fn append_all(
                 }
             }
             let result = match guard {
-                Some((producer_id, snapshot)) => {
-                    part.append_guarded(&mut buf, now, producer_id, |current| {
-                        Verified::guard_passes(snapshot.as_ref(), current)
-                    })
+                Some((producer_id, guard)) => {
+                    part.append_guarded(&mut buf, now, producer_id, guard)
                 }
                 None => part.append(&mut buf, now),
             };
@@ -638,33 +624,6 @@ mod tests {
 
     async fn produce(b: &Arc<Broker>, req: ProduceRequest, version: i16) -> ProduceResponse {
         handle(b.clone(), req, version).await.unwrap().unwrap()
-    }
-
-    #[test]
-    fn the_verification_guard_refuses_a_producer_changed_by_a_marker() {
-        let entry = |epoch: i16, txn: Option<i64>, coordinator_epoch: i32| ProducerEntry {
-            epoch,
-            batches: Default::default(),
-            last_timestamp: 5,
-            current_txn_first_offset: txn,
-            coordinator_epoch,
-        };
-        let idle = entry(0, None, 0);
-        // Unchanged since the verification started: appended.
-        assert!(Verified::guard_passes(None, None));
-        assert!(Verified::guard_passes(Some(&idle), Some(&idle)));
-        // An earlier batch of the transaction started it meanwhile: appended.
-        assert!(Verified::guard_passes(None, Some(&entry(0, Some(3), 0))));
-        // A marker came in between (the producer appeared, or its epochs moved): refused.
-        assert!(!Verified::guard_passes(None, Some(&idle)));
-        assert!(!Verified::guard_passes(
-            Some(&idle),
-            Some(&entry(0, None, 1))
-        ));
-        assert!(!Verified::guard_passes(
-            Some(&idle),
-            Some(&entry(1, None, 0))
-        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -352,3 +352,63 @@ async fn a_remote_coordinator_is_asked_over_the_network() {
     assert_eq!(leo(&b, 1), 0);
     leader.shutdown().await;
 }
+
+/// The race the guard exists for: a marker for the producer (its transaction aborted, with
+/// nothing of it on this partition yet) is written after the verification began and before
+/// the verified batch is appended. The batch must be refused, or it would open a
+/// transaction nobody ends (a hanging transaction holding the LSO back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_between_verification_and_append_refuses_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), 1, &[]).await;
+    let b = running.broker.clone();
+    create(&b, TOPIC, vec![vec![1]]).await;
+    let pid = 4242;
+    let part = b.replicas.get(TOPIC, 0).unwrap();
+    let marker = |control| kavka_protocol::records::TxnMarker {
+        producer_id: pid,
+        producer_epoch: 0,
+        coordinator_epoch: 0,
+        control,
+    };
+    use kavka_protocol::records::ControlType::{Abort, Commit};
+
+    // An earlier transaction of the producer here, committed: its entry exists, with the
+    // same producer and coordinator epochs the abort below carries.
+    let (entry, guard) = part.begin_txn_verification(pid).unwrap();
+    assert!(entry.is_none());
+    part.append_guarded(&mut txn_batch(pid, 0, 0).to_vec(), now_ms(), pid, guard)
+        .unwrap();
+    part.append_txn_marker(&marker(Commit), now_ms()).unwrap();
+
+    // Guard set, then an abort marker of the same producer and epochs: refused.
+    let (entry, guard) = part.begin_txn_verification(pid).unwrap();
+    assert!(entry.is_some_and(|e| e.current_txn_first_offset.is_none()));
+    part.append_txn_marker(&marker(Abort), now_ms()).unwrap();
+    let leo_after_marker = part.log_end_offset();
+    let err = part
+        .append_guarded(&mut txn_batch(pid, 0, 1).to_vec(), now_ms(), pid, guard)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crate::partition::PartitionError::Storage(kavka_storage::StorageError::Producer(
+                kavka_storage::ProducerStateError::InvalidTxnState { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(part.log_end_offset(), leo_after_marker);
+    assert!(!ongoing(&b, 0, pid));
+
+    // A fresh verification with nothing in between: appended, and the transaction is
+    // ongoing, so the used guard no longer matters for its next batches.
+    let (_, guard) = part.begin_txn_verification(pid).unwrap();
+    assert_eq!(part.begin_txn_verification(pid).unwrap().1, guard);
+    part.append_guarded(&mut txn_batch(pid, 0, 1).to_vec(), now_ms(), pid, guard)
+        .unwrap();
+    assert!(ongoing(&b, 0, pid));
+    part.append_guarded(&mut txn_batch(pid, 0, 2).to_vec(), now_ms(), pid, guard)
+        .unwrap();
+    running.shutdown().await;
+}
