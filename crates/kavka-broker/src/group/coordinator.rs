@@ -271,6 +271,27 @@ pub struct TxnCommitter {
     pub group_instance_id: Option<String>,
 }
 
+/// What [`GroupCoordinator::offset_records`] gives: per-partition codes, the records to
+/// append, and the accepted partitions.
+type OffsetRecords<'a> = (
+    Vec<Option<ErrorCode>>,
+    Vec<(Bytes, Option<Bytes>)>,
+    Vec<(usize, &'a CommitPartition, OffsetValue)>,
+);
+
+/// A failed append fails every partition it carried.
+fn fail_accepted(
+    codes: &mut [Option<ErrorCode>],
+    accepted: &[(usize, &CommitPartition, OffsetValue)],
+    e: ErrorCode,
+) {
+    for (i, _, _) in accepted {
+        if let Some(c) = codes.get_mut(*i) {
+            *c = Some(e);
+        }
+    }
+}
+
 pub struct GroupCoordinator {
     config: GroupConfig,
     replicas: Arc<ReplicaManager>,
@@ -1144,39 +1165,10 @@ impl GroupCoordinator {
             if let Err(e) = validate_commit(group, who) {
                 return all(e);
             }
-            let mut codes = Vec::with_capacity(parts.len());
-            let mut records = Vec::new();
-            let mut accepted = Vec::new();
-            for c in parts {
-                let known = image
-                    .topic(&c.topic)
-                    .is_some_and(|t| t.partitions.contains_key(&c.partition));
-                let code = if !known {
-                    Some(ErrorCode::UnknownTopicOrPartition)
-                } else if c
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes)
-                {
-                    Some(ErrorCode::OffsetMetadataTooLarge)
-                } else {
-                    let value = OffsetValue {
-                        offset: c.offset,
-                        leader_epoch: c.leader_epoch,
-                        metadata: c.metadata.clone().unwrap_or_default(),
-                        commit_timestamp: now,
-                        expire_timestamp: (who.retention_time_ms >= 0)
-                            .then(|| now.saturating_add(who.retention_time_ms)),
-                    };
-                    records.push((
-                        record::offset_key(group_id, &c.topic, c.partition),
-                        Some(record::offset_value(&value)),
-                    ));
-                    accepted.push((codes.len(), c, value));
-                    None
-                };
-                codes.push(code);
-            }
+            let expire =
+                (who.retention_time_ms >= 0).then(|| now.saturating_add(who.retention_time_ms));
+            let (mut codes, records, accepted) =
+                self.offset_records(&image, group_id, parts, now, expire);
             let n = records.len();
             match self.append(p, records, now) {
                 Ok(wait) => {
@@ -1187,11 +1179,7 @@ impl GroupCoordinator {
                     (codes, wait)
                 }
                 Err(e) => {
-                    for (i, _, _) in accepted {
-                        if let Some(c) = codes.get_mut(i) {
-                            *c = Some(e);
-                        }
-                    }
+                    fail_accepted(&mut codes, &accepted, e);
                     (codes, None)
                 }
             }
@@ -1317,38 +1305,8 @@ impl GroupCoordinator {
                 None if who.generation_id >= 0 => return all(ErrorCode::IllegalGeneration),
                 None => {}
             }
-            let mut codes = Vec::with_capacity(parts.len());
-            let mut records = Vec::new();
-            let mut accepted = Vec::new();
-            for c in parts {
-                let known = image
-                    .topic(&c.topic)
-                    .is_some_and(|t| t.partitions.contains_key(&c.partition));
-                let code = if !known {
-                    Some(ErrorCode::UnknownTopicOrPartition)
-                } else if c
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes)
-                {
-                    Some(ErrorCode::OffsetMetadataTooLarge)
-                } else {
-                    let value = OffsetValue {
-                        offset: c.offset,
-                        leader_epoch: c.leader_epoch,
-                        metadata: c.metadata.clone().unwrap_or_default(),
-                        commit_timestamp: now,
-                        expire_timestamp: None,
-                    };
-                    records.push((
-                        record::offset_key(group_id, &c.topic, c.partition),
-                        Some(record::offset_value(&value)),
-                    ));
-                    accepted.push((codes.len(), c, value));
-                    None
-                };
-                codes.push(code);
-            }
+            let (mut codes, records, accepted) =
+                self.offset_records(&image, group_id, parts, now, None);
             if records.is_empty() {
                 return (codes, None);
             }
@@ -1367,16 +1325,58 @@ impl GroupCoordinator {
                     (codes, wait)
                 }
                 Err(e) => {
-                    for (i, _, _) in accepted {
-                        if let Some(c) = codes.get_mut(i) {
-                            *c = Some(e);
-                        }
-                    }
+                    fail_accepted(&mut codes, &accepted, e);
                     (codes, None)
                 }
             }
         });
         r.unwrap_or_else(all)
+    }
+
+    /// The offset records of an (OffsetCommit or TxnOffsetCommit) commit: per partition
+    /// UNKNOWN_TOPIC_OR_PARTITION, OFFSET_METADATA_TOO_LARGE or accepted, with the records to
+    /// append and the accepted partitions (index into the codes, request entry, value).
+    fn offset_records<'a>(
+        &self,
+        image: &kavka_metadata::MetadataImage,
+        group_id: &str,
+        parts: &'a [CommitPartition],
+        now: i64,
+        expire_timestamp: Option<i64>,
+    ) -> OffsetRecords<'a> {
+        let mut codes = Vec::with_capacity(parts.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for c in parts {
+            let known = image
+                .topic(&c.topic)
+                .is_some_and(|t| t.partitions.contains_key(&c.partition));
+            let code = if !known {
+                Some(ErrorCode::UnknownTopicOrPartition)
+            } else if c
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes)
+            {
+                Some(ErrorCode::OffsetMetadataTooLarge)
+            } else {
+                let value = OffsetValue {
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone().unwrap_or_default(),
+                    commit_timestamp: now,
+                    expire_timestamp,
+                };
+                records.push((
+                    record::offset_key(group_id, &c.topic, c.partition),
+                    Some(record::offset_value(&value)),
+                ));
+                accepted.push((codes.len(), c, value));
+                None
+            };
+            codes.push(code);
+        }
+        (codes, records, accepted)
     }
 
     fn consumer_config(&self) -> ConsumerGroupConfig {
