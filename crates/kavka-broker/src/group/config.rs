@@ -151,7 +151,7 @@ impl GroupConfig {
     }
 }
 
-fn invalid(key: &str, value: &str, reason: String) -> ConfigError {
+pub(crate) fn invalid(key: &str, value: &str, reason: String) -> ConfigError {
     ConfigError::InvalidValue {
         key: key.to_string(),
         value: value.to_string(),
@@ -159,7 +159,9 @@ fn invalid(key: &str, value: &str, reason: String) -> ConfigError {
     }
 }
 
-fn ranged<'a, T>(
+/// A numeric config value within `min..=max`, `default` when absent (shared by the group
+/// and transaction configs).
+pub(crate) fn ranged<'a, T>(
     get: impl Fn(&str) -> Option<&'a str>,
     key: &str,
     default: T,

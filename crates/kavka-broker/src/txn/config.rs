@@ -2,6 +2,7 @@
 //! `transactional.id.*` keys).
 
 use crate::config::ConfigError;
+use crate::group::config::{invalid, ranged};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
@@ -124,41 +125,6 @@ fn boolean<'a>(
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
         Some(v) => Err(invalid(key, v, "must be true or false".into())),
     }
-}
-
-fn invalid(key: &str, value: &str, reason: String) -> ConfigError {
-    ConfigError::InvalidValue {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason,
-    }
-}
-
-fn ranged<'a, T>(
-    get: impl Fn(&str) -> Option<&'a str>,
-    key: &str,
-    default: T,
-    min: T,
-    max: T,
-) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let Some(raw) = get(key) else {
-        return Ok(default);
-    };
-    let v: T = raw
-        .trim()
-        .parse()
-        .map_err(|_| invalid(key, raw, "not a valid number".into()))?;
-    if v < min || v > max {
-        return Err(invalid(
-            key,
-            raw,
-            format!("must be between {min} and {max}"),
-        ));
-    }
-    Ok(v)
 }
 
 #[cfg(test)]
