@@ -134,8 +134,17 @@ top_level_coordinator_error!(
 /// FindCoordinator for a group: the batched `coordinator_keys` form from v4 on, the
 /// single `key` before.
 pub fn find_coordinator_request(version: i16, group: &str) -> FindCoordinatorRequest {
-    let key = StrBytes::from_string(group.to_string());
-    let request = FindCoordinatorRequest::default().with_key_type(KEY_TYPE_GROUP);
+    find_coordinator_request_keyed(version, KEY_TYPE_GROUP, group)
+}
+
+/// FindCoordinator for `key` of `key_type` (0 group, 1 transactional id), batched from v4.
+pub(crate) fn find_coordinator_request_keyed(
+    version: i16,
+    key_type: i8,
+    key: &str,
+) -> FindCoordinatorRequest {
+    let key = StrBytes::from_string(key.to_string());
+    let request = FindCoordinatorRequest::default().with_key_type(key_type);
     if version >= 4 {
         request.with_coordinator_keys(vec![key])
     } else {
@@ -149,14 +158,28 @@ pub fn parse_find_coordinator(
     group: &str,
     resp: &FindCoordinatorResponse,
 ) -> Result<BrokerMetadata> {
+    parse_find_coordinator_keyed(version, group, "group", resp, |code, message| {
+        group_error(code, group, message)
+    })
+}
+
+/// The coordinator of `key` (a `what`: "group", "transactional id") in a FindCoordinator
+/// response at `version`; a coordinator error goes through `error`.
+pub(crate) fn parse_find_coordinator_keyed(
+    version: i16,
+    key: &str,
+    what: &str,
+    resp: &FindCoordinatorResponse,
+    error: impl FnOnce(i16, Option<&str>) -> ClientError,
+) -> Result<BrokerMetadata> {
     let (code, message, node_id, host, port) = if version >= 4 {
         let c = resp
             .coordinators
             .iter()
-            .find(|c| c.key.as_str() == group)
+            .find(|c| c.key.as_str() == key)
             .ok_or_else(|| {
                 ClientError::InvalidArgument(format!(
-                    "the broker did not name a coordinator for group '{group}'"
+                    "the broker did not name a coordinator for {what} '{key}'"
                 ))
             })?;
         (
@@ -176,7 +199,7 @@ pub fn parse_find_coordinator(
         )
     };
     if code != codes::NONE {
-        return Err(group_error(code, group, message));
+        return Err(error(code, message));
     }
     Ok(BrokerMetadata {
         node_id,

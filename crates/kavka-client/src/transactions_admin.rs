@@ -196,13 +196,11 @@ pub fn find_transaction_coordinator_request(
     transactional_id: &str,
 ) -> FindCoordinatorRequest {
     debug_assert!(version >= 1, "FindCoordinator v0 cannot name a key type");
-    let key = str_bytes(transactional_id);
-    let request = FindCoordinatorRequest::default().with_key_type(KEY_TYPE_TRANSACTION);
-    if version >= 4 {
-        request.with_coordinator_keys(vec![key])
-    } else {
-        request.with_key(key)
-    }
+    crate::coordinator::find_coordinator_request_keyed(
+        version,
+        KEY_TYPE_TRANSACTION,
+        transactional_id,
+    )
 }
 
 /// The transaction coordinator named by a FindCoordinator response at `version`.
@@ -211,41 +209,13 @@ pub fn parse_find_transaction_coordinator(
     transactional_id: &str,
     resp: &FindCoordinatorResponse,
 ) -> Result<BrokerMetadata> {
-    let (code, message, node_id, host, port) = if version >= 4 {
-        let c = resp
-            .coordinators
-            .iter()
-            .find(|c| c.key.as_str() == transactional_id)
-            .ok_or_else(|| {
-                ClientError::InvalidArgument(format!(
-                    "the broker did not name a coordinator for transactional id '{transactional_id}'"
-                ))
-            })?;
-        (
-            c.error_code,
-            c.error_message.as_deref(),
-            c.node_id.0,
-            &c.host,
-            c.port,
-        )
-    } else {
-        (
-            resp.error_code,
-            resp.error_message.as_deref(),
-            resp.node_id.0,
-            &resp.host,
-            resp.port,
-        )
-    };
-    if code != codes::NONE {
-        return Err(transaction_error(code, transactional_id, message));
-    }
-    Ok(BrokerMetadata {
-        node_id,
-        host: host.to_string(),
-        port,
-        rack: None,
-    })
+    crate::coordinator::parse_find_coordinator_keyed(
+        version,
+        transactional_id,
+        "transactional id",
+        resp,
+        |code, message| transaction_error(code, transactional_id, message),
+    )
 }
 
 pub fn describe_transactions_request(transactional_id: &str) -> DescribeTransactionsRequest {
