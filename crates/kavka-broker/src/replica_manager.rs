@@ -65,6 +65,25 @@ impl ReplicaManager {
     }
 
     /// Directory of a partition's log (DescribeLogDirs).
+    /// The leader epoch at which this broker coordinates `topic`-`partition` (an internal
+    /// topic's shard): the image names this broker leader and the partition has taken the
+    /// role here. A broker catching up after a restart holds its partitions roleless
+    /// (`roles_ready`) while its image may still name it leader.
+    pub fn coordinated_epoch(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        partition: i32,
+    ) -> Option<i32> {
+        image
+            .topic(topic)?
+            .partitions
+            .get(&partition)
+            .filter(|p| p.leader == self.config.node_id)
+            .filter(|_| self.get(topic, partition).is_some_and(|p| p.is_leader()))
+            .map(|p| p.leader_epoch)
+    }
+
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
         self.dir_for(topic, partition)
     }

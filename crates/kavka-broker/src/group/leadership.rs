@@ -87,7 +87,6 @@ impl GroupCoordinator {
                 "{OFFSETS_TOPIC} changed its partition count; groups stay where they hash"
             );
         }
-        let node = self.controller.node_id();
         for (p, shard) in shards.iter().enumerate() {
             let p = p as i32;
             // Leader epochs move only with the leader: a new epoch naming this broker
@@ -95,16 +94,7 @@ impl GroupCoordinator {
             // The partition must have taken the role too: a broker catching up after a
             // restart holds its partitions roleless (ReplicaManager's `roles_ready`) while
             // its image may still name it leader.
-            let led_at = topic
-                .partitions
-                .get(&p)
-                .filter(|part| part.leader == node)
-                .filter(|_| {
-                    self.replicas
-                        .get(OFFSETS_TOPIC, p)
-                        .is_some_and(|part| part.is_leader())
-                })
-                .map(|part| part.leader_epoch);
+            let led_at = self.replicas.coordinated_epoch(image, OFFSETS_TOPIC, p);
             let mut s = lock(shard);
             let moved_meanwhile = led_at.is_some()
                 && s.status != ShardStatus::NotCoordinator

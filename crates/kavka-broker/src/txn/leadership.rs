@@ -64,19 +64,9 @@ impl TransactionCoordinator {
                 "{TXN_TOPIC} changed its partition count; transactional ids stay where they hash"
             );
         }
-        let node = self.controller.node_id();
         for (p, shard) in shards.iter().enumerate() {
             let p = p as i32;
-            let led_at = topic
-                .partitions
-                .get(&p)
-                .filter(|part| part.leader == node)
-                .filter(|_| {
-                    self.replicas
-                        .get(TXN_TOPIC, p)
-                        .is_some_and(|part| part.is_leader())
-                })
-                .map(|part| part.leader_epoch);
+            let led_at = self.replicas.coordinated_epoch(image, TXN_TOPIC, p);
             let mut s = lock(shard);
             let moved_meanwhile = led_at.is_some()
                 && s.status != ShardStatus::NotCoordinator
